@@ -1,0 +1,26 @@
+"""Where trials run: in this process (:class:`LocalExecutor`) or on Ray actors (``RayExecutor``).
+
+An executor takes a round of :class:`~tfg_search.worker.TrialSpec` at once and yields a
+:class:`~tfg_search.worker.TrialOutcome` for each as it finishes; the coordinator tells each
+result to the study as it arrives.
+"""
+
+from __future__ import annotations
+
+from tfg_search.executors.base import Executor
+from tfg_search.executors.local import LocalExecutor
+
+__all__ = ["Executor", "LocalExecutor", "make_executor"]
+
+
+def make_executor(kind: str, **options: object) -> Executor:
+    """``"local"`` or ``"ray"`` (options: address, num_workers, gpus_per_trial, cpus_per_trial)."""
+    if kind == "local":
+        return LocalExecutor()
+    if kind == "ray":
+        from tfg_search.executors.ray_pool import RayExecutor
+
+        return RayExecutor(**options)  # type: ignore[arg-type]
+    from tfg_search.errors import TFGSearchError
+
+    raise TFGSearchError(f"unknown executor {kind!r}; choose local or ray")

@@ -1,0 +1,224 @@
+"""``SearchSettings``: what defines a search (and so a study), resolved against a task's defaults.
+
+Two runs with the same resolved settings are the same study: the derived study name is a hash of
+them, so rerunning a command resumes its study, and a study refuses to be continued with settings
+that differ (the differences are listed).
+
+Example:
+    >>> s = SearchSettings(task="gmm2d", target="3", samples=32)
+    >>> s.samples, s.method
+    (32, 'tfg')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from searchers import Lattice
+from tfg_search.config import METHODS, TFGConfig
+from tfg_search.errors import TFGSearchError
+from tfg_search.evaluation import check_objective
+
+TFG_PARAMS = ("rho", "mu", "gamma")
+"""What the TFG search varies; a baseline method varies one "strength"."""
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TFGSearchError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything that defines a search; ``None`` fields take the task's or method's default.
+
+    Attributes:
+        task, target: what is guided (a registered task and one of its targets).
+        method: "tfg" (search rho, mu, gamma) or an earlier method (search its single strength).
+        samples: samples per search evaluation (the small fidelity).
+        final_samples, final_top: the top ``final_top`` configurations are re-run on
+            ``final_samples`` samples; the best of those is the reported answer.
+        top_k, rounds: beam width and round limit of the beam search.
+        n_recur, n_iter, n_mc, eta, steps: fixed during a search (they set its cost).
+        objective: metric names averaged into the score ("_" prefix: lower is better).
+        space: the lattice of each searched parameter.
+        search_schedules: also search the increase / decrease / constant structures.
+        seed: seed of every search evaluation (common random numbers: candidates are compared on
+            the same noise); the final re-runs use ``seed + 1`` (fresh samples, no selection bias).
+        task_options: options of the task (e.g. the ``custom`` task's model folder).
+    """
+
+    task: str
+    target: str
+    method: str = "tfg"
+    samples: int = 64
+    final_samples: int = 512
+    final_top: int = 2
+    top_k: int = 2
+    rounds: int = 6
+    n_recur: int | None = None
+    n_iter: int | None = None
+    n_mc: int | None = None
+    eta: float = 1.0
+    steps: int | None = None
+    objective: tuple[str, ...] | None = None
+    space: Mapping[str, Lattice] | None = None
+    search_schedules: bool = False
+    seed: int = 0
+    task_options: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise TFGSearchError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        for name in ("samples", "final_samples", "top_k", "rounds"):
+            _positive(name, getattr(self, name))
+        _positive("final_top", self.final_top, 0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise TFGSearchError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        for name, minimum in (("n_recur", 1), ("n_iter", 0), ("n_mc", 1), ("steps", 1)):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name), minimum)
+        if self.space is not None:
+            names = set(self.space)
+            allowed = set(TFG_PARAMS) if self.method == "tfg" else {"strength"}
+            if not names or not names <= allowed:
+                raise TFGSearchError(
+                    f"--space for method {self.method!r} must name {' / '.join(sorted(allowed))}, "
+                    f"got {', '.join(sorted(names)) or 'nothing'}"
+                )
+        if self.search_schedules and self.method != "tfg":
+            raise TFGSearchError("--search-schedules applies to --method tfg only")
+
+    def resolve(self, task: Any) -> ResolvedSettings:
+        """Fill the defaults from ``task`` (its steps, objective and lattices) and the method."""
+        task.parse_target(self.target)  # validates; the string form is what is stored
+        objective = tuple(self.objective) if self.objective else tuple(task.objective)
+        check_objective(task, objective)
+        if self.space is not None:
+            space = dict(self.space)
+        elif self.method == "tfg":
+            space = {k: Lattice(*v) for k, v in task.default_space.items() if k in TFG_PARAMS}
+        else:
+            space = {"strength": Lattice(*task.default_strength_space)}
+        base = base_config(self.method, 0.0, self.n_recur, self.n_iter, self.n_mc, self.eta, task.clip_x0)
+        return ResolvedSettings(
+            task=self.task,
+            target=self.target,
+            method=self.method,
+            samples=self.samples,
+            final_samples=self.final_samples,
+            final_top=self.final_top,
+            top_k=self.top_k,
+            rounds=self.rounds,
+            n_recur=base.n_recur,
+            n_iter=base.n_iter,
+            n_mc=base.n_mc,
+            eta=base.eta,
+            clip_x0=base.clip_x0,
+            steps=self.steps or int(task.num_inference_steps),
+            objective=objective,
+            space={k: (v.init, v.factor, v.cap) for k, v in space.items()},
+            search_schedules=self.search_schedules,
+            seed=self.seed,
+            task_options=dict(self.task_options or {}),
+        )
+
+
+def base_config(
+    method: str,
+    strength: float,
+    n_recur: int | None,
+    n_iter: int | None,
+    n_mc: int | None,
+    eta: float,
+    clip_x0: bool,
+) -> TFGConfig:
+    """The method's configuration at ``strength`` with the fixed settings applied."""
+    overrides: dict[str, Any] = {"eta": eta, "clip_x0": clip_x0}
+    for name, value in (("n_recur", n_recur), ("n_iter", n_iter), ("n_mc", n_mc)):
+        if value is not None:
+            overrides[name] = value
+    try:
+        if method == "tfg":
+            return TFGConfig(**overrides)
+        return TFGConfig.preset(method, strength, **overrides)
+    except ValueError as err:
+        raise TFGSearchError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """:class:`SearchSettings` with every default filled in; stored with the study."""
+
+    task: str
+    target: str
+    method: str
+    samples: int
+    final_samples: int
+    final_top: int
+    top_k: int
+    rounds: int
+    n_recur: int
+    n_iter: int
+    n_mc: int
+    eta: float
+    clip_x0: bool
+    steps: int
+    objective: tuple[str, ...]
+    space: dict[str, tuple[float, float, float]]
+    search_schedules: bool
+    seed: int
+    task_options: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples become lists), as stored in the study's user attrs."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @property
+    def fingerprint(self) -> str:
+        """8 hex digits that identify these settings."""
+        blob = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+    @property
+    def study_name(self) -> str:
+        """The derived study name, e.g. ``digits-3-tfg-1a2b3c4d``."""
+        return f"{self.task}-{self.target}-{self.method}-{self.fingerprint}"
+
+    def lattices(self) -> dict[str, Lattice]:
+        """The searched space as lattices."""
+        return {k: Lattice(*v) for k, v in self.space.items()}
+
+    def config(self, params: Mapping[str, Any]) -> TFGConfig:
+        """The configuration of one candidate (its params as the sampler hands them out)."""
+        if self.method == "tfg":
+            fields: dict[str, Any] = {k: float(params.get(k, 0.0)) for k in TFG_PARAMS}
+            for k in TFG_PARAMS:
+                if f"{k}_schedule" in params:
+                    fields[f"{k}_schedule"] = params[f"{k}_schedule"]
+            base = base_config("tfg", 0.0, self.n_recur, self.n_iter, self.n_mc, self.eta, self.clip_x0)
+            return base.replace(**fields)
+        return base_config(
+            self.method,
+            float(params["strength"]),
+            self.n_recur,
+            self.n_iter,
+            self.n_mc,
+            self.eta,
+            self.clip_x0,
+        )
+
+    def differences(self, stored: Mapping[str, Any]) -> list[str]:
+        """Human-readable differences between these settings and a study's stored ones."""
+        mine = self.to_dict()
+        keys = sorted(set(mine) | set(stored))
+        return [
+            f"{k}: stored {stored.get(k)!r}, requested {mine.get(k)!r}"
+            for k in keys
+            if mine.get(k) != stored.get(k)
+        ]
