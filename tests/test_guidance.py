@@ -7,7 +7,7 @@ import torch
 
 from tests.helpers import GaussianDenoiser, ddim, tiny_unet
 from tfg_search import NonFiniteSampleError, TFGConfig, guided_sample, guided_sample_many
-from tfg_search.guidance import ddim_chain
+from tfg_search.guidance import ddim_chain, pass_counts
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -230,3 +230,40 @@ def test_many_reports_non_finite_per_configuration() -> None:
     out, errors = guided_sample_many(model, sched, log_f, configs, (4, D), [_gen(0), _gen(1)], 10)
     assert errors[0] is None and torch.isfinite(out[0]).all()
     assert isinstance(errors[1], NonFiniteSampleError) and errors[1].n_bad == 4
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TFGConfig(rho=0.1, mu=0.1, n_iter=3, n_recur=2, gamma=0.1, n_mc=2),
+        TFGConfig(rho=0.1, n_iter=0),
+        TFGConfig(mu=0.1, n_iter=2),
+        TFGConfig(),
+    ],
+)
+def test_predictor_and_unet_passes_match_the_floor(cfg: TFGConfig) -> None:
+    # Counts what the sampler really calls against pass_counts (which the benchmarks use as the
+    # floor). With rho and mu both on, the variance gradient at x0 doubles as the first mean step.
+    model, sched, base_log_f = _gaussian_problem()
+    calls = {"log_f": 0, "model_graph": 0, "model": 0}
+
+    def log_f(x: torch.Tensor) -> torch.Tensor:
+        calls["log_f"] += x.shape[0] // 4  # batches of B = 4 (M copies count M times)
+        return base_log_f(x)
+
+    def counted(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls["model_graph" if torch.is_grad_enabled() and x.requires_grad else "model"] += 1
+        return model(x, t)
+
+    guided_sample(counted, sched, log_f, cfg, (4, D), 7, generator=_gen(0))
+    want = pass_counts(cfg, 7)
+    assert calls == {
+        "log_f": want.predictor_forward_backward,
+        "model_graph": want.unet_forward_backward,
+        "model": want.unet_forward,
+    }
+    paper = pass_counts(cfg, 7, this_implementation=False)
+    lower = cfg.rho > 0 and cfg.mu > 0
+    assert paper.predictor_forward_backward == want.predictor_forward_backward + (
+        7 * cfg.n_recur * cfg.n_mc if lower else 0
+    )

@@ -219,21 +219,33 @@ def _run(
             # Tweedie estimate x0 = (x - sqrt(1 - a) eps) / sqrt(a), with its graph when rho_i > 0.
             with torch.enable_grad() if use_var else torch.no_grad():
                 x_in = x.detach().requires_grad_(use_var)
-                x0 = (x_in - sqrt_1ma * _eps(model, x_in, t)) / sqrt_a
+                x0_graph = (x_in - sqrt_1ma * _eps(model, x_in, t)) / sqrt_a
                 if structure.clip_x0:
-                    x0 = x0.clamp(-1.0, 1.0)
-                if use_var:
-                    (grad_x,) = torch.autograd.grad(_smoothed(log_f, x0, e).sum(), x_in)
-                    d_var = rho_i * grad_x
-            x0 = x0.detach()
+                    x0_graph = x0_graph.clamp(-1.0, 1.0)
+            x0 = x0_graph.detach()
+            grad_at_x0 = None
+            if use_var:
+                # Variance guidance, d_var = rho_i * grad_x Lt(x0(x)) = rho_i * J^T g with
+                # g = grad Lt at x0: g is taken first, so that it can also serve as the first
+                # mean-guidance step below (same point, same E): one predictor pass fewer.
+                with torch.enable_grad():
+                    x0_leaf = x0.requires_grad_(True)
+                    (grad_at_x0,) = torch.autograd.grad(_smoothed(log_f, x0_leaf, e).sum(), x0_leaf)
+                    (grad_x,) = torch.autograd.grad(x0_graph, x_in, grad_outputs=grad_at_x0)
+                x0 = x0.detach()
+                d_var = rho_i * grad_x
+            del x0_graph, x_in
             # Mean guidance: n_iter gradient steps on y, starting at x0, with eps held fixed.
             d_mean = None
             if use_mean:
                 y = x0
-                for _ in range(structure.n_iter):
-                    with torch.enable_grad():
-                        y_in = y.detach().requires_grad_(True)
-                        (grad_y,) = torch.autograd.grad(_smoothed(log_f, y_in, e).sum(), y_in)
+                for it in range(structure.n_iter):
+                    if it == 0 and grad_at_x0 is not None:
+                        grad_y = grad_at_x0
+                    else:
+                        with torch.enable_grad():
+                            y_in = y.detach().requires_grad_(True)
+                            (grad_y,) = torch.autograd.grad(_smoothed(log_f, y_in, e).sum(), y_in)
                     y = y + mu_i * grad_y
                 d_mean = y - x0
             with torch.no_grad():
@@ -257,6 +269,51 @@ def _run(
                     raise NonFiniteSampleError(i, int((~finite).sum()), batch)
                 x = torch.where(_per_sample(finite, x), x, torch.zeros_like(x))
     return x, bad_step
+
+
+@dataclass(frozen=True)
+class PassCounts:
+    """Model passes of one guided run: the compute it cannot avoid.
+
+    Attributes:
+        unet_forward: denoiser forward passes without a graph (rho_i = 0).
+        unet_forward_backward: denoiser forward + backward passes (rho_i > 0).
+        predictor_forward_backward: log f forward + backward passes, each on a batch of B samples
+            (M Monte-Carlo copies count M times).
+    """
+
+    unet_forward: int
+    unet_forward_backward: int
+    predictor_forward_backward: int
+
+
+def pass_counts(config: TFGConfig, num_inference_steps: int, this_implementation: bool = True) -> PassCounts:
+    """The passes a run of ``config`` needs (strengths are > 0 on every step when > 0 at all).
+
+    tfg-algorithm.md's floor is n_recur x (UNet forward, + backward when rho > 0) plus
+    n_recur x M x (1[rho > 0] + n_iter x 1[mu > 0]) predictor passes per step. This implementation
+    lowers it: with both terms on, the gradient of the variance term at x0 is also the first
+    mean-guidance step, so it needs n_recur x M x (1 + n_iter - 1) predictor passes
+    (``this_implementation=False`` gives the paper's floor).
+
+    Example:
+        >>> pass_counts(TFGConfig(rho=1, mu=1, n_iter=4), 50).predictor_forward_backward
+        200
+        >>> paper = pass_counts(TFGConfig(rho=1, mu=1, n_iter=4), 50, this_implementation=False)
+        >>> paper.predictor_forward_backward
+        250
+    """
+    var = config.rho > 0
+    mean = config.mu > 0 and config.n_iter > 0
+    per_round = int(var) + (config.n_iter if mean else 0)
+    if this_implementation and var and mean:
+        per_round -= 1
+    rounds = config.n_recur * num_inference_steps
+    return PassCounts(
+        unet_forward=0 if var else rounds,
+        unet_forward_backward=rounds if var else 0,
+        predictor_forward_backward=rounds * config.n_mc * per_round,
+    )
 
 
 def _schedules(

@@ -1,0 +1,231 @@
+"""The beam doubling search as pure functions of what has been evaluated (no Optuna, no I/O).
+
+tfg-algorithm.md, section 5. A candidate is a :data:`Key`: one integer lattice exponent per
+searched parameter, followed (when schedule structures are searched) by one structure index per
+parameter. Given the records of every trial so far, :func:`plan_round` replays the search from
+round 0 and says which round is current, which of its candidates are done, handed out or still
+free, and whether the search is over. Nothing else is remembered between calls, which is what
+makes the sampler restartable from storage.
+
+Procedure replayed here:
+
+* Round 0: the start point, then its one-parameter neighbours.
+* Round r >= 1 (once every candidate of round r - 1 is done): rank every candidate done so far,
+  keep the ``top_k`` best (the beam), and take the neighbours of each beam member in beam order,
+  skipping candidates already evaluated or already queued in this round.
+* The search is exhausted after ``max_rounds`` rounds, or when a round has nothing new.
+
+Ranking: completed candidates by value (best first, direction-aware), failed candidates after all
+completed ones, ties broken by the candidate's position in the search order (round, then place in
+the round), which is the trial order of a sequential run.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+Key = tuple[int, ...]
+
+__all__ = ["Key", "KeySpace", "Outcome", "Record", "RoundPlan", "plan_round"]
+
+
+class Outcome(enum.Enum):
+    """What a record says about its candidate."""
+
+    COMPLETE = "complete"  # evaluated, with a finite or infinite (never NaN) value
+    FAILED = "failed"  # evaluated, no usable value: ranks below every completed candidate
+    RUNNING = "running"  # handed out to a trial that has not finished
+
+
+@dataclass(frozen=True)
+class Record:
+    """One trial as the planner sees it.
+
+    Args:
+        number: The trial number (the representative of its key in :attr:`RoundPlan.beam`).
+        key: The candidate the trial evaluates.
+        outcome: Its state.
+        value: The objective value when ``outcome`` is COMPLETE, else ``None``.
+    """
+
+    number: int
+    key: Key
+    outcome: Outcome
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    """The shape of candidate keys.
+
+    Args:
+        sizes: Number of lattice points of each parameter, in parameter order.
+        n_structures: Number of schedule structures per parameter when structures are part of
+            the key, else 0.
+        start_structures: Start structure index of each parameter (used only when
+            ``n_structures > 0``).
+    """
+
+    sizes: tuple[int, ...]
+    n_structures: int = 0
+    start_structures: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"Every parameter needs at least one lattice point: {self.sizes}.")
+        if self.n_structures and len(self.start_structures) != len(self.sizes):
+            raise ValueError("start_structures needs one entry per parameter.")
+        if any(not 0 <= s < self.n_structures for s in self.start_structures):
+            raise ValueError(f"start_structures {self.start_structures} out of range.")
+
+    @property
+    def start(self) -> Key:
+        """All exponents 0 (and the start structures)."""
+        structures = self.start_structures if self.n_structures else ()
+        return (0,) * len(self.sizes) + tuple(structures)
+
+    def is_valid(self, key: Key) -> bool:
+        """Whether ``key`` is a point of this space."""
+        n = len(self.sizes)
+        if len(key) != n + (n if self.n_structures else 0):
+            return False
+        exponents_ok = all(0 <= k < size for k, size in zip(key[:n], self.sizes, strict=True))
+        return exponents_ok and all(0 <= s < self.n_structures for s in key[n:])
+
+    def neighbours(self, key: Key) -> list[Key]:
+        """One-parameter neighbours in parameter order.
+
+        For each parameter: its exponent + 1 (when still on the lattice), then, when structures
+        are searched, the same point with that parameter's structure switched to each other
+        structure (in structure order).
+        """
+        n = len(self.sizes)
+        result: list[Key] = []
+        for i, size in enumerate(self.sizes):
+            if key[i] + 1 < size:
+                result.append((*key[:i], key[i] + 1, *key[i + 1 :]))
+            if self.n_structures:
+                j = n + i
+                for s in range(self.n_structures):
+                    if s != key[j]:
+                        result.append((*key[:j], s, *key[j + 1 :]))
+        return result
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Where the search stands.
+
+    Attributes:
+        round: Index of the current round (the last one when exhausted).
+        candidates: This round's candidates in search order.
+        pending: Candidates of this round nobody holds yet, in search order.
+        running: Candidates of this round handed out to unfinished trials.
+        exhausted: True when the search is over (round limit, or a round with nothing new).
+        ranking: Every candidate done so far, best first.
+        beam: The first ``top_k`` of ``ranking`` as trial numbers.
+        order: Position of every planned candidate in the search order.
+    """
+
+    round: int
+    candidates: tuple[Key, ...]
+    pending: tuple[Key, ...]
+    running: tuple[Key, ...]
+    exhausted: bool
+    ranking: tuple[Key, ...]
+    beam: tuple[int, ...]
+    order: dict[Key, int]
+
+
+def _resolve(records: Iterable[Record]) -> dict[Key, Record]:
+    """One representative record per key: COMPLETE beats FAILED beats RUNNING, then lower number."""
+    priority = {Outcome.COMPLETE: 0, Outcome.FAILED: 1, Outcome.RUNNING: 2}
+    best: dict[Key, Record] = {}
+    for record in records:
+        current = best.get(record.key)
+        rank = (priority[record.outcome], record.number)
+        if current is None or rank < (priority[current.outcome], current.number):
+            best[record.key] = record
+    return best
+
+
+def _rank(keys: Iterable[Key], status: dict[Key, Record], order: dict[Key, int], maximize: bool) -> list[Key]:
+    def sort_key(key: Key) -> tuple[int, float, int]:
+        record = status[key]
+        if record.outcome is not Outcome.COMPLETE or record.value is None:
+            return (1, 0.0, order[key])
+        value = record.value
+        if math.isnan(value):
+            return (1, 0.0, order[key])
+        return (0, -value if maximize else value, order[key])
+
+    return sorted(keys, key=sort_key)
+
+
+def plan_round(
+    space: KeySpace,
+    records: Sequence[Record],
+    top_k: int,
+    max_rounds: int,
+    maximize: bool = True,
+) -> RoundPlan:
+    """Replay the search over ``records`` and describe the current round.
+
+    Records whose key is not a candidate of a planned round are ignored (they cannot influence the
+    search). A candidate is done when a record for it is COMPLETE or FAILED, handed out when its
+    only records are RUNNING, and pending when it has no record.
+
+    Args:
+        space: The key space.
+        records: The trials so far (any order).
+        top_k: Beam width.
+        max_rounds: Round limit; round 0 counts.
+        maximize: Whether larger values are better.
+
+    Returns:
+        The plan of the current round.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}.")
+    if max_rounds < 1:
+        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}.")
+    status = _resolve(records)
+    order: dict[Key, int] = {}
+    done: list[Key] = []
+    candidates = [space.start]
+    for key in space.neighbours(space.start):
+        if key not in candidates:
+            candidates.append(key)
+    round_index = 0
+    while True:
+        for key in candidates:
+            order[key] = len(order)
+        pending = [k for k in candidates if k not in status]
+        running = [k for k in candidates if k in status and status[k].outcome is Outcome.RUNNING]
+        done.extend(k for k in candidates if k in status and k not in running)
+        ranking = _rank(done, status, order, maximize)
+        beam = tuple(status[k].number for k in ranking[:top_k])
+        if pending or running:
+            return RoundPlan(
+                round_index,
+                tuple(candidates),
+                tuple(pending),
+                tuple(running),
+                False,
+                tuple(ranking),
+                beam,
+                order,
+            )
+        following: list[Key] = []
+        if round_index + 1 < max_rounds:
+            for member in ranking[:top_k]:
+                for key in space.neighbours(member):
+                    if key not in order and key not in following:
+                        following.append(key)
+        if not following:
+            return RoundPlan(round_index, tuple(candidates), (), (), True, tuple(ranking), beam, order)
+        candidates = following
+        round_index += 1

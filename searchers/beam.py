@@ -1,0 +1,512 @@
+"""Optuna adapter for the TFG beam doubling search (the numeric part lives in ``_beam``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from searchers._beam import Key, KeySpace, Outcome, Record, RoundPlan, plan_round
+from searchers.lattice import DEFAULT_SPACE, Lattice
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+__all__ = ["SCHEDULES", "BeamPlan", "TFGBeamSampler"]
+
+#: Schedule structures, in the order used for structure indices in keys and for neighbours.
+SCHEDULES: tuple[str, ...] = ("increase", "decrease", "constant")
+#: Reference default structures (tfg-algorithm.md, section 3); other parameters start "constant".
+_DEFAULT_STRUCTURES = {"rho": "increase", "mu": "increase", "gamma": "decrease"}
+
+_PREFIX = "TFGBeamSampler:"
+_KEY = _PREFIX + "key"  # list[int] | None: the claimed candidate (None after yielding a claim)
+_ROUND = _PREFIX + "round"  # int: the round the candidate belongs to
+_SPACE = _PREFIX + "space"  # str: fingerprint of the search space; other spaces are ignored
+# True: this FAIL trial's candidate is to be evaluated again. Set on the trial when it was
+# RUNNING; for a trial already finished (read-only) as the study system attr
+# f"{_REQUEUE}:{trial_id}".
+_REQUEUE = _PREFIX + "requeue"
+_SURPLUS = _PREFIX + "surplus"  # str: why this trial got no candidate (it is pruned unevaluated)
+
+_LIVE = (TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclass(frozen=True)
+class BeamPlan:
+    """A snapshot of the search, for dispatching a round and drawing progress.
+
+    Attributes:
+        round: Index of the current round (of the last round once exhausted).
+        candidates: This round's configurations (parameter name to value; with schedule search
+            also ``"<name>_schedule"`` to a structure), in search order.
+        pending: Candidates of this round not handed out yet (claimable now without waiting).
+        running: Candidates of this round handed out to trials that have not finished.
+        exhausted: Whether the search is over (round limit reached, or nothing new to try).
+        beam: Trial numbers of the current top-k among everything evaluated so far, best first
+            (once exhausted: the best configurations, to re-run at full size).
+    """
+
+    round: int
+    candidates: list[dict[str, float | str]]
+    pending: int
+    running: int
+    exhausted: bool
+    beam: list[int]
+
+
+class TFGBeamSampler(BaseSampler):
+    """Beam doubling search over geometric lattices (TFG, tfg-algorithm.md section 5).
+
+    Each searched parameter takes values ``init * factor**k`` (:class:`~searchers.Lattice`).
+    Round 0 evaluates the start point (every exponent 0) and its one-parameter neighbours (one
+    exponent + 1). Each later round ranks every configuration evaluated so far, keeps the
+    ``top_k`` best and evaluates their one-parameter neighbours that are new. The study stops
+    after ``max_rounds`` rounds (round 0 counts) or when a round has nothing new; with the
+    defaults that is at most ``4 + 5 * 2 * 3 = 34`` evaluations.
+
+    Ranking is direction-aware (``study.direction``). Failed trials (state FAIL or PRUNED, or a
+    NaN value) rank below every completed one and are not re-run. Ties go to the configuration
+    earlier in the search order (round, then place in the round), which in sequential use is the
+    lower trial number.
+
+    Example:
+
+        .. testcode::
+
+            import optuna
+
+            from searchers import Lattice, TFGBeamSampler
+
+
+            def objective(trial):
+                rho = trial.suggest_float("rho", 0.25, 8.0, log=True)
+                gamma = trial.suggest_float("gamma", 0.001, 1.0, log=True)
+                return -((rho - 2.0) ** 2) - gamma
+
+
+            space = {"rho": Lattice(0.25, 2.0, 8.0), "gamma": Lattice(0.001, 10.0, 1.0)}
+            sampler = TFGBeamSampler(space, top_k=2, max_rounds=6)
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+            study.optimize(objective)  # returns by itself when the search is exhausted
+            assert study.best_params == {"rho": 2.0, "gamma": 0.001}
+            assert sampler.is_exhausted(study)
+
+    Rounds and parallel use:
+        A round's configurations are handed out only after every trial of the previous round has
+        finished (a barrier). A trial that starts while the current round has nothing left to
+        hand out waits in :meth:`before_trial`, polling storage every ``poll_interval`` seconds.
+        Threads of one process (``n_jobs > 1``) are serialised by a lock in the sampler.
+        Processes sharing an RDB storage use an optimistic claim: a trial writes its candidate
+        key as a system attribute, then re-reads the study; if any other trial holds the same
+        key (running, waiting, or finished and not requeued), it yields: it clears its claim,
+        backs off for a random fraction of ``poll_interval`` and picks again. This is safe: of
+        two trials that wrote the same key, the later writer's re-read sees the earlier claim
+        (storage writes are ordered), so at most one keeps it. Both may yield; the random
+        back-off makes a repeat unlikely. For a deterministic objective, parallel use evaluates
+        the same configurations as sequential use, each once.
+
+        A trial that starts once the search is exhausted calls ``study.stop()`` and is not
+        evaluated: the first ``suggest_*`` call raises :class:`optuna.TrialPruned`, so such
+        surplus trials appear as PRUNED with the system attribute
+        ``"TFGBeamSampler:surplus"`` giving the reason, and never cost an evaluation. In
+        sequential use there is no surplus trial: :meth:`after_trial` stops the study when the
+        finished trial completes the search. ``study.stop()`` is only called inside
+        :meth:`~optuna.study.Study.optimize`; ask-and-tell users check :meth:`is_exhausted`.
+
+    Restarts:
+        Nothing is kept in the sampler between trials: the key, round and search-space
+        fingerprint of each trial are stored as system attributes prefixed with
+        ``"TFGBeamSampler:"``, and the plan is recomputed from the stored trials, so a new
+        process with a new sampler continues the same search. Trials of another search space
+        (another fingerprint) are ignored. Trials enqueued with
+        :meth:`~optuna.study.Study.enqueue_trial` (``"fixed_params"``) are not part of the beam,
+        except retries made by :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`
+        (formerly ``RetryFailedTrialCallback``), which copy the beam key and take the failed
+        trial's place. :meth:`requeue` returns a trial's
+        configuration to the current round (for trials a killed process left RUNNING).
+
+    Args:
+        space: Parameter name to :class:`~searchers.Lattice`, in parameter order. ``None``
+            means :data:`~searchers.DEFAULT_SPACE` (rho, mu, gamma). One parameter is fine.
+        top_k: Beam width.
+        max_rounds: Round limit; round 0 counts.
+        search_schedules: Also search the schedule structure of each parameter: the objective
+            asks ``trial.suggest_categorical(f"{name}_schedule", list(SCHEDULES))``. A neighbour
+            then may also switch one parameter's structure to another.
+        start_schedules: Start structure per parameter when ``search_schedules`` is true.
+            Defaults: rho and mu ``"increase"``, gamma ``"decrease"``, others ``"constant"``.
+        poll_interval: Seconds between storage polls while waiting at the round barrier.
+        barrier_timeout: Seconds a trial may wait at the barrier before it gives up: it is
+            pruned unevaluated (reason ``"barrier-timeout"``) and the study stops (e.g. when a
+            trial left RUNNING by a killed process blocks the round: :meth:`requeue` it, then
+            optimize again). ``None`` waits indefinitely.
+        seed: Seed of the :class:`~optuna.samplers.RandomSampler` used for parameters outside
+            the search space.
+    """
+
+    def __init__(
+        self,
+        space: Mapping[str, Lattice] | None = None,
+        top_k: int = 2,
+        max_rounds: int = 6,
+        *,
+        search_schedules: bool = False,
+        start_schedules: Mapping[str, str] | None = None,
+        poll_interval: float = 0.1,
+        barrier_timeout: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        space = dict(DEFAULT_SPACE if space is None else space)
+        if not space:
+            raise ValueError("The search space is empty: give at least one parameter.")
+        for name, lattice in space.items():
+            if not isinstance(lattice, Lattice):
+                raise TypeError(f"Search space entry {name!r} must be a searchers.Lattice, got {lattice!r}.")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}.")
+        if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
+            raise ValueError(f"max_rounds must be an int >= 1, got {max_rounds!r}.")
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}.")
+        starts = {name: _DEFAULT_STRUCTURES.get(name, "constant") for name in space}
+        unknown = set(start_schedules or {}) - set(space)
+        if unknown:
+            raise ValueError(f"start_schedules names parameters outside the space: {unknown}.")
+        starts.update(start_schedules or {})
+        for name, structure in starts.items():
+            if structure not in SCHEDULES:
+                raise ValueError(f"Start schedule {structure!r} of {name!r} is not one of {SCHEDULES}.")
+
+        self._space = space
+        self._names = list(space)
+        self._top_k = top_k
+        self._max_rounds = max_rounds
+        self._search_schedules = search_schedules
+        self._start_schedules = {name: starts[name] for name in self._names}
+        self._poll_interval = float(poll_interval)
+        self._barrier_timeout = barrier_timeout
+        self._keyspace = KeySpace(
+            sizes=tuple(space[name].size for name in self._names),
+            n_structures=len(SCHEDULES) if search_schedules else 0,
+            start_structures=tuple(SCHEDULES.index(starts[name]) for name in self._names)
+            if search_schedules
+            else (),
+        )
+        self._fingerprint = json.dumps(
+            {
+                "space": [[name, str(space[name])] for name in self._names],  # exact: see Lattice
+                "schedules": self._start_schedules if search_schedules else None,
+            }
+        )
+        self._fallback = RandomSampler(seed=seed)
+        self._backoff = random.Random()
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- pickling (Ray, spawn)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- public inspection API
+
+    def plan(self, study: Study) -> BeamPlan:
+        """Where the search stands, recomputed from the study's storage."""
+        plan = self._replay(study, self._all_trials(study))
+        return BeamPlan(
+            round=plan.round,
+            candidates=[self._params(key) for key in plan.candidates],
+            pending=len(plan.pending),
+            running=len(plan.running),
+            exhausted=plan.exhausted,
+            beam=list(plan.beam),
+        )
+
+    def is_exhausted(self, study: Study) -> bool:
+        """Whether the search is over (no configuration is left to evaluate)."""
+        return self._replay(study, self._all_trials(study)).exhausted
+
+    def trial_key(self, trial: FrozenTrial | optuna.Trial) -> Key | None:
+        """The integer key of the candidate a trial evaluates, or ``None`` outside the beam."""
+        attrs = _system_attrs(trial)
+        key = attrs.get(_KEY)
+        if key is None or attrs.get(_SPACE) != self._fingerprint:
+            return None
+        return tuple(key)
+
+    def trial_round(self, trial: FrozenTrial | optuna.Trial) -> int | None:
+        """The round of a trial's candidate, or ``None`` outside the beam."""
+        if self.trial_key(trial) is None:
+            return None
+        return int(_system_attrs(trial)[_ROUND])
+
+    @staticmethod
+    def requeue(study: Study, trial_number: int) -> None:
+        """Give a trial's configuration back to the search, to be evaluated again.
+
+        The trial (RUNNING, e.g. left by a killed process, or FAIL) is marked FAIL with the system
+        attribute ``"TFGBeamSampler:requeue"``; its configuration is no longer counted as
+        evaluated and is handed to the next trial of the same round. A trial outside the beam
+        (no configuration, e.g. enqueued) is only marked FAIL.
+
+        Raises:
+            ValueError: If the trial is neither RUNNING nor FAIL.
+        """
+        storage = study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_number)
+        state = storage.get_trial(trial_id).state
+        if state not in (TrialState.RUNNING, TrialState.FAIL):
+            raise ValueError(
+                f"Trial {trial_number} is {state.name}; only RUNNING or FAIL trials can be requeued."
+            )
+        if state == TrialState.RUNNING:
+            storage.set_trial_system_attr(trial_id, _REQUEUE, True)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        else:  # a finished trial's attributes are read-only: mark it in the study instead
+            storage.set_study_system_attr(study._study_id, f"{_REQUEUE}:{trial_id}", True)
+
+    # ---------------------------------------------------------------- BaseSampler interface
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+        self._backoff = random.Random()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        _check_single_objective(study)
+        return {}
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        """Claim the next configuration of the current round for ``trial`` (waiting if needed)."""
+        _check_single_objective(study)
+        if trial.system_attrs.get(_KEY) is not None or "fixed_params" in trial.system_attrs:
+            return  # a retry that already carries its key, or an enqueued trial (not ours)
+        storage = study._storage
+        trial_id = trial._trial_id
+        deadline = None
+        if self._barrier_timeout is not None:
+            deadline = time.monotonic() + self._barrier_timeout
+        while True:
+            with self._lock:
+                plan = self._replay(study, self._all_trials(study))
+                if plan.exhausted:
+                    storage.set_trial_system_attr(trial_id, _SURPLUS, "exhausted")
+                    _stop(study)
+                    return
+                delay = self._poll_interval
+                if plan.pending:
+                    key = plan.pending[0]
+                    storage.set_trial_system_attr(trial_id, _SPACE, self._fingerprint)
+                    storage.set_trial_system_attr(trial_id, _ROUND, plan.round)
+                    storage.set_trial_system_attr(trial_id, _KEY, list(key))
+                    holders = self._records(study, self._all_trials(study))
+                    if not any(r.key == key and r.number != trial.number for r in holders):
+                        return
+                    storage.set_trial_system_attr(trial_id, _KEY, None)  # yield the claim
+                    delay = self._backoff.uniform(0.0, self._poll_interval)
+            if deadline is not None and time.monotonic() > deadline:
+                storage.set_trial_system_attr(trial_id, _SURPLUS, "barrier-timeout")
+                _stop(study)
+                return
+            _record_heartbeat(study, trial_id)
+            time.sleep(delay)
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        """The lattice value (or structure) of the trial's configuration for ``param_name``.
+
+        Parameters outside the search space, and trials outside the beam (enqueued ones), are
+        sampled by a :class:`~optuna.samplers.RandomSampler`.
+
+        Raises:
+            optuna.TrialPruned: If the trial got no configuration (surplus trial).
+            ValueError: If the distribution does not contain the configuration's value.
+        """
+        _check_single_objective(study)
+        reason = trial.system_attrs.get(_SURPLUS)
+        if reason is not None:
+            raise optuna.TrialPruned(
+                f"TFGBeamSampler gave trial {trial.number} no configuration ({reason}); it is not evaluated."
+            )
+        key = self.trial_key(trial)
+        value = None if key is None else self._params(key).get(param_name)
+        if value is None:
+            return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+        return _fit(param_name, value, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        """Stop the study when this trial completes the search (no trial beyond the search)."""
+        if study._is_multi_objective():
+            return
+        trials = [
+            _finished(t, state, values) if t.number == trial.number else t for t in self._all_trials(study)
+        ]
+        if self._replay(study, trials).exhausted:
+            _stop(study)
+
+    # ---------------------------------------------------------------- internals
+
+    def _all_trials(self, study: Study) -> list[FrozenTrial]:
+        # Read the storage directly, not study.get_trials (see GridSampler: pruners may filter).
+        return study._storage.get_all_trials(study._study_id, deepcopy=False)
+
+    def _records(self, study: Study, trials: Sequence[FrozenTrial]) -> list[Record]:
+        """The beam trials as planner records (requeued and retried failures left out)."""
+        ours = [
+            t
+            for t in trials
+            if t.system_attrs.get(_SPACE) == self._fingerprint and t.system_attrs.get(_KEY) is not None
+        ]
+        requeued = {
+            int(name[len(_REQUEUE) + 1 :])
+            for name in study._storage.get_study_system_attrs(study._study_id)
+            if name.startswith(_REQUEUE + ":")
+        }
+        retried = set()
+        for t in ours:
+            retried.update(t.system_attrs.get("retry_history", []))
+        records = []
+        for t in ours:
+            key = tuple(t.system_attrs[_KEY])
+            if not self._keyspace.is_valid(key):
+                continue
+            if t.state == TrialState.FAIL and (
+                t.system_attrs.get(_REQUEUE) or t._trial_id in requeued or t.number in retried
+            ):
+                continue
+            if t.state in _LIVE:
+                records.append(Record(t.number, key, Outcome.RUNNING))
+            elif t.state == TrialState.COMPLETE and t.values and not math.isnan(t.values[0]):
+                records.append(Record(t.number, key, Outcome.COMPLETE, float(t.values[0])))
+            else:
+                records.append(Record(t.number, key, Outcome.FAILED))
+        return records
+
+    def _replay(self, study: Study, trials: Sequence[FrozenTrial]) -> RoundPlan:
+        return plan_round(
+            self._keyspace,
+            self._records(study, trials),
+            self._top_k,
+            self._max_rounds,
+            maximize=study.direction == StudyDirection.MAXIMIZE,
+        )
+
+    def _params(self, key: Key) -> dict[str, float | str]:
+        n = len(self._names)
+        params: dict[str, float | str] = {
+            name: self._space[name].value(k) for name, k in zip(self._names, key[:n], strict=True)
+        }
+        if self._search_schedules:
+            for name, s in zip(self._names, key[n:], strict=True):
+                params[f"{name}_schedule"] = SCHEDULES[s]
+        return params
+
+
+def _fit(name: str, value: float | str, distribution: BaseDistribution) -> Any:
+    """Return ``value`` in the form ``distribution`` expects, or raise a clear ValueError."""
+    if isinstance(distribution, FloatDistribution) and isinstance(value, float):
+        if not distribution.low <= value <= distribution.high:
+            raise ValueError(
+                f"TFGBeamSampler assigned {name}={value!r}, outside the bounds "
+                f"[{distribution.low!r}, {distribution.high!r}] of suggest_float({name!r}, ...): "
+                "widen the bounds to cover the lattice (its init and cap)."
+            )
+    elif isinstance(distribution, IntDistribution) and isinstance(value, float):
+        if value.is_integer():
+            value = int(value)
+    elif isinstance(distribution, CategoricalDistribution) and value not in distribution.choices:
+        raise ValueError(
+            f"TFGBeamSampler assigned {name}={value!r}, which is not among the choices "
+            f"{distribution.choices!r}: include it."
+        )
+    if isinstance(distribution, CategoricalDistribution):
+        return value
+    if not distribution._contains(distribution.to_internal_repr(value)):
+        raise ValueError(
+            f"TFGBeamSampler assigned {name}={value!r}, which {distribution} does not contain: "
+            "suggest it with suggest_float over bounds that cover the lattice (no step)."
+        )
+    return value
+
+
+def _finished(trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> FrozenTrial:
+    """A copy of a running trial as it will be stored once told (for after_trial)."""
+    return FrozenTrial(
+        number=trial.number,
+        state=state,
+        value=None,
+        values=list(values) if values is not None and state == TrialState.COMPLETE else None,
+        datetime_start=trial.datetime_start,
+        datetime_complete=None,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=trial.user_attrs,
+        system_attrs=trial.system_attrs,
+        intermediate_values=trial.intermediate_values,
+        trial_id=trial._trial_id,
+    )
+
+
+def _system_attrs(trial: FrozenTrial | optuna.Trial) -> Mapping[str, Any]:
+    if isinstance(trial, FrozenTrial):
+        return trial.system_attrs
+    return trial.storage.get_trial_system_attrs(trial._trial_id)
+
+
+def _check_single_objective(study: Study) -> None:
+    if study._is_multi_objective():
+        raise ValueError(
+            "TFGBeamSampler ranks by a single objective value; create the study with one "
+            "direction (combine several metrics into one score)."
+        )
+
+
+def _stop(study: Study) -> None:
+    # Study.stop raises outside optimize(); ask-and-tell users poll is_exhausted() instead.
+    if getattr(study._thread_local, "in_optimize_loop", False):
+        study.stop()
+
+
+def _record_heartbeat(study: Study, trial_id: int) -> None:
+    # A trial waiting at the barrier is RUNNING: keep it from being failed as stale.
+    storage = study._storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is not None:
+        storage.record_heartbeat(trial_id)
