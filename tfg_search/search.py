@@ -199,7 +199,15 @@ class Coordinator:
         ):
             trial.set_user_attr(key, value)
         return TrialSpec(
-            trial.number, r.task, r.target, config.to_dict(), samples, seed, r.steps, self.device
+            trial.number,
+            r.task,
+            r.target,
+            config.to_dict(),
+            samples,
+            seed,
+            r.steps,
+            self.device,
+            task_options=dict(r.task_options) or None,
         )
 
     def _tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> float | None:

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +114,37 @@ def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage
         engine.dispose()
     if not has_tables and not create:
         raise TFGSearchError(f"storage {shown} holds no tfg-search studies; run `tfg-search search` first")
-    try:
-        return optuna.storages.RDBStorage(raw, skip_table_creation=not create)
-    except Exception as err:
-        raise TFGSearchError(
-            f"cannot open storage {shown} as an Optuna database: {type(err).__name__}"
-        ) from None
+    for attempt in range(3):
+        try:
+            storage = optuna.storages.RDBStorage(raw, skip_table_creation=not create)
+            break
+        except Exception as err:
+            # Two launchers creating Optuna's tables in an empty database at once collide on
+            # PostgreSQL (a unique violation); the loser finds the tables on a second try.
+            if attempt == 2:
+                raise TFGSearchError(
+                    f"cannot open storage {shown} as an Optuna database: {type(err).__name__}"
+                ) from None
+            time.sleep(0.2 * (attempt + 1))
+    if path is not None:
+        _tune_sqlite(storage)
+    return storage
+
+
+def _tune_sqlite(storage: optuna.storages.RDBStorage) -> None:
+    """Write-ahead logging: commits cost a fraction of the rollback journal's, and readers (the
+    dashboard, ``tfg-search best``) never block the launcher. ``synchronous=NORMAL`` keeps the
+    file consistent on power loss; at worst the last trials are lost, and a resumed search
+    evaluates them again."""
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened before the listener get it when reopened
 
 
 def load_study(storage: optuna.storages.BaseStorage | str | None, study_name: str) -> optuna.Study:

@@ -1,0 +1,167 @@
+"""The task interface: what is guided (model + scheduler, guiding log f) and how it is judged.
+
+A :class:`Task` bundles
+
+* the unconditional diffusion model and its DDIM scheduler (:meth:`Task.diffusion`, loaded once per
+  process and cached per device);
+* the guiding log-likelihood for a target (:meth:`Task.log_f`), a differentiable map from a batch of
+  clean samples ``[B, *sample_shape]`` to ``[B]``;
+* a held-out judge of a different model family or training split and the metrics it produces
+  (:meth:`Task.compute_metrics`), always including ``validity`` in [0, 1];
+* real reference data for fidelity (:meth:`Task.reference`);
+* search defaults: the ``objective`` (metric names; a leading ``_`` means lower is better), the
+  lattice ``default_space`` {param: (init, factor, cap)} for rho, mu and gamma, and
+  ``default_strength_space`` (init, factor, cap) for single-strength baselines.
+
+Tasks are found by name through :mod:`tasks.registry` (entry-point group ``tfg_search.tasks``).
+
+Example:
+    >>> from tasks import get_task
+    >>> task = get_task("gmm2d")
+    >>> task.parse_target("3")
+    3
+    >>> "validity" in task.metrics
+    True
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from tfg_search.errors import TFGSearchError
+
+LogF = Callable[[torch.Tensor], torch.Tensor]
+Lattice = tuple[float, float, float]
+"""(init, factor, cap): candidates init * factor**k, k = 0, 1, ..., not above cap."""
+
+REFERENCE_SPACE: dict[str, Lattice] = {
+    "rho": (0.25, 2.0, 8.0),
+    "mu": (0.25, 2.0, 8.0),
+    "gamma": (0.001, 10.0, 1.0),
+}
+"""The reference lattice of tfg-algorithm.md section 5 (suits log f of order one per unit input)."""
+
+
+def exp_fidelity(distance: float, scale: float) -> float:
+    """Map a distance (>= 0, lower is better) to a fidelity in (0, 1]: ``exp(-distance / scale)``.
+
+    ``scale`` is the task's reference distance (that of the unguided ideal sampler), so an exact
+    unconditional sampler scores about exp(-1) = 0.37, an exact conditional sampler about 1.
+    """
+    if not torch.isfinite(torch.tensor(distance)):
+        return 0.0
+    return float(torch.exp(torch.tensor(-max(distance, 0.0) / scale)))
+
+
+class Task(ABC):
+    """Base class of every task (bundled or third-party).
+
+    Class attributes (override in subclasses):
+        name: registry name.
+        description: one line for ``tfg-search tasks``.
+        sample_shape: shape of one sample (without the batch dimension).
+        num_inference_steps: default number of DDIM steps.
+        clip_x0: whether the Tweedie estimate is clamped to [-1, 1] (pixel data).
+        metrics: names of the metrics :meth:`compute_metrics` returns (``validity`` first).
+        objective: default search objective (metric names, ``_`` prefix = lower is better).
+        default_space: lattice {"rho"|"mu"|"gamma": (init, factor, cap)} for the TFG search.
+        default_strength_space: lattice (init, factor, cap) of a single-strength baseline.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    sample_shape: tuple[int, ...] = ()
+    num_inference_steps: int = 50
+    clip_x0: bool = True
+    metrics: tuple[str, ...] = ("validity",)
+    objective: tuple[str, ...] = ("validity",)
+    default_space: Mapping[str, Lattice] = REFERENCE_SPACE
+    default_strength_space: Lattice = (0.25, 2.0, 8.0)
+
+    # -- targets -----------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def targets(self) -> Sequence[str]:
+        """Every valid target string (for big ranges: a representative, ordered list)."""
+
+    @property
+    def targets_help(self) -> str:
+        """How targets are written, for ``tfg-search tasks`` (default: the list itself)."""
+        return ", ".join(self.targets)
+
+    def parse_target(self, target: str) -> Any:
+        """Parse and validate a target string; return the task's own representation.
+
+        Raises:
+            TFGSearchError: unknown or out-of-range target (the message lists the valid ones).
+        """
+        target = str(target).strip()
+        if target not in self.targets:
+            raise TFGSearchError(
+                f"unknown target {target!r} for task {self.name!r}; valid targets: {self.targets_help}"
+            )
+        return target
+
+    # -- models ------------------------------------------------------------------------------
+    @abstractmethod
+    def diffusion(self, device: torch.device | str | None = None) -> tuple[Any, Any]:
+        """(model, scheduler): the eps model on ``device`` (default CPU) and a DDIM scheduler.
+
+        Models are loaded once per process and cached per device; the scheduler is a fresh
+        ``DDIMScheduler`` (it holds per-run state).
+        """
+
+    @abstractmethod
+    def log_f(self, target: str, device: torch.device | str | None = None) -> LogF:
+        """The guiding log-likelihood for ``target``: samples ``[B, *sample_shape]`` -> ``[B]``."""
+
+    # -- judging -----------------------------------------------------------------------------
+    @abstractmethod
+    def compute_metrics(self, samples: torch.Tensor, target: str) -> dict[str, float]:
+        """Held-out metrics of guided samples for ``target``; keys are :attr:`metrics`."""
+
+    def reference(self, target: str) -> torch.Tensor:
+        """Real samples of the guided distribution for ``target`` (for fidelity); default: none."""
+        raise TFGSearchError(f"task {self.name!r} has no reference data")
+
+    # -- description -------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary for ``tfg-search tasks``."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "targets": self.targets_help,
+            "sample_shape": list(self.sample_shape),
+            "num_inference_steps": self.num_inference_steps,
+            "metrics": list(self.metrics),
+            "objective": list(self.objective),
+            "default_space": {k: list(v) for k, v in self.default_space.items()},
+            "default_strength_space": list(self.default_strength_space),
+        }
+
+
+_MODEL_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """Per-process cache of loaded models (``key`` must include the device and the weights path)."""
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = build()
+    return _MODEL_CACHE[key]
+
+
+def clear_model_cache() -> None:
+    """Forget every cached model (tests; after retraining in the same process)."""
+    _MODEL_CACHE.clear()
+
+
+def frozen(module: torch.nn.Module, device: torch.device | str | None) -> torch.nn.Module:
+    """``module`` in eval mode on ``device`` with gradients of its parameters switched off."""
+    module = module.to(torch.device(device or "cpu")).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

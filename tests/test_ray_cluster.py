@@ -1,0 +1,127 @@
+"""A real two-node Ray cluster on loopback (separate `ray start` processes) runs a CLI search.
+
+The cluster is private to the test: its own ports, temp folder and authentication token; it is torn
+down by signalling the process groups this test started (never `ray stop`, which would also stop
+every other Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+pytest.importorskip("ray")
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a `ray start --block` that this test started: SIGTERM to it (it stops its Ray processes),
+    then SIGKILL to whatever is left of its process group."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"ray start did not come up:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
+    """A head and one worker node (1 CPU each) on 127.0.0.1; yields (GCS address, env to reach it)."""
+    root = Path(tempfile.mkdtemp(prefix="tfg-ray-"))  # short: Ray's socket paths must stay < 108 bytes
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    ports = free_ports(11)
+    address = f"127.0.0.1:{ports[0]}"
+    common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+
+    def agent_ports(p: list[int]) -> list[str]:
+        return [
+            "--dashboard-agent-listen-port", str(p[0]),
+            "--dashboard-agent-grpc-port", str(p[1]),
+            "--metrics-export-port", str(p[2]),
+            "--runtime-env-agent-port", str(p[3]),
+        ]  # fmt: skip
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        head_log = root / "head.log"
+        head = [str(BIN / "ray"), "start", "--head", "--port", str(ports[0]), "--temp-dir", str(root / "t")]
+        head += ["--include-dashboard", "false", "--dashboard-port", str(ports[1]), *common]
+        with open(head_log, "wb") as out:
+            cmd = head + agent_ports(ports[2:6])
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True))
+        _wait_for(head_log, "Ray runtime started", procs[0])
+        worker_log = root / "worker.log"
+        worker = [str(BIN / "ray"), "start", "--address", address, *common, *agent_ports(ports[6:10])]
+        with open(worker_log, "wb") as out:
+            procs.append(subprocess.Popen(worker, env=env, stdout=out, stderr=out, start_new_session=True))
+        _wait_for(worker_log, "Ray runtime started", procs[1])
+        yield address, env
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_cli_search_on_a_two_node_cluster(
+    ray_cluster: tuple[str, dict[str, str]], tmp_path: Path, tmp_storage_url: str
+) -> None:
+    address, env = ray_cluster
+    cmd = [str(BIN / "tfg-search"), "search", "--task", "gmm2d", "--target", "2", "--samples", "16"]
+    cmd += ["--final-samples", "16", "--final-top", "1", "--steps", "10", "--rounds", "2", "--study", "c"]
+    cmd += ["--storage", tmp_storage_url, "--executor", "ray", "--ray-address", address, "--workers", "2"]
+    cmd += ["--json", "--quiet", "--out-dir", str(tmp_path / "out")]
+    run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    study = optuna.load_study(study_name="c", storage=tmp_storage_url)
+    trials = study.get_trials()
+    assert trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    nodes = {t.user_attrs["node"] for t in trials}
+    assert all(n.startswith(socket.gethostname() + "/") for n in nodes)
+    assert len(nodes) == 2  # one 1-CPU actor on each node: both nodes evaluated trials
+    assert {t.user_attrs["device"] for t in trials} == {"cpu"}

@@ -1,0 +1,257 @@
+"""CLI commands about tasks: ``tasks`` (list), ``train`` (tiny bundled models), ``evaluate`` (a trial).
+
+Numbers are read as text and checked here, so that every bad input is one ``error: ...`` line and
+exit code 2 (a ``TFGSearchError`` raised to ``tfg_search.cli.main``), never a usage box.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tfg_search.errors import TFGSearchError
+
+TaskOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help="task option KEY=VALUE (repeatable), e.g. weights=DIR; custom: model=DIR "
+        "predictor=module:function evaluator=module:function",
+    ),
+]
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{"k": "v"}``; raises TFGSearchError on an item without ``=``."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TFGSearchError(f"task option {item!r} must look like KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_number(name: str, text: str | None, kind: type = float, minimum: float | None = None) -> Any:
+    """Parse an option value given as text; None stays None.
+
+    Raises:
+        TFGSearchError: not a finite number (or not an integer for ``kind=int``), or below minimum.
+    """
+    if text is None:
+        return None
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise TFGSearchError(f"{name} must be {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TFGSearchError(f"{name} must be a finite number, got {text!r}")
+    if minimum is not None and value < minimum:
+        raise TFGSearchError(f"{name} must be >= {minimum:g}, got {text!r}")
+    return value
+
+
+def _json_value(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def cmd_tasks(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """List the registered tasks with their targets, metrics and default objective."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tasks import get_task, task_names
+
+    rows = []
+    for name in task_names():
+        try:
+            rows.append(get_task(name).describe())
+        except TFGSearchError as err:  # e.g. custom without options: describe the class instead
+            rows.append(_describe_class(name, err))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="tfg-search tasks")
+    for col in ("task", "targets", "metrics", "objective", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["targets"],
+            ", ".join(r["metrics"]),
+            ", ".join(r["objective"]),
+            r["description"],
+        )
+    Console().print(table)
+
+
+def _describe_class(name: str, err: Exception) -> dict[str, Any]:
+    from tasks.registry import BUILTIN_TASKS, _entry_point_specs, _load_factory
+
+    spec = {**_entry_point_specs(), **BUILTIN_TASKS}[name]
+    try:
+        cls = _load_factory(name, spec)
+    except TFGSearchError:
+        cls = None
+    return {
+        "name": name,
+        "description": getattr(cls, "description", "") or str(err),
+        "targets": getattr(cls, "targets_hint", "(needs task options)"),
+        "metrics": list(getattr(cls, "metrics", ("validity",))),
+        "objective": list(getattr(cls, "objective", ("validity",))),
+    }
+
+
+def cmd_train(
+    task: Annotated[str, typer.Argument(help="task to train: gmm2d or digits")],
+    seed: Annotated[str, typer.Option(help="random seed")] = "0",
+    steps: Annotated[str | None, typer.Option(help="optimiser steps of the diffusion model")] = None,
+    epochs: Annotated[str | None, typer.Option(help="epochs of the guiding CNNs (digits)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default: the package's tasks/weights/TASK)")
+    ] = None,
+) -> None:
+    """Train a bundled task's tiny models on CPU; writes safetensors + JSON (seed, steps, quality)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tasks.weights import weights_dir
+
+    trainers = _trainers()
+    shared = {"digits-attrs", "digits-inpaint", "digits-superres", "digits-deblur"}
+    if task in shared:
+        raise TFGSearchError(f"task {task!r} reuses the digits models: run `tfg-search train digits`")
+    if task not in trainers:
+        raise TFGSearchError(
+            f"cannot train task {task!r}; trainable: {', '.join(trainers)} (custom models are "
+            "trained by their owner)"
+        )
+    kwargs: dict[str, Any] = {"seed": parse_number("--seed", seed, int, 0)}
+    if steps is not None:
+        kwargs["steps"] = parse_number("--steps", steps, int, 1)
+    if epochs is not None:
+        if task != "digits":
+            raise TFGSearchError("--epochs applies to digits only")
+        kwargs["epochs"] = parse_number("--epochs", epochs, int, 1)
+    folder = out or weights_dir(task)
+    with Progress(
+        TextColumn(f"training {task}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+    ) as bar:
+        handle = bar.add_task(task, total=None, loss=float("nan"))
+
+        def progress(done: int, total: int, info: dict[str, float]) -> None:
+            bar.update(handle, completed=done, total=total, loss=info.get("loss", float("nan")))
+
+        meta = trainers[task](out=folder, progress=progress, **kwargs)
+    Console().print(f"wrote {folder}")
+    Console().print_json(json.dumps(meta))
+
+
+def _trainers() -> dict[str, Callable[..., dict[str, Any]]]:
+    from tasks.gmm2d import train_gmm2d
+    from tasks.training import train_digits
+
+    return {"gmm2d": train_gmm2d, "digits": train_digits}
+
+
+def cmd_evaluate(
+    task: Annotated[str, typer.Option("--task", help="task name (see `tfg-search tasks`)")],
+    target: Annotated[str, typer.Option("--target", help="target of the task")],
+    method: Annotated[str, typer.Option(help="unguided, tfg, dps, lgd, freedom, mpgd or ugd")] = "tfg",
+    strength: Annotated[str | None, typer.Option(help="the method's single strength (tfg: rho = mu)")] = None,
+    rho: Annotated[str | None, typer.Option(help="variance-guidance strength")] = None,
+    mu: Annotated[str | None, typer.Option(help="mean-guidance strength")] = None,
+    gamma: Annotated[str | None, typer.Option(help="smoothing scale")] = None,
+    n_recur: Annotated[str | None, typer.Option("--n-recur", help="recurrence rounds")] = None,
+    n_iter: Annotated[str | None, typer.Option("--n-iter", help="mean-guidance steps")] = None,
+    n_mc: Annotated[str | None, typer.Option("--n-mc", help="Monte-Carlo samples")] = None,
+    eta: Annotated[str | None, typer.Option(help="DDIM stochasticity in [0, 1]")] = None,
+    samples: Annotated[str, typer.Option("--samples", help="number of samples")] = "64",
+    seed: Annotated[str, typer.Option(help="random seed")] = "0",
+    steps: Annotated[str | None, typer.Option("--steps", help="DDIM steps")] = None,
+    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="print metrics as one JSON object")] = False,
+    save_grid: Annotated[
+        Path | None, typer.Option("--save-grid", help="write the samples to this PNG")
+    ] = None,
+    option: TaskOption = None,
+) -> None:
+    """Run one guided trial and print its held-out metrics."""
+    from tasks import get_task
+    from tfg_search.evaluation import evaluate, method_config, score
+    from tfg_search.images import save_samples
+
+    n = parse_number("--samples", samples, int, 1)
+    seed_value = parse_number("--seed", seed, int, 0)
+    n_steps = parse_number("--steps", steps, int, 1)
+    config = method_config(
+        method,
+        parse_number("--strength", strength, float, 0),
+        rho=parse_number("--rho", rho, float, 0),
+        mu=parse_number("--mu", mu, float, 0),
+        gamma=parse_number("--gamma", gamma, float, 0),
+        n_recur=parse_number("--n-recur", n_recur, int, 1),
+        n_iter=parse_number("--n-iter", n_iter, int, 0),
+        n_mc=parse_number("--n-mc", n_mc, int, 1),
+        eta=parse_number("--eta", eta, float, 0),
+    )
+    if save_grid is not None and not save_grid.parent.is_dir():
+        raise TFGSearchError(f"cannot write {save_grid}: folder {save_grid.parent} does not exist")
+    the_task = get_task(task, parse_options(option))
+    the_task.parse_target(target)
+    try:
+        import torch
+
+        torch.device(device)
+    except RuntimeError as err:
+        raise TFGSearchError(f"unknown device {device!r}: {err}") from None
+    result = evaluate(
+        the_task,
+        target,
+        config,
+        n,
+        seed_value,
+        device=device,
+        num_inference_steps=n_steps,
+        return_samples=save_grid is not None,
+    )
+    if save_grid is not None and result.samples is not None:
+        ref = the_task.reference(target) if result.samples.dim() == 2 else None
+        save_samples(result.samples, save_grid, title=f"{task} {target}", reference=ref)
+    if as_json:
+        typer.echo(json.dumps({k: _json_value(v) for k, v in result.metrics.items()}))
+        return
+    _print_metrics(the_task, target, result, score(result.metrics, the_task.objective))
+
+
+def _print_metrics(task: Any, target: str, result: Any, total: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task.name} target {target} ({result.wall_time_s:.1f} s, {result.device})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.metrics.items():
+        table.add_row(k, f"{v:.4f}")
+    table.add_row(f"score ({', '.join(task.objective)})", f"{total:.4f}", style="bold")
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tasks``, ``train`` and ``evaluate`` to the ``tfg-search`` app."""
+    app.command("tasks")(cmd_tasks)
+    app.command("train")(cmd_train)
+    app.command("evaluate")(cmd_evaluate)

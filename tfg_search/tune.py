@@ -1,0 +1,250 @@
+"""Ray Tune entry point: the same beam search, run by ``ray.tune.Tuner`` on the same SQL study.
+
+The main path (:func:`tfg_search.search.run_search` with a :class:`~tfg_search.executors.ray_pool.
+RayExecutor`) keeps warm actors; this module is for users who already run their experiments with
+Tune (its schedulers of resources, its result folders, its callbacks). The search itself is the
+project's: a small :class:`BeamSearcher` asks the Optuna study (ask/tell on the same storage, with
+:class:`searchers.TFGBeamSampler`) and hands Tune one configuration per trial. Tune's
+``ConcurrencyLimiter`` is a fixed cap, but the beam has a *round barrier* (round r + 1 is only known
+once round r is told), so the searcher answers ``None`` ("nothing now, ask later") while the
+barrier holds and :attr:`~ray.tune.search.Searcher.FINISHED` once the beam and the final re-runs
+are handed out and told.
+
+Trials land in the study exactly as the coordinator writes them (user attrs role, config, round,
+samples, seed, steps, metrics, wall_time_s, device, node, attempts), under the same lease, so
+``tfg-search best`` / ``export``, optuna-dashboard and a later ``tfg-search search`` resume all work.
+
+Example:
+    >>> from tfg_search.settings import SearchSettings  # doctest: +SKIP
+    >>> from tfg_search.tune import run_tune_search  # doctest: +SKIP
+    >>> study = run_tune_search(SearchSettings(task="gmm2d", target="3"), "sqlite:///s.db")  # doctest: +SKIP
+    >>> study.best_trial.user_attrs["config"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import socket
+import tempfile
+from collections import deque
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from tfg_search.executors import LocalExecutor
+from tfg_search.executors.ray_pool import default_num_workers, init_ray
+from tfg_search.lease import StudyLease
+from tfg_search.search import INTERRUPTED, Coordinator, _suggest, open_search_study
+from tfg_search.settings import ResolvedSettings, SearchSettings
+from tfg_search.storage import ROLE_ATTR, ranked_trials
+from tfg_search.worker import TrialOutcome, TrialSpec
+
+METRIC = "score"
+"""What each Tune trial reports as its objective (the study's score; higher is better)."""
+OUTCOME = "tfg_outcome"
+"""Result key of the evaluation's outcome (JSON) that the searcher tells the study."""
+
+
+def tune_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """The Tune trainable: evaluate one :class:`TrialSpec` (given as ``config["spec"]``).
+
+    Returns the score (``-inf`` for a failed evaluation) and the outcome the searcher tells the study.
+    """
+    import ray
+    import torch
+
+    from tfg_search.evaluation import score
+    from tfg_search.worker import run_trial
+
+    torch.set_num_threads(max(1, int(config.get("cpus", 1))))
+    spec = TrialSpec(**config["spec"])
+    if spec.device is None:
+        spec = dataclasses.replace(spec, device="cuda" if ray.get_gpu_ids() else "cpu")
+    outcome = run_trial(spec)
+    value = score(outcome.metrics, config["objective"]) if outcome.metrics is not None else -math.inf
+    node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    return {
+        METRIC: value if math.isfinite(value) else -math.inf,
+        # JSON, so Tune's flattening of nested results leaves it whole for the searcher
+        OUTCOME: json.dumps(
+            {
+                "metrics": outcome.metrics,
+                "error": outcome.error,
+                "wall_time_s": outcome.wall_time_s,
+                "device": outcome.device,
+                "node": node,
+            }
+        ),
+    }
+
+
+class BeamSearcher(Searcher):
+    """A Tune searcher over a tfg-search study: beam rounds (with their barrier), then final re-runs.
+
+    Args:
+        study: the study (from :func:`tfg_search.search.open_search_study`), sampled by
+            :class:`searchers.TFGBeamSampler`.
+        resolved: its resolved settings.
+        device: device of every evaluation (None: "cuda" on a trial with a GPU, else "cpu").
+        cpus: CPUs of each trial (its torch threads).
+    """
+
+    def __init__(
+        self, study: optuna.Study, resolved: ResolvedSettings, device: str | None = None, cpus: float = 1.0
+    ) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        # The coordinator's own bookkeeping writes the trial attrs (its executor is never used).
+        self._coord = Coordinator(study, resolved, LocalExecutor(), device)
+        self._cpus = cpus
+        self._live: dict[str, tuple[optuna.Trial, str, int | None]] = {}
+        self._finals: deque[optuna.trial.FrozenTrial] | None = None
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._coord.study
+
+    def _start(self, trial_id: str, trial: optuna.Trial, params: dict[str, Any], role: str, rnd: int | None):
+        spec = self._coord._spec(trial, params, role, rnd)
+        self._live[trial_id] = (trial, role, rnd)
+        return {
+            "spec": dataclasses.asdict(spec),
+            "objective": list(self._coord.resolved.objective),
+            "cpus": self._cpus,
+        }
+
+    def _final_sources(self) -> list[optuna.trial.FrozenTrial]:
+        """The top beam configurations that have no final re-run yet (as Coordinator.run_final)."""
+        r = self._coord.resolved
+        if r.final_top == 0:
+            return []
+        top = ranked_trials(self.study, "beam")[: r.final_top]
+        done = {
+            t.user_attrs.get("source_trial")
+            for t in self.study.get_trials(deepcopy=False)
+            if t.user_attrs.get(ROLE_ATTR) == "final"
+            and (
+                t.state == TrialState.COMPLETE
+                or (t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED)
+            )
+        }
+        return [t for t in top if t.number not in done]
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next configuration; None while the round barrier holds; FINISHED when all is told."""
+        study, resolved = self.study, self._coord.resolved
+        if self._finals is None:
+            plan = self._coord.sampler.plan(study)
+            if not plan.exhausted:
+                if plan.pending == 0:
+                    return None  # the barrier: the round's last results are not told yet
+                trial = study.ask()
+                try:
+                    params = _suggest(trial, resolved)
+                except optuna.TrialPruned:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    return None
+                return self._start(trial_id, trial, params, "beam", self._coord.sampler.trial_round(trial))
+            if self._live:
+                return None
+            self._finals = deque(self._final_sources())
+        if self._finals:
+            source = self._finals.popleft()
+            study.enqueue_trial(source.params, user_attrs={ROLE_ATTR: "final", "source_trial": source.number})
+            trial = study.ask()
+            return self._start(trial_id, trial, _suggest(trial, resolved), "final", None)
+        return None if self._live else Searcher.FINISHED
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Tell the study the trial's outcome (FAIL when the Tune trial errored)."""
+        trial, _, _ = self._live.pop(trial_id)
+        raw = (result or {}).get(OUTCOME)
+        if error or not isinstance(raw, str):
+            reason = f"the Tune trial {trial_id} failed (its error is in Tune's experiment folder)"
+            outcome = TrialOutcome(trial.number, None, reason, 0.0, "unknown", "unknown")
+        else:
+            data = json.loads(raw)
+            outcome = TrialOutcome(
+                trial.number,
+                data["metrics"],
+                data["error"],
+                float(data["wall_time_s"]),
+                str(data["device"]),
+                str(data["node"]),
+            )
+        self._coord._tell(trial, outcome)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: every bit of search state is in the study's database."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a new searcher on the same study continues it."""
+
+
+def run_tune_search(
+    settings: SearchSettings,
+    storage: str | None = None,
+    study_name: str | None = None,
+    *,
+    address: str | None = None,
+    num_workers: int | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    device: str | None = None,
+    tune_dir: str | None = None,
+    lease_ttl: float = 30.0,
+) -> optuna.Study:
+    """Run (or resume) a tfg-search study through ``ray.tune.Tuner``; returns the study.
+
+    Args:
+        settings, storage, study_name: as for :func:`tfg_search.search.run_search`.
+        address: Ray cluster to join ("auto", "host:port"); None starts a local Ray (shut down after).
+        num_workers: concurrent Tune trials (default: what the cluster's resources allow).
+        cpus_per_trial, gpus_per_trial: resources of each Tune trial.
+        device: device of every evaluation (default: "cuda" on a trial with a GPU, else "cpu").
+        tune_dir: where Tune keeps its experiment folder (default: a temporary folder, removed after;
+            the results that matter are in the study).
+
+    Raises:
+        TFGSearchError: bad settings, a study with other settings, a study held by a live launcher,
+            an unreachable cluster.
+    """
+    import ray
+    from ray import tune
+
+    study, resolved, resumed = open_search_study(settings, storage, study_name)
+    owns_ray = init_ray(address) if not ray.is_initialized() else False
+    folder = tune_dir or tempfile.mkdtemp(prefix="tfg-tune-")
+    try:
+        with StudyLease(study, ttl=lease_ttl):
+            searcher = BeamSearcher(study, resolved, device, cpus_per_trial)
+            if resumed:
+                searcher._coord.recover()
+            workers = num_workers or default_num_workers(
+                ray.cluster_resources(), cpus_per_trial, gpus_per_trial
+            )
+            tuner = tune.Tuner(
+                tune.with_resources(tune_trial, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    metric=METRIC,
+                    mode="max",
+                    num_samples=-1,
+                    max_concurrent_trials=workers,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(name=study.study_name, storage_path=folder, verbose=0),
+            )
+            tuner.fit()
+    finally:
+        if tune_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        if owns_ray:
+            ray.shutdown()
+    return study
