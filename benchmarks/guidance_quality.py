@@ -112,6 +112,7 @@ def run_target(ev: ChunkEvaluator, task_name: str, target: str, args: argparse.N
             samples=chunks * ev.chunk,
             rounds=args.rounds,
             steps=ev.steps,
+            n_recur=args.tfg_n_recur if method == "tfg" else None,
         ).resolve(ev.task)
         run = beam_search(ev, target, resolved, 0, chunks, mode="crn", name=method)
         final_reruns(ev, target, resolved, [run], args.final_top, final_chunks)
@@ -173,6 +174,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--final-top", type=int, default=2)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--steps", default=None, help='DDIM steps: "10", or "gmm2d:50,*:10" (* = other tasks)')
+    p.add_argument(
+        "--tfg-n-recur",
+        type=int,
+        default=None,
+        help="n_recur of the TFG search (default 1; UGD/FreeDoM use 2)",
+    )
     p.add_argument("--recur-task", default="digits", help="task of the recurrence ablation ('' to skip)")
     p.add_argument("--recur", default="1,2,4", help="n_recur values of the ablation")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the disk cache")
@@ -290,6 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "final_samples": args.final_samples,
             "final_top": args.final_top,
             "rounds": args.rounds,
+            "tfg_n_recur": args.tfg_n_recur,
             "steps": args.steps,
             "recur": args.recur,
             "quick": args.quick,

@@ -39,11 +39,15 @@ from tasks.weights import load_weights, weights_dir
 from tfg_search.errors import TFGSearchError
 
 DIGITS_SPACE: dict[str, Lattice] = {
-    "rho": (0.005, 2.0, 0.64),
-    "mu": (0.005, 2.0, 0.64),
+    "rho": (0.02, 2.0, 0.64),
+    "mu": (0.02, 2.0, 0.64),
     "gamma": (0.01, 10.0, 1.0),
 }
-"""Lattice for log f of a CNN's log-softmax on [-1, 1] pixels (the reference one starts saturated)."""
+"""Lattice for log f of a CNN's log-softmax on [-1, 1] pixels (the reference one starts saturated).
+
+Six values per strength, so that the default six rounds of the beam (each round moves one lattice
+step) can reach every value of an axis; an earlier 0.005..0.64 lattice left the grid's best digits
+configurations out of the beam's reach (benchmarks/search_efficiency.py)."""
 
 
 def frechet_distance(fake: torch.Tensor, real: torch.Tensor) -> float:
@@ -132,7 +136,7 @@ class DigitsTask(Task):
     metrics = ("validity", "target_prob", "guide_accuracy", "fd", "fidelity", "diversity")
     objective = ("validity", "fidelity")
     default_space = DIGITS_SPACE
-    default_strength_space: Lattice = (0.005, 2.0, 1.28)
+    default_strength_space: Lattice = (0.02, 2.0, 1.28)
 
     def __init__(self, weights: str | Path | None = None) -> None:
         self.models = DigitsModels(weights)

@@ -64,7 +64,7 @@ class DigitsAttrsTask(Task):
     metrics = ("validity", "class_validity", "thickness_validity", "fd", "fidelity")
     objective = ("validity", "fidelity")
     default_space = DIGITS_SPACE
-    default_strength_space: Lattice = (0.005, 2.0, 1.28)
+    default_strength_space: Lattice = (0.02, 2.0, 1.28)
 
     def __init__(self, weights: str | Path | None = None) -> None:
         self.models = DigitsModels(weights)
