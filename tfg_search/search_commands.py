@@ -95,11 +95,12 @@ class _Display:
         self.progress.stop()
 
 
-def _top_table(report: Any) -> Table:
+def _top_table(report: Any, objective: list[str]) -> Table:
     from tfg_search.report import describe_params
 
     table = Table(title=f"top configurations of {report.study_name}")
-    names = list(report.top[0]["metrics"]) if report.top else []
+    wanted = ["validity", *(m.lstrip("_") for m in objective)]
+    names = list(dict.fromkeys(m for m in wanted if report.top and m in report.top[0]["metrics"]))
     for col in ["trial", "role", "score", "params", *names]:
         table.add_column(col)
     for row in report.top:
@@ -210,7 +211,7 @@ def _finish(
     report: Any, settings: Any, storage: str | None, out_dir: Path | None, as_json: bool, quiet: bool
 ) -> None:
     from tfg_search.report import plot_search
-    from tfg_search.storage import load_study
+    from tfg_search.storage import load_study, study_info
 
     folder = out_dir or Path("tfg-output") / report.study_name
     folder.mkdir(parents=True, exist_ok=True)
@@ -245,7 +246,7 @@ def _finish(
         out.print_json(json.dumps(payload))
         return
     if not quiet:
-        out.print(_top_table(report))
+        out.print(_top_table(report, study_info(study)["settings"]["objective"]))
     cfg = report.best_config
     out.print(
         f"best ({report.best_role} trial {report.best_trial}): score {report.best_score:.4f}  "
