@@ -221,6 +221,61 @@ def bench_search(args: argparse.Namespace, timer: PassTimer) -> dict[str, Any]:
     return row
 
 
+def bench_batching(args: argparse.Namespace, timer: PassTimer, task: Any) -> list[dict[str, Any]]:
+    """A round of candidates sampled as one batch against one after another (sampling only)."""
+    from tfg_search.guidance import guided_sample_many
+
+    space = task.default_space
+    base = TFGConfig(
+        rho=space["rho"][0], mu=space["mu"][0], gamma=space["gamma"][0], n_iter=4, clip_x0=task.clip_x0
+    )
+    configs = [
+        base.replace(rho=base.rho * 2**k, mu=base.mu * 2 ** (k % 3)) for k in range(max(args.batch_sizes))
+    ]
+    shape = (args.samples, *task.sample_shape)
+    rows, out = [], []
+    for k in args.batch_sizes:
+        cands = configs[:k]
+
+        def one_by_one(cands: list[TFGConfig] = cands) -> None:
+            for cfg in cands:
+                guided_sample(
+                    timer.model,
+                    timer.scheduler,
+                    timer.log_f,
+                    cfg,
+                    shape,
+                    args.steps,
+                    generator=torch.Generator().manual_seed(0),
+                    device=timer.device,
+                )
+
+        def batched(cands: list[TFGConfig] = cands) -> None:
+            gens = [torch.Generator().manual_seed(0) for _ in cands]
+            guided_sample_many(
+                timer.model, timer.scheduler, timer.log_f, cands, shape, gens, args.steps, device=timer.device
+            )
+
+        t1 = _timeit(one_by_one, max(1, args.repeats // 2))
+        tb = _timeit(batched, max(1, args.repeats // 2))
+        rows.append([k, k * args.samples, t1, tb, t1 / tb])
+        out.append(
+            {
+                "candidates": k,
+                "batch_samples": k * args.samples,
+                "one_by_one_s": t1,
+                "batched_s": tb,
+                "speedup": t1 / tb,
+            }
+        )
+    print_table(
+        f"{args.task}: a round of k candidates x {args.samples} samples, {args.steps} steps",
+        ["k", "batch samples", "one by one (s)", "batched (s)", "speed-up"],
+        rows,
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits")
@@ -230,11 +285,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--search", action="store_true", help="also time a whole default CLI search")
+    parser.add_argument("--batching", action="store_true", help="also time rounds batched vs one by one")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 3, 6])
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args()
     started = time.perf_counter()
     result = bench_trials(args)
     timer = result.pop("timer")
+    if args.batching:
+        result["batching"] = bench_batching(args, timer, get_task(args.task))
     if args.search:
         result["search"] = bench_search(args, timer)
     result["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
