@@ -7,10 +7,6 @@ tests/pg.py). Without server binaries those tests are skipped, or fail when ``TF
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see tfg_search/__init__.py
-
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -114,6 +114,8 @@ BAD = [
     (["search", "--task", "gmm2d", "--target", "3", "--objective", "accuracy"],
      "objective metric(s) accuracy"),
     (["search", "--task", "gmm2d", "--target", "3", "--executor", "spark"], "unknown executor 'spark'"),
+    (["search", "--task", "gmm2d", "--target", "3", "--batch-size", "0"],
+     "--batch-size must be an integer >= 1"),
     (["search", "--task", "gmm2d", "--target", "3", "--method", "dps", "--search-schedules"],
      "--search-schedules applies to --method tfg only"),
     (["search", "--task", "gmm2d", "--target", "3", "--task-option", "novalue"], "must look like KEY=VALUE"),

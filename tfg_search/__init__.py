@@ -9,15 +9,6 @@ The core names:
 
 from __future__ import annotations
 
-import os
-
-# OpenMP threads that spin while they wait slow torch down by an order of magnitude as soon as
-# another process competes for the cores (measured on 2 cores: a 64-sample digits trial took 2 s
-# alone and 13-47 s beside one busy process with spinning, 3-4 s with passive waiting). Passive
-# waiting is the default here unless the user chose otherwise; it only takes effect when set before
-# torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from tfg_search.config import METHODS, STRUCTURES, TFGConfig
 from tfg_search.errors import NonFiniteSampleError, TFGSearchError
 from tfg_search.guidance import guided_sample, guided_sample_many

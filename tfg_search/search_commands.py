@@ -142,6 +142,9 @@ def search(
         None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)"
     ),
     executor: str = typer.Option("local", "--executor", help="local | ray"),
+    batch_size: int = typer.Option(
+        6, "--batch-size", help="local executor: candidates of a round sampled in one batch (1 = off)"
+    ),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="auto | host:port (default: local Ray)"
     ),
@@ -186,7 +189,9 @@ def search(
         seed=seed,
         task_options=parse_options(task_option),
     )
-    options: dict[str, Any] = {}
+    if batch_size < 1:
+        raise TFGSearchError(f"--batch-size must be an integer >= 1, got {batch_size}")
+    options: dict[str, Any] = {"batch_size": batch_size}
     if executor == "ray":
         options = dict(
             address=ray_address,

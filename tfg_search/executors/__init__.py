@@ -14,9 +14,10 @@ __all__ = ["Executor", "LocalExecutor", "make_executor"]
 
 
 def make_executor(kind: str, **options: object) -> Executor:
-    """``"local"`` or ``"ray"`` (options: address, num_workers, gpus_per_trial, cpus_per_trial)."""
+    """``"local"`` (option: batch_size) or ``"ray"`` (options: address, num_workers,
+    gpus_per_trial, cpus_per_trial, device)."""
     if kind == "local":
-        return LocalExecutor()
+        return LocalExecutor(**options)  # type: ignore[arg-type]
     if kind == "ray":
         from tfg_search.executors.ray_pool import RayExecutor
 
