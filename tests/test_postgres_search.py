@@ -26,8 +26,11 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def search_args(url: str, study: str, target: str, rounds: int, out: Path) -> list[str]:
+    # Study "a" must outlive the start of a second launcher (seconds of imports): its trials are
+    # made slow on purpose (many samples, one candidate per batch); the others stay tiny.
+    slow = ["--samples", "4096", "--steps", "50", "--batch-size", "1"] if study == "a" else []
     return [
-        "search", "--task", "gmm2d", "--target", target, *TINY, "--rounds", str(rounds),
+        "search", "--task", "gmm2d", "--target", target, *TINY, *slow, "--rounds", str(rounds),
         "--study", study, "--storage", url, "--json", "--quiet", "--out-dir", str(out),
     ]  # fmt: skip
 
