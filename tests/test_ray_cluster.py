@@ -125,3 +125,58 @@ def test_cli_search_on_a_two_node_cluster(
     assert all(n.startswith(socket.gethostname() + "/") for n in nodes)
     assert len(nodes) == 2  # one 1-CPU actor on each node: both nodes evaluated trials
     assert {t.user_attrs["device"] for t in trials} == {"cpu"}
+
+
+@pytest.fixture
+def ray_head_with_dashboard() -> Iterator[tuple[int, dict[str, str]]]:
+    """A 2-CPU head with the dashboard (the job server) on 127.0.0.1; yields (dashboard port, env)."""
+    pytest.importorskip(
+        "aiohttp", reason="ray job submit needs ray[default] (pip install tfg-search[cluster])"
+    )
+    root = Path(tempfile.mkdtemp(prefix="tfg-rj-"))
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    ports = free_ports(7)
+    head = [str(BIN / "ray"), "start", "--head", "--port", str(ports[0]), "--temp-dir", str(root / "t")]
+    head += [
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(ports[1]),
+    ]
+    head += ["--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    head += ["--dashboard-agent-listen-port", str(ports[2]), "--dashboard-agent-grpc-port", str(ports[3])]
+    head += ["--metrics-export-port", str(ports[4]), "--runtime-env-agent-port", str(ports[5])]
+    log = root / "head.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(head, env=env, stdout=out, stderr=out, start_new_session=True)
+    try:
+        _wait_for(log, "Ray runtime started", proc)
+        yield ports[1], env
+    finally:
+        _stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_a_search(
+    ray_head_with_dashboard: tuple[int, dict[str, str]], tmp_path: Path
+) -> None:
+    """The documented cluster job: `ray job submit -- tfg-search search ... --ray-address auto`."""
+    port, env = ray_head_with_dashboard
+    db = tmp_path / "jobs.db"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{port}", "--"]
+    cmd += ["tfg-search", "search", "--task", "gmm2d", "--target", "4", "--samples", "16", "--steps", "10"]
+    cmd += ["--rounds", "2", "--final-samples", "16", "--final-top", "1", "--study", "job"]
+    cmd += ["--executor", "ray", "--ray-address", "auto", "--storage", f"sqlite:///{db}"]
+    cmd += ["--quiet", "--json", "--out-dir", str(tmp_path / "out")]
+    run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "succeeded" in run.stdout + run.stderr, (run.stdout + run.stderr)[-3000:]
+    study = optuna.load_study(study_name="job", storage=f"sqlite:///{db}")
+    finals = [t for t in study.get_trials() if t.user_attrs.get("role") == "final"]
+    assert len(finals) == 1 and finals[0].state == optuna.trial.TrialState.COMPLETE
