@@ -87,6 +87,19 @@ class PassTimer:
             self._cache[key] = _timeit(fn, 3) / self.calls
         return self._cache[key]
 
+    def sample(self, cfg: TFGConfig, shape: tuple[int, ...], steps: int) -> None:
+        """One guided run of ``cfg`` on the task's models (seed 0): what a trial samples."""
+        guided_sample(
+            self.model,
+            self.scheduler,
+            self.log_f,
+            cfg,
+            shape,
+            steps,
+            generator=torch.Generator().manual_seed(0),
+            device=self.device,
+        )
+
     def floor(self, cfg: TFGConfig, batch: int, steps: int, ours: bool) -> float:
         counts = pass_counts(cfg, steps, this_implementation=ours)
         unet = counts.unet_forward * self.time("unet_fwd", batch) + counts.unet_forward_backward * self.time(
@@ -124,16 +137,7 @@ def bench_trials(args: argparse.Namespace) -> dict[str, Any]:
         shape = (args.samples, *task.sample_shape)
 
         def run(cfg: TFGConfig = cfg, shape: tuple[int, ...] = shape) -> None:
-            guided_sample(
-                timer.model,
-                timer.scheduler,
-                timer.log_f,
-                cfg,
-                shape,
-                args.steps,
-                generator=torch.Generator().manual_seed(0),
-                device=device,
-            )
+            timer.sample(cfg, shape, args.steps)
 
         trial = _timeit(run, args.repeats)
         paper = timer.floor(cfg, args.samples, args.steps, ours=False)
@@ -239,16 +243,7 @@ def bench_batching(args: argparse.Namespace, timer: PassTimer, task: Any) -> lis
 
         def one_by_one(cands: list[TFGConfig] = cands) -> None:
             for cfg in cands:
-                guided_sample(
-                    timer.model,
-                    timer.scheduler,
-                    timer.log_f,
-                    cfg,
-                    shape,
-                    args.steps,
-                    generator=torch.Generator().manual_seed(0),
-                    device=timer.device,
-                )
+                timer.sample(cfg, shape, args.steps)
 
         def batched(cands: list[TFGConfig] = cands) -> None:
             gens = [torch.Generator().manual_seed(0) for _ in cands]

@@ -70,6 +70,15 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def describe_error(err: BaseException) -> str:
+    """One line for a trial's ``error`` attr: the exception's type and message (its traceback
+    when the message is empty). Call it inside the ``except`` block that caught ``err``."""
+    message = f"{type(err).__name__}: {err}"
+    if not str(err):
+        message += " " + traceback.format_exc(limit=3).replace("\n", " | ")
+    return message
+
+
 def run_trial(spec: TrialSpec) -> TrialOutcome:
     """Evaluate one spec; any exception becomes ``error`` (the search stores the trial as FAIL)."""
     from tasks import get_task
@@ -91,10 +100,9 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
             return_samples=spec.keep_samples,
         )
     except Exception as err:  # reported, stored as FAIL, the search goes on
-        message = f"{type(err).__name__}: {err}"
-        if not str(err):
-            message += " " + traceback.format_exc(limit=3).replace("\n", " | ")
-        return TrialOutcome(spec.number, None, message, time.perf_counter() - start, str(device), node)
+        return TrialOutcome(
+            spec.number, None, describe_error(err), time.perf_counter() - start, str(device), node
+        )
     samples = result.samples.cpu() if spec.keep_samples and result.samples is not None else None
     return TrialOutcome(
         spec.number, dict(result.metrics), None, time.perf_counter() - start, str(device), node, samples

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from tfg_search.config import TFGConfig
 from tfg_search.executors.base import Executor
-from tfg_search.worker import TrialOutcome, TrialSpec, pick_device, run_trial
+from tfg_search.worker import TrialOutcome, TrialSpec, describe_error, pick_device, run_trial
 
 
 def batch_key(spec: TrialSpec) -> str:
@@ -67,10 +67,7 @@ def run_batch(specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         )
     except Exception as err:  # the whole batch failed (e.g. models missing): report each
         wall = (time.perf_counter() - start) / len(specs)
-        return [
-            TrialOutcome(s.number, None, f"{type(err).__name__}: {err}", wall, str(device), node)
-            for s in specs
-        ]
+        return [TrialOutcome(s.number, None, describe_error(err), wall, str(device), node) for s in specs]
     outcomes = []
     for spec, res in zip(specs, results, strict=True):
         if isinstance(res, Exception):
