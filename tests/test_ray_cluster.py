@@ -136,6 +136,8 @@ def ray_head_with_dashboard() -> Iterator[tuple[int, dict[str, str]]]:
     root = Path(tempfile.mkdtemp(prefix="tfg-rj-"))
     env = {
         **os.environ,
+        # As from an activated virtual environment: the job's entry point finds `tfg-search`.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "RAY_USAGE_STATS_ENABLED": "0",
