@@ -9,7 +9,8 @@ makes the sampler restartable from storage.
 
 Procedure replayed here:
 
-* Round 0: the start point, then its one-parameter neighbours.
+* Round 0: the start point, then its one-parameter neighbours, then the seed candidates (warm
+  start, e.g. the earlier methods' configurations) that are not among them.
 * Round r >= 1 (once every candidate of round r - 1 is done): rank every candidate done so far,
   keep the ``top_k`` best (the beam), and take the neighbours of each beam member in beam order,
   skipping candidates already evaluated or already queued in this round.
@@ -62,16 +63,23 @@ class KeySpace:
     """The shape of candidate keys.
 
     Args:
-        sizes: Number of lattice points of each parameter, in parameter order.
+        sizes: Number of positive lattice points of each parameter, in parameter order
+            (exponents ``0 .. size - 1``).
         n_structures: Number of schedule structures per parameter when structures are part of
             the key, else 0.
         start_structures: Start structure index of each parameter (used only when
             ``n_structures > 0``).
+        lows: Lowest exponent of each parameter: 0, or -1 where 0 ("off") is a lattice value
+            (default: 0 for every parameter, the reference lattices).
+        structured: Which parameters have a structure in the key (default: all of them when
+            ``n_structures > 0``); the key holds one structure index per structured parameter.
     """
 
     sizes: tuple[int, ...]
     n_structures: int = 0
     start_structures: tuple[int, ...] = ()
+    lows: tuple[int, ...] = ()
+    structured: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sizes or min(self.sizes) < 1:
@@ -80,35 +88,52 @@ class KeySpace:
             raise ValueError("start_structures needs one entry per parameter.")
         if any(not 0 <= s < self.n_structures for s in self.start_structures):
             raise ValueError(f"start_structures {self.start_structures} out of range.")
+        if not self.lows:
+            object.__setattr__(self, "lows", (0,) * len(self.sizes))
+        if len(self.lows) != len(self.sizes) or any(low not in (0, -1) for low in self.lows):
+            raise ValueError(f"lows needs one entry (0 or -1) per parameter, got {self.lows}.")
+        if not self.structured:
+            object.__setattr__(self, "structured", (bool(self.n_structures),) * len(self.sizes))
+        if len(self.structured) != len(self.sizes) or (any(self.structured) and not self.n_structures):
+            raise ValueError("structured needs one flag per parameter (and n_structures > 0 if any is set).")
+
+    @property
+    def structure_slots(self) -> tuple[int, ...]:
+        """The parameters (indices) that carry a structure index in the key, in key order."""
+        return tuple(i for i, flag in enumerate(self.structured) if flag)
 
     @property
     def start(self) -> Key:
         """All exponents 0 (and the start structures)."""
-        structures = self.start_structures if self.n_structures else ()
-        return (0,) * len(self.sizes) + tuple(structures)
+        return (0,) * len(self.sizes) + tuple(self.start_structures[i] for i in self.structure_slots)
 
     def is_valid(self, key: Key) -> bool:
         """Whether ``key`` is a point of this space."""
         n = len(self.sizes)
-        if len(key) != n + (n if self.n_structures else 0):
+        if len(key) != n + len(self.structure_slots):
             return False
-        exponents_ok = all(0 <= k < size for k, size in zip(key[:n], self.sizes, strict=True))
+        exponents_ok = all(
+            low <= k < size for k, low, size in zip(key[:n], self.lows, self.sizes, strict=True)
+        )
         return exponents_ok and all(0 <= s < self.n_structures for s in key[n:])
 
     def neighbours(self, key: Key) -> list[Key]:
         """One-parameter neighbours in parameter order.
 
-        For each parameter: its exponent + 1 (when still on the lattice), then, when structures
-        are searched, the same point with that parameter's structure switched to each other
-        structure (in structure order).
+        For each parameter: its exponent + 1 (when still on the lattice; from 0 "off" this is the
+        step back up to the lowest positive value), then, where 0 is a value and the exponent is
+        0, the step down to 0 (exponent -1), then, when structures are searched, the same point
+        with that parameter's structure switched to each other structure (in structure order).
         """
         n = len(self.sizes)
         result: list[Key] = []
         for i, size in enumerate(self.sizes):
             if key[i] + 1 < size:
                 result.append((*key[:i], key[i] + 1, *key[i + 1 :]))
-            if self.n_structures:
-                j = n + i
+            if self.lows[i] == -1 and key[i] == 0:
+                result.append((*key[:i], -1, *key[i + 1 :]))
+            if self.structured[i]:
+                j = n + self.structure_slots.index(i)
                 for s in range(self.n_structures):
                     if s != key[j]:
                         result.append((*key[:j], s, *key[j + 1 :]))
@@ -171,6 +196,7 @@ def plan_round(
     top_k: int,
     max_rounds: int,
     maximize: bool = True,
+    seeds: Sequence[Key] = (),
 ) -> RoundPlan:
     """Replay the search over ``records`` and describe the current round.
 
@@ -184,6 +210,8 @@ def plan_round(
         top_k: Beam width.
         max_rounds: Round limit; round 0 counts.
         maximize: Whether larger values are better.
+        seeds: Extra candidates of round 0, after the start point and its neighbours (invalid
+            keys and repeats are skipped).
 
     Returns:
         The plan of the current round.
@@ -196,9 +224,9 @@ def plan_round(
     order: dict[Key, int] = {}
     done: list[Key] = []
     candidates = [space.start]
-    for key in space.neighbours(space.start):
-        if key not in candidates:
-            candidates.append(key)
+    for key in [*space.neighbours(space.start), *seeds]:
+        if key not in candidates and space.is_valid(tuple(key)):
+            candidates.append(tuple(key))
     round_index = 0
     while True:
         for key in candidates:

@@ -147,11 +147,18 @@ class TFGBeamSampler(BaseSampler):
             means :data:`~searchers.DEFAULT_SPACE` (rho, mu, gamma). One parameter is fine.
         top_k: Beam width.
         max_rounds: Round limit; round 0 counts.
-        search_schedules: Also search the schedule structure of each parameter: the objective
-            asks ``trial.suggest_categorical(f"{name}_schedule", list(SCHEDULES))``. A neighbour
-            then may also switch one parameter's structure to another.
-        start_schedules: Start structure per parameter when ``search_schedules`` is true.
+        search_schedules: Also search the schedule structure of each parameter (``True``) or of
+            the named parameters (a list of names): the objective asks
+            ``trial.suggest_categorical(f"{name}_schedule", list(SCHEDULES))``. A neighbour then
+            may also switch one parameter's structure to another.
+        start_schedules: Start structure per parameter when ``search_schedules`` is set.
             Defaults: rho and mu ``"increase"``, gamma ``"decrease"``, others ``"constant"``.
+        seed_configs: Warm start: configurations (parameter name to value, and
+            ``"<name>_schedule"`` to a structure where schedules are searched) added to round 0
+            after the start point and its neighbours, each placed on the nearest lattice point
+            (log scale; 0 goes to 0 where the lattice has it, else to its lowest value; a missing
+            parameter counts as 0). E.g. the earlier methods' configurations, so that the beam
+            starts from the best of them (``tfg-search search --seed-presets``).
         poll_interval: Seconds between storage polls while waiting at the round barrier.
         barrier_timeout: Seconds a trial may wait at the barrier before it gives up: it is
             pruned unevaluated (reason ``"barrier-timeout"``) and the study stops (e.g. when a
@@ -167,8 +174,9 @@ class TFGBeamSampler(BaseSampler):
         top_k: int = 2,
         max_rounds: int = 6,
         *,
-        search_schedules: bool = False,
+        search_schedules: bool | Sequence[str] = False,
         start_schedules: Mapping[str, str] | None = None,
+        seed_configs: Sequence[Mapping[str, float | str]] | None = None,
         poll_interval: float = 0.1,
         barrier_timeout: float | None = None,
         seed: int | None = None,
@@ -194,27 +202,45 @@ class TFGBeamSampler(BaseSampler):
             if structure not in SCHEDULES:
                 raise ValueError(f"Start schedule {structure!r} of {name!r} is not one of {SCHEDULES}.")
 
+        if isinstance(search_schedules, bool):
+            structured = list(space) if search_schedules else []
+        else:
+            structured = list(search_schedules)
+            unknown_schedules = set(structured) - set(space)
+            if unknown_schedules:
+                raise ValueError(f"search_schedules names parameters outside the space: {unknown_schedules}.")
         self._space = space
         self._names = list(space)
         self._top_k = top_k
         self._max_rounds = max_rounds
-        self._search_schedules = search_schedules
+        self._structured = [name for name in self._names if name in structured]
         self._start_schedules = {name: starts[name] for name in self._names}
         self._poll_interval = float(poll_interval)
         self._barrier_timeout = barrier_timeout
         self._keyspace = KeySpace(
             sizes=tuple(space[name].size for name in self._names),
-            n_structures=len(SCHEDULES) if search_schedules else 0,
+            n_structures=len(SCHEDULES) if self._structured else 0,
             start_structures=tuple(SCHEDULES.index(starts[name]) for name in self._names)
-            if search_schedules
+            if self._structured
             else (),
+            lows=tuple(space[name].lowest_exponent for name in self._names),
+            structured=tuple(name in self._structured for name in self._names),
         )
-        self._fingerprint = json.dumps(
-            {
-                "space": [[name, str(space[name])] for name in self._names],  # exact: see Lattice
-                "schedules": self._start_schedules if search_schedules else None,
-            }
-        )
+        self._seeds = tuple(self._seed_key(dict(config)) for config in seed_configs or ())
+        fingerprint: dict[str, Any] = {
+            "space": [[name, str(space[name])] for name in self._names],  # exact: see Lattice
+            "schedules": None,
+        }
+        if self._structured:
+            all_structured = len(self._structured) == len(self._names)
+            fingerprint["schedules"] = (
+                self._start_schedules
+                if all_structured
+                else {name: self._start_schedules[name] for name in self._structured}
+            )
+        if self._seeds:
+            fingerprint["seeds"] = [list(key) for key in self._seeds]
+        self._fingerprint = json.dumps(fingerprint)
         self._fallback = RandomSampler(seed=seed)
         self._backoff = random.Random()
         self._lock = threading.Lock()
@@ -231,6 +257,16 @@ class TFGBeamSampler(BaseSampler):
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- public inspection API
+
+    @property
+    def space(self) -> dict[str, Lattice]:
+        """The searched lattices, in parameter order."""
+        return dict(self._space)
+
+    @property
+    def schedule_params(self) -> tuple[str, ...]:
+        """The parameters whose schedule structure is searched (empty: none)."""
+        return tuple(self._structured)
 
     def plan(self, study: Study) -> BeamPlan:
         """Where the search stands, recomputed from the study's storage."""
@@ -426,6 +462,7 @@ class TFGBeamSampler(BaseSampler):
             self._top_k,
             self._max_rounds,
             maximize=study.direction == StudyDirection.MAXIMIZE,
+            seeds=self._seeds,
         )
 
     def _params(self, key: Key) -> dict[str, float | str]:
@@ -433,10 +470,25 @@ class TFGBeamSampler(BaseSampler):
         params: dict[str, float | str] = {
             name: self._space[name].value(k) for name, k in zip(self._names, key[:n], strict=True)
         }
-        if self._search_schedules:
-            for name, s in zip(self._names, key[n:], strict=True):
-                params[f"{name}_schedule"] = SCHEDULES[s]
+        for name, s in zip(self._structured, key[n:], strict=True):
+            params[f"{name}_schedule"] = SCHEDULES[s]
         return params
+
+    def _seed_key(self, config: dict[str, Any]) -> Key:
+        """The lattice point nearest to a warm-start configuration (see ``seed_configs``)."""
+        exponents = []
+        for name in self._names:
+            value = config.get(name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"seed_configs: {name} must be a number, got {value!r}.")
+            exponents.append(self._space[name].nearest(float(value)))
+        structures = []
+        for name in self._structured:
+            structure = config.get(f"{name}_schedule", self._start_schedules[name])
+            if structure not in SCHEDULES:
+                raise ValueError(f"seed_configs: {name}_schedule {structure!r} is not one of {SCHEDULES}.")
+            structures.append(SCHEDULES.index(structure))
+        return (*exponents, *structures)
 
 
 def _fit(name: str, value: float | str, distribution: BaseDistribution) -> Any:
@@ -446,7 +498,8 @@ def _fit(name: str, value: float | str, distribution: BaseDistribution) -> Any:
             raise ValueError(
                 f"TFGBeamSampler assigned {name}={value!r}, outside the bounds "
                 f"[{distribution.low!r}, {distribution.high!r}] of suggest_float({name!r}, ...): "
-                "widen the bounds to cover the lattice (its init and cap)."
+                "widen the bounds to cover the lattice (its init and cap; 0 and no log=True for a "
+                "lattice with 0)."
             )
     elif isinstance(distribution, IntDistribution) and isinstance(value, float):
         if value.is_integer():

@@ -10,8 +10,8 @@ A :class:`Task` bundles
   (:meth:`Task.compute_metrics`), always including ``validity`` in [0, 1];
 * real reference data for fidelity (:meth:`Task.reference`);
 * search defaults: the ``objective`` (metric names; a leading ``_`` means lower is better), the
-  lattice ``default_space`` {param: (init, factor, cap)} for rho, mu and gamma, and
-  ``default_strength_space`` (init, factor, cap) for single-strength baselines.
+  lattices ``default_space`` {param: :class:`searchers.Lattice`} for rho, mu and gamma, and
+  ``default_strength_space`` (a :class:`searchers.Lattice`) for single-strength baselines.
 
 Tasks are found by name through :mod:`tasks.registry` (entry-point group ``tfg_search.tasks``).
 
@@ -32,18 +32,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from searchers.lattice import DEFAULT_SPACE, Lattice
 from tfg_search.errors import TFGSearchError
 
 LogF = Callable[[torch.Tensor], torch.Tensor]
-Lattice = tuple[float, float, float]
-"""(init, factor, cap): candidates init * factor**k, k = 0, 1, ..., not above cap."""
-
-REFERENCE_SPACE: dict[str, Lattice] = {
-    "rho": (0.25, 2.0, 8.0),
-    "mu": (0.25, 2.0, 8.0),
-    "gamma": (0.001, 10.0, 1.0),
-}
-"""The reference lattice of tfg-algorithm.md section 5 (suits log f of order one per unit input)."""
 
 
 def exp_fidelity(distance: float, scale: float) -> float:
@@ -68,8 +60,10 @@ class Task(ABC):
         clip_x0: whether the Tweedie estimate is clamped to [-1, 1] (pixel data).
         metrics: names of the metrics :meth:`compute_metrics` returns (``validity`` first).
         objective: default search objective (metric names, ``_`` prefix = lower is better).
-        default_space: lattice {"rho"|"mu"|"gamma": (init, factor, cap)} for the TFG search.
-        default_strength_space: lattice (init, factor, cap) of a single-strength baseline.
+        default_space: lattices {"rho"|"mu"|"gamma": Lattice} of the TFG search (default: the
+            reference space of tfg-algorithm.md section 5, ``searchers.DEFAULT_SPACE``).
+        default_strength_space: the lattice of a single-strength baseline.
+        trainer, trained_by: how ``tfg-search train`` finds the task's training function.
     """
 
     name: ClassVar[str] = ""
@@ -79,8 +73,13 @@ class Task(ABC):
     clip_x0: bool = True
     metrics: tuple[str, ...] = ("validity",)
     objective: tuple[str, ...] = ("validity",)
-    default_space: Mapping[str, Lattice] = REFERENCE_SPACE
-    default_strength_space: Lattice = (0.25, 2.0, 8.0)
+    default_space: Mapping[str, Lattice] = DEFAULT_SPACE
+    default_strength_space: Lattice = Lattice(0.25, 2.0, 8.0)
+    trainer: ClassVar[str | None] = None
+    """``module:function`` that trains the task's bundled models (``tfg-search train NAME``); it takes
+    ``out``, ``seed``, ``progress`` and optionally ``steps`` / ``epochs``, and returns metadata."""
+    trained_by: ClassVar[str | None] = None
+    """The task whose ``tfg-search train`` writes this task's models, when it reuses another's."""
 
     # -- targets -----------------------------------------------------------------------------
     @property
@@ -139,8 +138,8 @@ class Task(ABC):
             "num_inference_steps": self.num_inference_steps,
             "metrics": list(self.metrics),
             "objective": list(self.objective),
-            "default_space": {k: list(v) for k, v in self.default_space.items()},
-            "default_strength_space": list(self.default_strength_space),
+            "default_space": {k: str(v) for k, v in self.default_space.items()},
+            "default_strength_space": str(self.default_strength_space),
         }
 
 

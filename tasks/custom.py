@@ -26,27 +26,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tasks.base import LogF, Task, cached, frozen
+from tasks.registry import load_object
 from tfg_search.errors import TFGSearchError
 
 
 def load_callable(spec: str, what: str) -> Callable[..., Any]:
-    """Import ``module:function``; TFGSearchError with the reason when it cannot."""
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise TFGSearchError(f"{what} must be given as module:function, got {spec!r}")
-    try:
-        obj: Any = import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise TFGSearchError(f"cannot import {what} {spec!r}: {err}") from err
+    """Import ``module:function`` (:func:`tasks.registry.load_object`) and check it is callable."""
+    obj = load_object(spec, what)
     if not callable(obj):
         raise TFGSearchError(f"{what} {spec!r} is not callable")
     return obj

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from diffusers import UNet2DModel
 
-from tasks.base import Lattice, LogF, Task, cached, exp_fidelity, frozen
+from searchers.lattice import Lattice
+from tasks.base import LogF, Task, cached, exp_fidelity, frozen
 from tasks.digits_data import digits_tensors
 from tasks.digits_eval import digits_evaluator
 from tasks.nets import DigitsCNN, make_scheduler
@@ -39,9 +40,9 @@ from tasks.weights import load_weights, weights_dir
 from tfg_search.errors import TFGSearchError
 
 DIGITS_SPACE: dict[str, Lattice] = {
-    "rho": (0.02, 2.0, 0.64),
-    "mu": (0.02, 2.0, 0.64),
-    "gamma": (0.01, 10.0, 1.0),
+    "rho": Lattice(0.02, 2.0, 0.64),
+    "mu": Lattice(0.02, 2.0, 0.64),
+    "gamma": Lattice(0.01, 10.0, 1.0),
 }
 """Lattice for log f of a CNN's log-softmax on [-1, 1] pixels (the reference one starts saturated).
 
@@ -136,7 +137,9 @@ class DigitsTask(Task):
     metrics = ("validity", "target_prob", "guide_accuracy", "fd", "fidelity", "diversity")
     objective = ("validity", "fidelity")
     default_space = DIGITS_SPACE
-    default_strength_space: Lattice = (0.02, 2.0, 1.28)
+    default_strength_space: Lattice = Lattice(0.02, 2.0, 1.28)
+
+    trainer = "tasks.training:train_digits"
 
     def __init__(self, weights: str | Path | None = None) -> None:
         self.models = DigitsModels(weights)

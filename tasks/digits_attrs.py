@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from tasks.base import Lattice, LogF, Task, exp_fidelity
+from searchers.lattice import Lattice
+from tasks.base import LogF, Task, exp_fidelity
 from tasks.digits import (
     DIGITS_SPACE,
     DigitsModels,
@@ -64,7 +65,9 @@ class DigitsAttrsTask(Task):
     metrics = ("validity", "class_validity", "thickness_validity", "fd", "fidelity")
     objective = ("validity", "fidelity")
     default_space = DIGITS_SPACE
-    default_strength_space: Lattice = (0.02, 2.0, 1.28)
+    default_strength_space: Lattice = Lattice(0.02, 2.0, 1.28)
+
+    trained_by = "digits"
 
     def __init__(self, weights: str | Path | None = None) -> None:
         self.models = DigitsModels(weights)

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from tasks.base import Lattice, LogF, Task, cached, exp_fidelity, frozen
+from searchers.lattice import Lattice
+from tasks.base import LogF, Task, cached, exp_fidelity, frozen
 from tasks.nets import TimeMLP, make_scheduler
-from tasks.training import Progress, _noop, sample_unguided, train_eps_model
+from tasks.training import Progress, no_progress, sample_unguided, train_eps_model
 from tasks.weights import load_weights, save_weights, weights_dir
 from tfg_search.errors import TFGSearchError
 
@@ -101,11 +102,13 @@ class Gmm2dTask(Task):
     # log f = log p(y|x) has gradients up to |c_y - c_k| / s^2 ~ 25 per unit length, so useful
     # strengths are ~0.005-0.1 (measured: dps 0.005 -> 99% validity, 0.2 -> visibly too narrow).
     default_space: dict[str, Lattice] = {  # noqa: RUF012
-        "rho": (0.002, 2.0, 0.512),
-        "mu": (0.002, 2.0, 0.512),
-        "gamma": (0.001, 10.0, 1.0),
+        "rho": Lattice(0.002, 2.0, 0.512),
+        "mu": Lattice(0.002, 2.0, 0.512),
+        "gamma": Lattice(0.001, 10.0, 1.0),
     }
-    default_strength_space: Lattice = (0.001, 2.0, 0.512)
+    default_strength_space: Lattice = Lattice(0.001, 2.0, 0.512)
+
+    trainer = "tasks.gmm2d:train_gmm2d"
 
     def __init__(self, weights: str | Path | None = None) -> None:
         self.weights = Path(weights) if weights else weights_dir("gmm2d")
@@ -153,7 +156,9 @@ class Gmm2dTask(Task):
         return {"validity": validity, "sw": sw, "fidelity": exp_fidelity(sw, _sw_scale(y))}
 
 
-def train_gmm2d(out: Path, seed: int = 0, steps: int = 3000, progress: Progress = _noop) -> dict[str, Any]:
+def train_gmm2d(
+    out: Path, seed: int = 0, steps: int = 3000, progress: Progress = no_progress
+) -> dict[str, Any]:
     """Train the epsilon MLP on fresh mixture samples; records the SW of unguided samples."""
     torch.manual_seed(seed)
     t0 = time.perf_counter()

@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from tasks.base import Lattice, LogF, Task
+from searchers.lattice import Lattice
+from tasks.base import LogF, Task
 from tasks.digits import DigitsModels, check_images
 from tasks.digits_data import N_HELDOUT, split
 from tasks.digits_eval import digits_evaluator
@@ -77,11 +78,12 @@ class _DigitsInverseTask(Task):
     objective = ("validity", "ssim")
     # log f = -||r||_2 has a unit-norm gradient in measurement space: the reference scale fits.
     default_space: dict[str, Lattice] = {  # noqa: RUF012
-        "rho": (0.25, 2.0, 8.0),
-        "mu": (0.25, 2.0, 8.0),
-        "gamma": (0.01, 10.0, 1.0),
+        "rho": Lattice(0.25, 2.0, 8.0),
+        "mu": Lattice(0.25, 2.0, 8.0),
+        "gamma": Lattice(0.01, 10.0, 1.0),
     }
-    default_strength_space: Lattice = (0.25, 2.0, 16.0)
+    default_strength_space: Lattice = Lattice(0.25, 2.0, 16.0)
+    trained_by = "digits"
 
     def __init__(self, weights: str | Path | None = None) -> None:
         self.models = DigitsModels(weights)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from importlib import import_module
 from importlib.metadata import entry_points
+from typing import Any
 
 from tasks.base import Task
 from tfg_search.errors import TFGSearchError
@@ -26,29 +27,50 @@ BUILTIN_TASKS: dict[str, str] = {
     "digits-inpaint": "tasks.inverse:DigitsInpaintTask",
     "digits-superres": "tasks.inverse:DigitsSuperresTask",
     "digits-deblur": "tasks.inverse:DigitsDeblurTask",
+    "shapes": "tasks.shapes:ShapesTask",
     "custom": "tasks.custom:CustomTask",
 }
 
 
-def _entry_point_specs() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+def registered_specs() -> dict[str, str]:
+    """``name -> "module:attr"`` of every registered task (entry points, then the bundled ones)."""
+    return {**{ep.name: ep.value for ep in entry_points(group=GROUP)}, **BUILTIN_TASKS}
 
 
 def task_names() -> list[str]:
     """Every registered task name (bundled first, then third-party, in name order)."""
-    eps = _entry_point_specs()
-    return list(BUILTIN_TASKS) + sorted(set(eps) - set(BUILTIN_TASKS))
+    return list(BUILTIN_TASKS) + sorted(set(registered_specs()) - set(BUILTIN_TASKS))
 
 
-def _load_factory(name: str, spec: str) -> Callable[..., Task]:
-    module, _, attr = spec.partition(":")
+def load_object(spec: str, what: str) -> Any:
+    """Import ``module:attr`` (``attr`` may be dotted); TFGSearchError saying why when it cannot.
+
+    Example:
+        >>> load_object("tasks.base:Task", "a class").__name__
+        'Task'
+    """
+    module, sep, attr = str(spec).partition(":")
+    if not sep or not module or not attr:
+        raise TFGSearchError(f"{what} must be given as module:function, got {spec!r}")
     try:
-        obj = import_module(module)
+        obj: Any = import_module(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as err:
-        raise TFGSearchError(f"task {name!r} is registered as {spec!r} but cannot be loaded: {err}") from err
-    return obj  # type: ignore[return-value]
+        raise TFGSearchError(f"cannot import {what} {spec!r}: {err}") from err
+    return obj
+
+
+def task_factory(name: str) -> Callable[..., Task]:
+    """The class (or factory) registered as ``name``, not yet built.
+
+    Raises:
+        TFGSearchError: unknown name, or a registration that does not load.
+    """
+    specs = registered_specs()
+    if name not in specs:
+        raise TFGSearchError(f"unknown task {name!r}; available: {', '.join(task_names())}")
+    return load_object(specs[name], f"task {name!r} (registered as {specs[name]!r})")
 
 
 def get_task(name: str, options: Mapping[str, str] | None = None) -> Task:
@@ -57,14 +79,11 @@ def get_task(name: str, options: Mapping[str, str] | None = None) -> Task:
     Raises:
         TFGSearchError: unknown name, a registration that does not load, or bad options.
     """
-    specs = {**_entry_point_specs(), **BUILTIN_TASKS}
-    if name not in specs:
-        raise TFGSearchError(f"unknown task {name!r}; available: {', '.join(task_names())}")
-    factory = _load_factory(name, specs[name])
+    factory = task_factory(name)
     try:
         task = factory(**dict(options or {}))
     except TypeError as err:
         raise TFGSearchError(f"bad options for task {name!r}: {err}") from err
     if not isinstance(task, Task):
-        raise TFGSearchError(f"task {name!r} ({specs[name]}) did not build a tasks.base.Task")
+        raise TFGSearchError(f"task {name!r} ({registered_specs()[name]}) did not build a tasks.base.Task")
     return task

@@ -30,7 +30,8 @@ from tasks.weights import save_weights
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
-def _noop(done: int, total: int, info: dict[str, float]) -> None:
+def no_progress(done: int, total: int, info: dict[str, float]) -> None:
+    """The default progress callback: does nothing."""
     return None
 
 
@@ -52,13 +53,15 @@ def sample_unguided(
     return x.clamp(-1, 1) if clip else x
 
 
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
     with torch.no_grad():
         for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
             pe.mul_(decay).add_(pm, alpha=1.0 - decay)
 
 
-def _lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
+def lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
+    """Learning rate at ``step``: linear warm-up over ``warmup`` steps, then cosine decay to 0."""
     if step < warmup:
         return base * (step + 1) / warmup
     return base * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
@@ -73,7 +76,7 @@ def train_eps_model(
     lr: float,
     ema_decay: float,
     forward: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> nn.Module:
     """Epsilon-prediction training (DDPM loss) with AdamW, cosine lr and an EMA; returns the EMA."""
     gen = torch.Generator().manual_seed(seed)
@@ -95,11 +98,11 @@ def train_eps_model(
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         loss = F.mse_loss(forward(model, xt, t), noise)
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, steps, lr)
+            g["lr"] = lr_at(step, steps, lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        _ema_update(ema, model, ema_decay if step > 200 else 0.0)
+        ema_update(ema, model, ema_decay if step > 200 else 0.0)
         progress(step + 1, steps, {"loss": float(loss.detach())})
     return ema
 
@@ -111,7 +114,7 @@ def train_classifier(
     epochs: int,
     seed: int,
     noise_std: float = 0.1,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> nn.Module:
     """Cross-entropy training of a guiding CNN, with small Gaussian input noise for smoother inputs."""
     gen = torch.Generator().manual_seed(seed)
@@ -205,7 +208,7 @@ def train_digits_guides(out: Path, seed: int = 0, epochs: int = 40) -> dict[str,
 
 
 def train_digits(
-    out: Path, seed: int = 0, steps: int = 4000, epochs: int = 40, progress: Progress = _noop
+    out: Path, seed: int = 0, steps: int = 4000, epochs: int = 40, progress: Progress = no_progress
 ) -> dict[str, Any]:
     """Train the digits guiding CNNs (``epochs`` each) and the UNet (``steps`` optimiser steps).
 

@@ -37,7 +37,7 @@ def evaluated(study: optuna.Study) -> list[dict]:
 
 def run(sampler: TFGBeamSampler, score, names=NAMES, direction="maximize", **kwargs):
     study = optuna.create_study(direction=direction, sampler=sampler, **kwargs)
-    study.optimize(objective_for(score, names, sampler._search_schedules), catch=(ZeroDivisionError,))
+    study.optimize(objective_for(score, names, bool(sampler.schedule_params)), catch=(ZeroDivisionError,))
     return study
 
 

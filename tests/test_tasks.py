@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from searchers import Lattice
 from tasks import Task, get_task, task_names
 from tasks import registry as registry_module
 from tasks.base import clear_model_cache
@@ -64,7 +65,9 @@ class _ThirdPartyTask(Task):
 
 def test_entry_point_tasks_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = f"{__name__}:_ThirdPartyTask"
-    monkeypatch.setattr(registry_module, "_entry_point_specs", lambda: {"third-party": spec})
+    monkeypatch.setattr(
+        registry_module, "registered_specs", lambda: {"third-party": spec, **registry_module.BUILTIN_TASKS}
+    )
     assert "third-party" in task_names()
     assert isinstance(get_task("third-party"), _ThirdPartyTask)
 
@@ -75,8 +78,8 @@ def test_task_declares_its_interface(name: str) -> None:
     assert task.metrics[0] == "validity"
     assert all(m.lstrip("_") in task.metrics for m in task.objective)
     assert set(task.default_space) == {"rho", "mu", "gamma"}
-    for init, factor, cap in [*task.default_space.values(), task.default_strength_space]:
-        assert 0 < init <= cap and factor > 1
+    for lattice in [*task.default_space.values(), task.default_strength_space]:
+        assert isinstance(lattice, Lattice) and lattice.size >= 2
     assert task.targets and task.parse_target(task.targets[0]) is not None
     with pytest.raises(TFGSearchError, match="target"):
         task.parse_target("999999")

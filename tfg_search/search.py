@@ -145,7 +145,7 @@ def open_search_study(
 def _suggest(trial: optuna.Trial, resolved: ResolvedSettings) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name, lattice in resolved.lattices().items():
-        params[name] = trial.suggest_float(name, lattice.init, lattice.cap, log=True)
+        params[name] = trial.suggest_float(name, lattice.low, lattice.cap, log=not lattice.zero)
         if resolved.search_schedules:
             params[f"{name}_schedule"] = trial.suggest_categorical(f"{name}_schedule", list(STRUCTURES))
     return params

@@ -102,9 +102,9 @@ class SearchSettings:
         if self.space is not None:
             space = dict(self.space)
         elif self.method == "tfg":
-            space = {k: Lattice(*v) for k, v in task.default_space.items() if k in TFG_PARAMS}
+            space = {k: v for k, v in task.default_space.items() if k in TFG_PARAMS}
         else:
-            space = {"strength": Lattice(*task.default_strength_space)}
+            space = {"strength": task.default_strength_space}
         base = base_config(self.method, 0.0, self.n_recur, self.n_iter, self.n_mc, self.eta, task.clip_x0)
         return ResolvedSettings(
             task=self.task,
@@ -122,7 +122,7 @@ class SearchSettings:
             clip_x0=base.clip_x0,
             steps=self.steps or int(task.num_inference_steps),
             objective=objective,
-            space={k: (v.init, v.factor, v.cap) for k, v in space.items()},
+            space={k: v.as_tuple() for k, v in space.items()},
             search_schedules=self.search_schedules,
             seed=self.seed,
             task_options=dict(self.task_options or {}),
@@ -170,7 +170,8 @@ class ResolvedSettings:
     clip_x0: bool
     steps: int
     objective: tuple[str, ...]
-    space: dict[str, tuple[float, float, float]]
+    space: dict[str, tuple[float, ...]]
+    """Each lattice as :meth:`searchers.Lattice.as_tuple` (3 numbers; 4 with a leading 0)."""
     search_schedules: bool
     seed: int
     task_options: dict[str, str]
@@ -192,7 +193,7 @@ class ResolvedSettings:
 
     def lattices(self) -> dict[str, Lattice]:
         """The searched space as lattices."""
-        return {k: Lattice(*v) for k, v in self.space.items()}
+        return {k: Lattice.from_tuple(v) for k, v in self.space.items()}
 
     def config(self, params: Mapping[str, Any]) -> TFGConfig:
         """The configuration of one candidate (its params as the sampler hands them out)."""

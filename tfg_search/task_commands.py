@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,11 +95,10 @@ def cmd_tasks(
 
 
 def _describe_class(name: str, err: Exception) -> dict[str, Any]:
-    from tasks.registry import BUILTIN_TASKS, _entry_point_specs, _load_factory
+    from tasks.registry import task_factory
 
-    spec = {**_entry_point_specs(), **BUILTIN_TASKS}[name]
     try:
-        cls = _load_factory(name, spec)
+        cls = task_factory(name)
     except TFGSearchError:
         cls = None
     return {
@@ -112,7 +111,7 @@ def _describe_class(name: str, err: Exception) -> dict[str, Any]:
 
 
 def cmd_train(
-    task: Annotated[str, typer.Argument(help="task to train: gmm2d or digits")],
+    task: Annotated[str, typer.Argument(help="task to train (see `tfg-search tasks`)")],
     seed: Annotated[str, typer.Option(help="random seed")] = "0",
     steps: Annotated[str | None, typer.Option(help="optimiser steps of the diffusion model")] = None,
     epochs: Annotated[str | None, typer.Option(help="epochs of the guiding CNNs (digits)")] = None,
@@ -120,27 +119,38 @@ def cmd_train(
         Path | None, typer.Option(help="output folder (default: the package's tasks/weights/TASK)")
     ] = None,
 ) -> None:
-    """Train a bundled task's tiny models on CPU; writes safetensors + JSON (seed, steps, quality)."""
+    """Train a bundled task's tiny models on CPU; writes safetensors + JSON (seed, steps, quality).
+
+    A task whose trainer checkpoints (shapes) continues from its checkpoint when run again.
+    """
+    import inspect
+
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from tasks.registry import load_object, task_factory, task_names
     from tasks.weights import weights_dir
 
-    trainers = _trainers()
-    shared = {"digits-attrs", "digits-inpaint", "digits-superres", "digits-deblur"}
-    if task in shared:
-        raise TFGSearchError(f"task {task!r} reuses the digits models: run `tfg-search train digits`")
-    if task not in trainers:
+    factory = task_factory(task)
+    if getattr(factory, "trained_by", None):
         raise TFGSearchError(
-            f"cannot train task {task!r}; trainable: {', '.join(trainers)} (custom models are "
+            f"task {task!r} reuses the {factory.trained_by} models: run `tfg-search train {factory.trained_by}`"
+        )
+    spec = getattr(factory, "trainer", None)
+    if not spec:
+        trainable = [n for n in task_names() if _trainer_spec(n)]
+        raise TFGSearchError(
+            f"cannot train task {task!r}; trainable: {', '.join(trainable)} (custom models are "
             "trained by their owner)"
         )
+    trainer = load_object(spec, f"trainer of task {task!r}")
+    accepts = inspect.signature(trainer).parameters
     kwargs: dict[str, Any] = {"seed": parse_number("--seed", seed, int, 0)}
     if steps is not None:
         kwargs["steps"] = parse_number("--steps", steps, int, 1)
     if epochs is not None:
-        if task != "digits":
-            raise TFGSearchError("--epochs applies to digits only")
+        if "epochs" not in accepts:
+            raise TFGSearchError(f"--epochs does not apply to task {task!r} (its trainer counts steps)")
         kwargs["epochs"] = parse_number("--epochs", epochs, int, 1)
     folder = out or weights_dir(task)
     with Progress(
@@ -155,16 +165,18 @@ def cmd_train(
         def progress(done: int, total: int, info: dict[str, float]) -> None:
             bar.update(handle, completed=done, total=total, loss=info.get("loss", float("nan")))
 
-        meta = trainers[task](out=folder, progress=progress, **kwargs)
+        meta = trainer(out=folder, progress=progress, **kwargs)
     Console().print(f"wrote {folder}")
     Console().print_json(json.dumps(meta))
 
 
-def _trainers() -> dict[str, Callable[..., dict[str, Any]]]:
-    from tasks.gmm2d import train_gmm2d
-    from tasks.training import train_digits
+def _trainer_spec(name: str) -> str | None:
+    from tasks.registry import task_factory
 
-    return {"gmm2d": train_gmm2d, "digits": train_digits}
+    try:
+        return getattr(task_factory(name), "trainer", None)
+    except TFGSearchError:
+        return None
 
 
 def cmd_evaluate(
