@@ -149,7 +149,7 @@ class Lattice:
         return min(max(k, 0), self.size - 1)
 
     def as_tuple(self) -> tuple[float, ...]:
-        """``(init, factor, cap)``, or ``(0.0, init, factor, cap)`` with 0 (JSON-ready; see :meth:`from_tuple`)."""
+        """``(init, factor, cap)``, or ``(0.0, init, factor, cap)`` with 0 (JSON-ready; see from_tuple)."""
         body = (self.init, self.factor, self.cap)
         return (0.0, *body) if self.zero else body
 

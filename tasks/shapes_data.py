@@ -185,7 +185,7 @@ def render_batch(
 
 
 def parse_pair(target: str) -> tuple[str | None, str | None]:
-    """``"cyan-triangle"`` -> ("cyan", "triangle"); ``"red"`` -> ("red", None); ``"square"`` -> (None, "square").
+    """``"cyan-triangle"`` -> ("cyan", "triangle"); ``"red"`` -> ("red", None); a shape -> (None, shape).
 
     Raises:
         ValueError: anything else (the message lists what is valid).

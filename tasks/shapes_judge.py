@@ -125,7 +125,7 @@ def _judge_one(img: np.ndarray) -> tuple[int, int, bool, np.ndarray]:
     if contrast < MIN_CONTRAST:
         return -1, -1, False, feats
     mask = value > bg + contrast / 2
-    labels, n = ndimage.label(mask)
+    labels, _ = ndimage.label(mask)
     sizes = np.bincount(labels.ravel())[1:]
     main = labels == (int(np.argmax(sizes)) + 1)
     n_blobs = int((sizes >= MIN_BLOB).sum())

@@ -133,9 +133,8 @@ def cmd_train(
 
     factory = task_factory(task)
     if getattr(factory, "trained_by", None):
-        raise TFGSearchError(
-            f"task {task!r} reuses the {factory.trained_by} models: run `tfg-search train {factory.trained_by}`"
-        )
+        owner = factory.trained_by
+        raise TFGSearchError(f"task {task!r} reuses the {owner} models: run `tfg-search train {owner}`")
     spec = getattr(factory, "trainer", None)
     if not spec:
         trainable = [n for n in task_names() if _trainer_spec(n)]
