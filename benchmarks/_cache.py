@@ -9,7 +9,7 @@ evaluation, which is what makes a cheaper-fidelity search cheap (it extends a ca
 starting it again) and its comparisons paired (two candidates on the same chunks share the noise).
 
 Chunks are generated with ``tfg_search.guidance.guided_sample_many`` (the engine behind
-``tfg_search.batching.evaluate_batch``): many (configuration, seed) entries in one batch, each
+``tfg_search.evaluation.evaluate_batch``): many (configuration, seed) entries in one batch, each
 drawing from its own generator exactly as it would alone.
 
 Cache layout (keep it out of git): ``benchmarks/results/cache/<task>-<weights fingerprint>/``
@@ -37,10 +37,9 @@ import torch
 
 from tasks import get_task
 from tasks.base import Task
-from tfg_search.batching import structure_key
-from tfg_search.config import TFGConfig
-from tfg_search.evaluation import score
-from tfg_search.guidance import guided_sample_many
+from tfg_search.guidance.config import TFGConfig
+from tfg_search.guidance.sampler import Structure, guided_sample_many
+from tfg_search.objective import score
 
 CACHE_ROOT = Path(__file__).resolve().parent / "results" / "cache"
 STRIDE = 4096
@@ -197,7 +196,7 @@ class ChunkEvaluator:
             return
         groups: dict[tuple[Any, ...], list[tuple[str, TFGConfig, int]]] = {}
         for key, (config, cseed) in missing.items():
-            groups.setdefault(structure_key(config), []).append((key, config, cseed))
+            groups.setdefault(Structure.of(config), []).append((key, config, cseed))
         model, _ = self.task.diffusion("cpu")
         log_f = self.task.log_f(target, "cpu")
         shape = (self.chunk, *self.task.sample_shape)

@@ -36,7 +36,7 @@ from _cache import ChunkEvaluator, Evaluated, Spend, config_key
 from optuna.trial import TrialState
 
 from searchers import Lattice, TFGBeamSampler
-from tfg_search.config import TFGConfig
+from tfg_search.guidance.config import TFGConfig
 from tfg_search.settings import ResolvedSettings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -216,7 +216,7 @@ def digits_specs(options: dict[str, str] | None, n: int = 6, samples: int = 64) 
     specs = []
     for number, exps in enumerate(points[:n]):
         params = {k: lattices[k].init * lattices[k].factor ** exps[k] for k in names}
-        config = resolved.config(params).to_dict()
+        config = resolved.config(params)
         spec = TrialSpec(number, "digits", "3", config, samples, resolved.seed, resolved.steps, "cpu")
         specs.append(dataclasses.replace(spec, task_options=options))
     return specs

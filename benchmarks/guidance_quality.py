@@ -144,7 +144,7 @@ def run_target(ev: ChunkEvaluator, task_name: str, target: str, args: argparse.N
 
 def recurrence(ev: ChunkEvaluator, per_target: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """TFG's chosen configuration of each target re-run with n_recur = 1, 2, 4 (final samples)."""
-    from tfg_search.config import TFGConfig
+    from tfg_search.guidance.config import TFGConfig
 
     out: dict[str, Any] = {}
     for target, rec in per_target.items():

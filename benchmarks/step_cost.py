@@ -31,7 +31,7 @@ from _common import median, print_table, write_json
 
 from tasks import get_task
 from tfg_search import TFGConfig, guided_sample
-from tfg_search.guidance import ddim_chain, pass_counts
+from tfg_search.guidance.sampler import ddim_chain, pass_counts
 
 
 def _timeit(fn, repeats: int) -> float:
@@ -227,7 +227,7 @@ def bench_search(args: argparse.Namespace, timer: PassTimer) -> dict[str, Any]:
 
 def bench_batching(args: argparse.Namespace, timer: PassTimer, task: Any) -> list[dict[str, Any]]:
     """A round of candidates sampled as one batch against one after another (sampling only)."""
-    from tfg_search.guidance import guided_sample_many
+    from tfg_search.guidance.sampler import guided_sample_many
 
     space = task.default_space
     base = TFGConfig(

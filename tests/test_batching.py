@@ -7,8 +7,7 @@ import torch
 
 from tasks import get_task
 from tfg_search import NonFiniteSampleError, TFGConfig
-from tfg_search.batching import evaluate_batch
-from tfg_search.evaluation import evaluate
+from tfg_search.evaluation import evaluate, evaluate_batch
 from tfg_search.executors import LocalExecutor
 from tfg_search.executors.local import group
 from tfg_search.worker import TrialSpec
@@ -43,7 +42,7 @@ def test_a_failing_candidate_does_not_spoil_the_batch() -> None:
 
 
 def _spec(number: int, cfg: TFGConfig, samples: int = 16) -> TrialSpec:
-    return TrialSpec(number, "gmm2d", "3", cfg.to_dict(), samples, 0, 8, "cpu")
+    return TrialSpec(number, "gmm2d", "3", cfg, samples, 0, 8, "cpu")
 
 
 def test_grouping_respects_structure_and_batch_size() -> None:

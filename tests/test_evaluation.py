@@ -9,10 +9,11 @@ import torch
 from diffusers import DDIMScheduler
 
 from tasks import Task, get_task
-from tfg_search.config import TFGConfig
+from tfg_search.cli.images import image_grid, save_samples
 from tfg_search.errors import NonFiniteSampleError, TFGSearchError
-from tfg_search.evaluation import check_objective, evaluate, method_config, score
-from tfg_search.images import image_grid, save_samples
+from tfg_search.evaluation import evaluate
+from tfg_search.guidance.config import TFGConfig, method_config
+from tfg_search.objective import check_objective, score
 
 
 def test_score_orients_and_averages() -> None:
@@ -37,11 +38,11 @@ def test_method_config_maps_methods_and_overrides() -> None:
     cfg = method_config("tfg", rho=0.5, mu=1.0, gamma=0.1, n_recur=2, n_iter=3, n_mc=2)
     assert (cfg.rho, cfg.mu, cfg.gamma, cfg.n_recur, cfg.n_iter, cfg.n_mc) == (0.5, 1, 0.1, 2, 3, 2)
     assert method_config("tfg", 0.5, n_recur=None).n_recur == 1
-    with pytest.raises(TFGSearchError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown method"):
         method_config("magic", 1.0)
-    with pytest.raises(TFGSearchError, match="n_recur"):
+    with pytest.raises(ValueError, match="n_recur"):
         method_config("tfg", n_recur=0)
-    with pytest.raises(TFGSearchError, match="unguided"):
+    with pytest.raises(ValueError, match="unguided"):
         method_config("unguided", 0.1)
 
 

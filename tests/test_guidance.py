@@ -7,7 +7,7 @@ import torch
 
 from tests.helpers import GaussianDenoiser, ddim, tiny_unet
 from tfg_search import NonFiniteSampleError, TFGConfig, guided_sample, guided_sample_many
-from tfg_search.guidance import ddim_chain, pass_counts
+from tfg_search.guidance.sampler import ddim_chain, pass_counts
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -198,7 +198,9 @@ def test_non_finite_samples_are_reported_with_step_and_count() -> None:
 
 
 def test_many_configurations_in_one_batch_equal_separate_runs() -> None:
-    unet = tiny_unet(seed=11)
+    # float64: strong guidance amplifies float32 rounding chaotically (batched matrix products round
+    # differently), so in float32 the two orders agree only up to rounding; in float64 they agree.
+    unet = tiny_unet(seed=11).double()
 
     def log_f(x: torch.Tensor) -> torch.Tensor:
         return -((x - 0.3) ** 2).sum((1, 2, 3))
@@ -213,7 +215,8 @@ def test_many_configurations_in_one_batch_equal_separate_runs() -> None:
     assert errors == [None, None, None]
     for cfg, seed, got in zip(configs, (1, 2, 3), many, strict=True):
         alone = guided_sample(unet, ddim(), log_f, cfg, shape, 8, generator=_gen(seed))
-        torch.testing.assert_close(got, alone, rtol=1e-4, atol=1e-5)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, alone, rtol=1e-9, atol=1e-10)
     with pytest.raises(ValueError, match="must share n_recur"):
         guided_sample_many(
             unet, ddim(), log_f, [configs[0], configs[0].replace(n_recur=2)], shape, [None, None]

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tfg_search.config import TFGConfig
+from tfg_search.guidance.config import TFGConfig
 from tfg_search.worker import TrialOutcome, TrialSpec, run_trial
 
 ray = pytest.importorskip("ray")
@@ -65,7 +65,7 @@ def local_ray() -> Iterator[None]:
 
 
 def specs(n: int, task: str = "gmm2d", start: int = 0) -> list[TrialSpec]:
-    config = TFGConfig(rho=0.25, mu=0.25, gamma=0.001).to_dict()
+    config = TFGConfig(rho=0.25, mu=0.25, gamma=0.001)
     return [TrialSpec(start + i, task, "3", config, 16, 0, 10) for i in range(n)]
 
 

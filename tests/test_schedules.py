@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.helpers import ddim
-from tfg_search.guidance import ddim_chain
-from tfg_search.schedules import noise_schedule, strength_schedule
+from tfg_search.guidance.sampler import ddim_chain
+from tfg_search.guidance.schedules import noise_schedule, strength_schedule
 
 
 @pytest.fixture(params=[10, 50, 100])

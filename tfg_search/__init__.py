@@ -3,15 +3,19 @@
 The core names:
 
 - :class:`TFGConfig`: every guidance hyper-parameter, validated, with presets for earlier methods;
-- :func:`guided_sample`: the TFG sampler over a diffusers DDIM scheduler;
+- :func:`guided_sample`, :func:`guided_sample_many`: the TFG sampler over a diffusers DDIM scheduler;
 - :class:`NonFiniteSampleError`, :class:`TFGSearchError`: what goes wrong, said clearly.
+
+The sampler (and so torch) is imported on first use, so that the command line's queries
+(``tfg-search best``, ``studies``) start without loading torch.
 """
 
 from __future__ import annotations
 
-from tfg_search.config import METHODS, STRUCTURES, TFGConfig
+from typing import Any
+
 from tfg_search.errors import NonFiniteSampleError, TFGSearchError
-from tfg_search.guidance import guided_sample, guided_sample_many
+from tfg_search.guidance.config import METHODS, STRUCTURES, TFGConfig
 
 __version__ = "0.1.0"
 
@@ -25,3 +29,11 @@ __all__ = [
     "guided_sample",
     "guided_sample_many",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("guided_sample", "guided_sample_many"):
+        from tfg_search.guidance import sampler
+
+        return getattr(sampler, name)
+    raise AttributeError(f"module 'tfg_search' has no attribute {name!r}")

@@ -28,9 +28,9 @@ import optuna
 from optuna.trial import TrialState
 
 from searchers import TFGBeamSampler
-from tfg_search.config import STRUCTURES, TFGConfig
 from tfg_search.errors import TFGSearchError
 from tfg_search.executors import Executor, LocalExecutor
+from tfg_search.guidance.config import STRUCTURES, TFGConfig
 from tfg_search.lease import StudyLease
 from tfg_search.settings import ResolvedSettings, SearchSettings
 from tfg_search.storage import (
@@ -202,7 +202,7 @@ class Coordinator:
             trial.number,
             r.task,
             r.target,
-            config.to_dict(),
+            config,
             samples,
             seed,
             r.steps,
@@ -211,7 +211,7 @@ class Coordinator:
         )
 
     def _tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> float | None:
-        from tfg_search.evaluation import score
+        from tfg_search.objective import score
 
         trial.set_user_attr("wall_time_s", round(outcome.wall_time_s, 4))
         trial.set_user_attr("device", outcome.device)

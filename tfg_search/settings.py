@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from searchers import Lattice
-from tfg_search.config import METHODS, TFGConfig
 from tfg_search.errors import TFGSearchError
-from tfg_search.evaluation import check_objective
+from tfg_search.guidance.config import METHODS, TFGConfig
+from tfg_search.objective import check_objective
 
 TFG_PARAMS = ("rho", "mu", "gamma")
 """What the TFG search varies; a baseline method varies one "strength"."""

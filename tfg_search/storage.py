@@ -21,8 +21,8 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from tfg_search.config import TFGConfig
 from tfg_search.errors import TFGSearchError
+from tfg_search.guidance.config import TFGConfig
 
 DEFAULT_STORAGE = "sqlite:///tfg-studies.db"
 STORAGE_ENV = "TFG_SEARCH_STORAGE"

@@ -58,11 +58,11 @@ def tune_trial(config: dict[str, Any]) -> dict[str, Any]:
     import ray
     import torch
 
-    from tfg_search.evaluation import score
+    from tfg_search.objective import score
     from tfg_search.worker import run_trial
 
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
-    spec = TrialSpec(**config["spec"])
+    spec: TrialSpec = config["spec"]
     if spec.device is None:
         spec = dataclasses.replace(spec, device="cuda" if ray.get_gpu_ids() else "cpu")
     outcome = run_trial(spec)
@@ -112,7 +112,7 @@ class BeamSearcher(Searcher):
         spec = self._coord._spec(trial, params, role, rnd)
         self._live[trial_id] = (trial, role, rnd)
         return {
-            "spec": dataclasses.asdict(spec),
+            "spec": spec,
             "objective": list(self._coord.resolved.objective),
             "cpus": self._cpus,
         }

@@ -1,7 +1,9 @@
-"""What a worker does with one trial: task + config + n samples + seed -> metrics (or an error).
+"""What a worker does with trials: task + config + n samples + seed -> metrics (or an error).
 
-The same function runs in-process (the local executor) and inside Ray actors; task models are
-loaded once per process (the tasks cache them) and reused for every trial.
+The same functions run in-process (the local executor) and inside Ray actors; task models are
+loaded once per process (the tasks cache them) and reused for every trial. :func:`run_batch` is the
+one evaluation path (specs of one :meth:`TrialSpec.batch_key` sampled together, each as it would be
+alone); :func:`run_trial` is its one-spec case; :func:`outcome` is the one place an outcome is built.
 """
 
 from __future__ import annotations
@@ -9,12 +11,11 @@ from __future__ import annotations
 import socket
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from tfg_search.config import TFGConfig
+from tfg_search.guidance.config import TFGConfig
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class TrialSpec:
     Attributes:
         number: the Optuna trial number it answers (the coordinator's key).
         task, target: what is guided.
-        config: ``TFGConfig.to_dict()``.
+        config: the guidance configuration (a :class:`TFGConfig`; it pickles to Ray workers).
         samples: how many samples to generate.
         seed: the seed of every random draw.
         steps: DDIM steps.
@@ -36,13 +37,29 @@ class TrialSpec:
     number: int
     task: str
     target: str
-    config: dict[str, Any]
+    config: TFGConfig
     samples: int
     seed: int
     steps: int
     device: str | None = None
     keep_samples: bool = False
     task_options: dict[str, str] | None = None
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Specs with equal keys can share one sampling batch (they differ only in strengths)."""
+        from tfg_search.guidance.sampler import Structure
+
+        options = tuple(sorted((self.task_options or {}).items()))
+        return (
+            self.task,
+            self.target,
+            options,
+            self.samples,
+            self.steps,
+            self.device,
+            self.keep_samples,
+            Structure.of(self.config),
+        )
 
 
 @dataclass
@@ -55,7 +72,7 @@ class TrialOutcome:
     wall_time_s: float
     device: str
     node: str
-    samples: torch.Tensor | None = field(default=None, repr=False)
+    samples: Any = field(default=None, repr=False)
     attempts: int = 1
 
     @property
@@ -63,47 +80,75 @@ class TrialOutcome:
         return self.error is None
 
 
-def pick_device(device: str | None) -> torch.device:
-    """``device``, or CUDA when available, else CPU."""
+def pick_device(device: str | None) -> Any:
+    """``device``, or CUDA when available, else CPU (a ``torch.device``)."""
+    import torch
+
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def describe_error(err: BaseException) -> str:
-    """One line for a trial's ``error`` attr: the exception's type and message (its traceback
-    when the message is empty). Call it inside the ``except`` block that caught ``err``."""
+    """One line for a trial's error: the exception's type and message (with its traceback, on one
+    line, when the message is empty)."""
     message = f"{type(err).__name__}: {err}"
     if not str(err):
-        message += " " + traceback.format_exc(limit=3).replace("\n", " | ")
+        tb = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=3))
+        message += " " + tb.strip().replace("\n", " | ")
     return message
 
 
-def run_trial(spec: TrialSpec) -> TrialOutcome:
-    """Evaluate one spec; any exception becomes ``error`` (the search stores the trial as FAIL)."""
-    from tasks import get_task
-    from tfg_search.evaluation import evaluate
-
-    node = socket.gethostname()
-    device = pick_device(spec.device)
-    start = time.perf_counter()
-    try:
-        task = get_task(spec.task, spec.task_options)
-        result = evaluate(
-            task,
-            spec.target,
-            TFGConfig.from_dict(spec.config),
-            spec.samples,
-            spec.seed,
-            device=device,
-            num_inference_steps=spec.steps,
-            return_samples=spec.keep_samples,
-        )
-    except Exception as err:  # reported, stored as FAIL, the search goes on
-        return TrialOutcome(
-            spec.number, None, describe_error(err), time.perf_counter() - start, str(device), node
-        )
+def outcome(
+    spec: TrialSpec, result: Any, wall_time_s: float, device: str, node: str | None = None
+) -> TrialOutcome:
+    """The outcome of ``spec`` from a :class:`~tfg_search.evaluation.TrialResult` or an exception."""
+    node = node or socket.gethostname()
+    if isinstance(result, BaseException):
+        return TrialOutcome(spec.number, None, describe_error(result), wall_time_s, device, node)
     samples = result.samples.cpu() if spec.keep_samples and result.samples is not None else None
-    return TrialOutcome(
-        spec.number, dict(result.metrics), None, time.perf_counter() - start, str(device), node, samples
-    )
+    return TrialOutcome(spec.number, dict(result.metrics), None, wall_time_s, device, node, samples)
+
+
+def run_batch(specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
+    """Evaluate specs that share one :meth:`TrialSpec.batch_key` in one sampling batch.
+
+    Any exception becomes the outcome's ``error`` (the search stores the trial as FAIL): one
+    candidate's failure (e.g. non-finite samples) is its own; a failure of the whole batch (e.g.
+    missing weights, a bad device) is reported for each spec.
+    """
+    from tasks import get_task
+    from tfg_search.evaluation import evaluate_batch
+
+    if len({s.batch_key() for s in specs}) > 1:
+        raise ValueError("run_batch needs specs with one batch_key (group them first)")
+    first = specs[0]
+    start = time.perf_counter()
+    device = first.device or "default"
+    try:
+        dev = pick_device(first.device)
+        device = str(dev)
+        task = get_task(first.task, first.task_options)
+        results: list[Any] = evaluate_batch(
+            task,
+            first.target,
+            [s.config for s in specs],
+            first.samples,
+            [s.seed for s in specs],
+            device=dev,
+            num_inference_steps=first.steps,
+            return_samples=first.keep_samples,
+        )
+    except Exception as err:  # the whole batch failed: report it for each spec
+        wall = (time.perf_counter() - start) / len(specs)
+        return [outcome(s, err, wall, device) for s in specs]
+    share = (time.perf_counter() - start) / len(specs)
+    return [
+        outcome(s, r, r.wall_time_s if not isinstance(r, BaseException) else share, device)
+        for s, r in zip(specs, results, strict=True)
+    ]
+
+
+def run_trial(spec: TrialSpec) -> TrialOutcome:
+    """Evaluate one spec (:func:`run_batch` of one)."""
+    return run_batch([spec])[0]

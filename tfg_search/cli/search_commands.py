@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tfg_search.cli.task_commands import parse_options
 from tfg_search.errors import TFGSearchError
-from tfg_search.task_commands import parse_options
 
 console = Console(stderr=True)
 out = Console()
@@ -76,7 +76,7 @@ class _Display:
             p.update(self.rounds, completed=p.tasks[self.rounds].total, info="final re-runs")
             p.update(self.trials, total=data["count"], completed=0, info=f"final x {data['samples']}")
         elif kind == "trial":
-            from tfg_search.report import describe_params
+            from tfg_search.cli.report import describe_params
 
             p.advance(self.trials)
             p.advance(self.samples, data["samples"])
@@ -96,7 +96,7 @@ class _Display:
 
 
 def _top_table(report: Any, objective: list[str]) -> Table:
-    from tfg_search.report import describe_params
+    from tfg_search.cli.report import describe_params
 
     table = Table(title=f"top configurations of {report.study_name}")
     wanted = ["validity", *(m.lstrip("_") for m in objective)]
@@ -215,7 +215,7 @@ def search(
 def _finish(
     report: Any, settings: Any, storage: str | None, out_dir: Path | None, as_json: bool, quiet: bool
 ) -> None:
-    from tfg_search.report import plot_search
+    from tfg_search.cli.report import plot_search
     from tfg_search.storage import load_study, study_info
 
     folder = out_dir or Path("tfg-output") / report.study_name
@@ -277,8 +277,8 @@ def _sample_grid(
     path: Path,
 ) -> Path:
     from tasks import get_task
+    from tfg_search.cli.images import save_samples
     from tfg_search.evaluation import evaluate
-    from tfg_search.images import save_samples
 
     task = get_task(task_name, task_options)
     result = evaluate(
@@ -411,7 +411,7 @@ def sample(
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
     """Generate samples with a study's best configuration and save them as a grid."""
-    from tfg_search.config import TFGConfig
+    from tfg_search.guidance.config import TFGConfig
 
     if n < 1 or seed < 0:
         raise TFGSearchError("--n must be >= 1 and --seed >= 0")

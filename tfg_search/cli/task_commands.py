@@ -202,33 +202,33 @@ def cmd_evaluate(
 ) -> None:
     """Run one guided trial and print its held-out metrics."""
     from tasks import get_task
-    from tfg_search.evaluation import evaluate, method_config, score
-    from tfg_search.images import save_samples
+    from tfg_search.cli.images import save_samples
+    from tfg_search.evaluation import check_device, evaluate
+    from tfg_search.guidance.config import method_config
+    from tfg_search.objective import score
 
     n = parse_number("--samples", samples, int, 1)
     seed_value = parse_number("--seed", seed, int, 0)
     n_steps = parse_number("--steps", steps, int, 1)
-    config = method_config(
-        method,
-        parse_number("--strength", strength, float, 0),
-        rho=parse_number("--rho", rho, float, 0),
-        mu=parse_number("--mu", mu, float, 0),
-        gamma=parse_number("--gamma", gamma, float, 0),
-        n_recur=parse_number("--n-recur", n_recur, int, 1),
-        n_iter=parse_number("--n-iter", n_iter, int, 0),
-        n_mc=parse_number("--n-mc", n_mc, int, 1),
-        eta=parse_number("--eta", eta, float, 0),
-    )
+    try:
+        config = method_config(
+            method,
+            parse_number("--strength", strength, float, 0),
+            rho=parse_number("--rho", rho, float, 0),
+            mu=parse_number("--mu", mu, float, 0),
+            gamma=parse_number("--gamma", gamma, float, 0),
+            n_recur=parse_number("--n-recur", n_recur, int, 1),
+            n_iter=parse_number("--n-iter", n_iter, int, 0),
+            n_mc=parse_number("--n-mc", n_mc, int, 1),
+            eta=parse_number("--eta", eta, float, 0),
+        )
+    except (ValueError, TypeError) as err:
+        raise TFGSearchError(f"invalid guidance setting: {err}") from None
     if save_grid is not None and not save_grid.parent.is_dir():
         raise TFGSearchError(f"cannot write {save_grid}: folder {save_grid.parent} does not exist")
     the_task = get_task(task, parse_options(option))
     the_task.parse_target(target)
-    try:
-        import torch
-
-        torch.device(device)
-    except RuntimeError as err:
-        raise TFGSearchError(f"unknown device {device!r}: {err}") from None
+    check_device(device)
     result = evaluate(
         the_task,
         target,

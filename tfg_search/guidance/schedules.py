@@ -6,7 +6,7 @@ alpha_i = a_i / a'_i.
 
 Example:
     >>> import torch
-    >>> from tfg_search.schedules import strength_schedule
+    >>> from tfg_search.guidance.schedules import strength_schedule
     >>> a = torch.tensor([0.1, 0.5, 0.9]); a_prev = torch.tensor([0.5, 0.9, 1.0])
     >>> rho = strength_schedule("increase", 2.0, a, a_prev)
     >>> round(float(rho.mean()), 6)
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from tfg_search.config import STRUCTURES
+from tfg_search.guidance.config import STRUCTURES
 
 
 def _check_structure(structure: str) -> None:

@@ -18,7 +18,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from tfg_search import search_commands, task_commands
+    from tfg_search.cli import search_commands, task_commands
 
     task_commands.register(app)
     search_commands.register(app)

@@ -10,7 +10,7 @@ The four mechanisms of TFG (tfg-algorithm.md, section 2) are switched and weight
 plus ``eta`` (DDIM stochasticity) and ``clip_x0`` (clamp the Tweedie estimate to [-1, 1]).
 
 Example:
-    >>> from tfg_search.config import TFGConfig
+    >>> from tfg_search.guidance.config import TFGConfig
     >>> cfg = TFGConfig(rho=0.5, mu=2.0, gamma=0.01, n_iter=4)
     >>> TFGConfig.from_dict(cfg.to_dict()) == cfg
     True
@@ -169,3 +169,42 @@ class TFGConfig:
         if key not in presets:
             raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
         return cls(**{**presets[key], **overrides})
+
+
+EVAL_METHODS: tuple[str, ...] = ("unguided", *METHODS)
+"""Methods accepted by :func:`method_config`: ``unguided`` (all strengths 0) plus the presets."""
+
+DRIVERS: dict[str, str] = {"dps": "rho", "lgd": "rho", "freedom": "rho", "mpgd": "mu", "ugd": "rho"}
+"""The parameter through which each earlier method's single strength may also be given."""
+
+
+def method_config(method: str, strength: float | None = None, **overrides: Any) -> TFGConfig:
+    """The configuration of ``method`` at ``strength``, with field ``overrides`` (None = unset).
+
+    ``tfg`` without a strength starts from all strengths 0 (set rho / mu / gamma by overrides);
+    ``tfg`` with a strength sets rho = mu = strength. ``unguided`` is plain DDIM. The other methods
+    are :meth:`TFGConfig.preset` points; their strength defaults to 0 and may also be given through
+    the parameter it drives (:data:`DRIVERS`, e.g. ``rho`` for dps, ``mu`` for mpgd).
+
+    Example:
+        >>> method_config("mpgd", mu=0.5).mu, method_config("unguided").guided
+        (0.5, False)
+
+    Raises:
+        ValueError: unknown method or an invalid value (the message names the field).
+    """
+    key = method.lower().strip()
+    if key not in EVAL_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(EVAL_METHODS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if key == "unguided":
+        if strength is not None or any(changes.get(k) for k in ("rho", "mu", "gamma")):
+            raise ValueError("method 'unguided' takes no strength (rho, mu, gamma)")
+        return TFGConfig(**changes)
+    if key == "tfg" and strength is None:
+        return TFGConfig(**changes)
+    if strength is None:
+        strength = changes.pop(DRIVERS[key], 0.0)
+        if key == "ugd":
+            changes.pop("mu", None)
+    return TFGConfig.preset(key, strength, **changes)

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 
 import torch
 
-from tfg_search.config import TFGConfig
 from tfg_search.errors import NonFiniteSampleError
-from tfg_search.schedules import noise_schedule, strength_schedule
+from tfg_search.guidance.config import TFGConfig
+from tfg_search.guidance.schedules import noise_schedule, strength_schedule
 
 LogF = Callable[[torch.Tensor], torch.Tensor]
 """A batch of clean samples [B, ...] -> per-sample log-likelihood [B], differentiable."""
@@ -170,19 +170,32 @@ def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class _Structure:
+class Structure:
+    """What configurations must share to be sampled in one batch: everything but the strengths
+    and their schedule structures (hashable; random draws depend on nothing else).
+
+    Example:
+        >>> Structure.of(TFGConfig(rho=1.0)) == Structure.of(TFGConfig(rho=2.0, mu=0.5))
+        True
+    """
+
     n_recur: int
     n_iter: int
     n_mc: int
     eta: float
     clip_x0: bool
 
+    @classmethod
+    def of(cls, config: TFGConfig) -> Structure:
+        """The structure of one configuration."""
+        return cls(config.n_recur, config.n_iter, config.n_mc, config.eta, config.clip_x0)
+
 
 def _run(
     model: Callable[..., object],
     chain: Chain,
     log_f: LogF,
-    structure: _Structure,
+    structure: Structure,
     rho: torch.Tensor,
     mu: torch.Tensor,
     sigma: torch.Tensor,
@@ -329,11 +342,10 @@ def _schedules(
     return torch.cat(rho, 1), torch.cat(mu, 1), torch.cat(sigma, 1)
 
 
-def _structure(configs: Sequence[TFGConfig]) -> _Structure:
-    first = configs[0]
-    st = _Structure(first.n_recur, first.n_iter, first.n_mc, first.eta, first.clip_x0)
+def _structure(configs: Sequence[TFGConfig]) -> Structure:
+    st = Structure.of(configs[0])
     for cfg in configs[1:]:
-        other = _Structure(cfg.n_recur, cfg.n_iter, cfg.n_mc, cfg.eta, cfg.clip_x0)
+        other = Structure.of(cfg)
         if other != st:
             raise ValueError(
                 "configurations sampled in one batch must share n_recur, n_iter, n_mc, eta and "

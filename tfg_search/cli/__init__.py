@@ -1,0 +1,12 @@
+"""The ``tfg-search`` command line (Typer): ``main`` is the console script's entry point.
+
+Commands live by group: :mod:`~tfg_search.cli.task_commands` (tasks, train, evaluate) and
+:mod:`~tfg_search.cli.search_commands` (search, studies, best, export, sample); pictures and
+tables in :mod:`~tfg_search.cli.report` and :mod:`~tfg_search.cli.images`.
+"""
+
+from __future__ import annotations
+
+from tfg_search.cli.main import app, main
+
+__all__ = ["app", "main"]
