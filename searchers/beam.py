@@ -299,6 +299,14 @@ class TFGBeamSampler(BaseSampler):
         return int(_system_attrs(trial)[_ROUND])
 
     @staticmethod
+    def is_requeued(study: Study, trial: FrozenTrial) -> bool:
+        """Whether a FAIL trial's configuration was given back to the search (:meth:`requeue`)."""
+        if trial.system_attrs.get(_REQUEUE):
+            return True
+        attrs = study._storage.get_study_system_attrs(study._study_id)
+        return bool(attrs.get(f"{_REQUEUE}:{trial._trial_id}"))
+
+    @staticmethod
     def requeue(study: Study, trial_number: int) -> None:
         """Give a trial's configuration back to the search, to be evaluated again.
 

@@ -63,6 +63,7 @@ class Task(ABC):
         default_space: lattices {"rho"|"mu"|"gamma": Lattice} of the TFG search (default: the
             reference space of tfg-algorithm.md section 5, ``searchers.DEFAULT_SPACE``).
         default_strength_space: the lattice of a single-strength baseline.
+        search_samples, final_samples: default sample counts of a search and its final re-runs.
         trainer, trained_by: how ``tfg-search train`` finds the task's training function.
     """
 
@@ -75,6 +76,10 @@ class Task(ABC):
     objective: tuple[str, ...] = ("validity",)
     default_space: Mapping[str, Lattice] = DEFAULT_SPACE
     default_strength_space: Lattice = Lattice(0.25, 2.0, 8.0)
+    search_samples: int = 64
+    """Default samples per search evaluation (``tfg-search search --samples``)."""
+    final_samples: int = 512
+    """Default samples per final re-run (``--final-samples``)."""
     trainer: ClassVar[str | None] = None
     """``module:function`` that trains the task's bundled models (``tfg-search train NAME``); it takes
     ``out``, ``seed``, ``progress`` and optionally ``steps`` / ``epochs``, and returns metadata."""
@@ -136,6 +141,8 @@ class Task(ABC):
             "targets": self.targets_help,
             "sample_shape": list(self.sample_shape),
             "num_inference_steps": self.num_inference_steps,
+            "search_samples": self.search_samples,
+            "final_samples": self.final_samples,
             "metrics": list(self.metrics),
             "objective": list(self.objective),
             "default_space": {k: str(v) for k, v in self.default_space.items()},

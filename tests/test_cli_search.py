@@ -11,6 +11,12 @@ import optuna
 import pytest
 
 from tests.cli_util import run_cli, run_proc
+from tfg_search.storage import load_search
+
+
+def payload_beam(cwd: Path, name: str) -> int:
+    return sum(r.role == "beam" for r in load_search(f"sqlite:///{cwd}/tfg-studies.db", name).records())
+
 
 SEARCH = ["search", "--task", "gmm2d", "--target", "5", "--samples", "16", "--final-samples", "32",
           "--steps", "10", "--rounds", "2"]  # fmt: skip
@@ -61,10 +67,10 @@ def test_studies_best_export_sample(searched, capsys, monkeypatch) -> None:
 def test_rerunning_the_command_resumes(searched, capsys, monkeypatch) -> None:
     cwd, name, _ = searched
     monkeypatch.chdir(cwd)
-    n = len(optuna.load_study(study_name=name, storage="sqlite:///tfg-studies.db").trials)
+    n = len(load_search("sqlite:///tfg-studies.db", name).records())
     res = run_cli([*SEARCH, "--json", "--quiet"], capsys)
     assert res.code == 0 and json.loads(res.out)["study"] == name
-    assert len(optuna.load_study(study_name=name, storage="sqlite:///tfg-studies.db").trials) == n
+    assert len(load_search("sqlite:///tfg-studies.db", name).records()) == n
 
 
 def test_optuna_cli_reads_the_same_file(searched) -> None:
@@ -76,7 +82,10 @@ def test_optuna_cli_reads_the_same_file(searched) -> None:
         cwd=cwd, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["state"] == "COMPLETE"
+    best = json.loads(out.stdout)
+    # Optuna's answer on the main study is the service's answer: the best final re-run.
+    ours = load_search(f"sqlite:///{cwd}/tfg-studies.db", name).best()
+    assert best["state"] == "COMPLETE" and best["number"] == ours.number and best["value"] == ours.value
 
 
 def test_optuna_dashboard_serves_the_study(searched) -> None:
@@ -86,12 +95,16 @@ def test_optuna_dashboard_serves_the_study(searched) -> None:
     cwd, name, _ = searched
     storage = optuna.storages.RDBStorage(f"sqlite:///{cwd}/tfg-studies.db")
     app = webtest.TestApp(wsgi(storage))
-    studies = app.get("/api/studies").json["study_summaries"]
-    assert [s["study_name"] for s in studies] == [name]
-    detail = app.get(f"/api/studies/{studies[0]['study_id']}").json
-    assert detail["name"] == name and len(detail["trials"]) > 0
-    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} >= {"metrics", "config", "role"}
+    studies = {s["study_name"]: s for s in app.get("/api/studies").json["study_summaries"]}
+    assert set(studies) == {name, name + ":search"}  # the answer, and the beam that found it
+    detail = app.get(f"/api/studies/{studies[name]['study_id']}").json
+    assert detail["name"] == name and len(detail["trials"]) == 2
+    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} == {"tfg_search:trial"}
+    ours = load_search(f"sqlite:///{cwd}/tfg-studies.db", name).best()
     assert detail["best_trials"][0]["state"] == "Complete"
+    assert detail["best_trials"][0]["number"] == ours.number  # the dashboard's best is ours too
+    search = app.get(f"/api/studies/{studies[name + ':search']['study_id']}").json
+    assert len(search["trials"]) == payload_beam(cwd, name)
     assert app.get("/dashboard").status_int == 200
 
 
@@ -105,19 +118,21 @@ BAD = [
     (["search", "--task", "gmm2d", "--target", "3", "--rounds", "0"], "--rounds must be an integer >= 1"),
     (["search", "--task", "gmm2d", "--target", "3", "--top-k", "0"], "--top-k must be an integer >= 1"),
     (["search", "--task", "gmm2d", "--target", "3", "--final-top", "-1"],
-     "--final-top must be an integer >= 0"),
+     "--final-top must be an integer >= 1"),
     (["search", "--task", "gmm2d", "--target", "3", "--n-recur", "0"], "--n-recur must be an integer >= 1"),
     (["search", "--task", "gmm2d", "--target", "3", "--eta", "2"], "--eta must be a number in [0, 1]"),
     (["search", "--task", "gmm2d", "--target", "3", "--space", "rho=abc"], "bad --space"),
     (["search", "--task", "gmm2d", "--target", "3", "--method", "dps", "--space", "rho=0.1:2:1"],
      "--space for method 'dps' must name strength"),
+    (["search", "--task", "gmm2d", "--target", "3", "--final-top", "0"],
+     "--final-top must be an integer >= 1"),
     (["search", "--task", "gmm2d", "--target", "3", "--objective", "accuracy"],
      "objective metric(s) accuracy"),
     (["search", "--task", "gmm2d", "--target", "3", "--executor", "spark"], "unknown executor 'spark'"),
     (["search", "--task", "gmm2d", "--target", "3", "--batch-size", "0"],
      "--batch-size must be an integer >= 1"),
     (["search", "--task", "gmm2d", "--target", "3", "--method", "dps", "--search-schedules"],
-     "--search-schedules applies to --method tfg only"),
+     "--search-schedules applies to method 'tfg' only"),
     (["search", "--task", "gmm2d", "--target", "3", "--task-option", "novalue"], "must look like KEY=VALUE"),
     (["search", "--task", "gmm2d", "--target", "3", "--storage", "not a url"], "malformed storage URL"),
     (["search", "--task", "gmm2d", "--target", "3", "--storage", "sqlite:///no/such/dir/x.db"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,80 +15,109 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.cli_util import cli_cmd, run_cli
-from tfg_search import TFGConfig
 from tfg_search.errors import TFGSearchError
-from tfg_search.search import INTERRUPTED, run_search
+from tfg_search.search import run_search
 from tfg_search.settings import SearchSettings
-from tfg_search.storage import load_best, load_study
+from tfg_search.storage import load_best, load_search
+from tfg_search.trials import TRIAL_ATTR
 
 SMALL = dict(samples=16, final_samples=32, final_top=2, steps=10, rounds=3)
+LEGACY_DB = Path(__file__).parent / "data" / "legacy-v0.1.db"
+"""A study written by tfg-search 0.1 (layout 1): gmm2d target 3, 16 samples, 10 steps, 2 rounds."""
+LEGACY_STUDY = "gmm2d-3-tfg-43e62bc5"
 
 
 def _settings(**kw: object) -> SearchSettings:
     return SearchSettings(task="gmm2d", target="3", **{**SMALL, **kw})  # type: ignore[arg-type]
 
 
-def _beam_params(study: optuna.Study) -> list[tuple[float, ...]]:
+def _beam_params(url: str, name: str) -> list[tuple]:
     return [
-        tuple(sorted(t.params.items()))
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("role") == "beam" and t.state == TrialState.COMPLETE
+        tuple(sorted(r.params.items()))
+        for r in load_search(url, name).records()
+        if r.role == "beam" and r.state == TrialState.COMPLETE
     ]
 
 
 def test_search_records_everything_and_reports_the_best_final(tmp_storage_url: str) -> None:
     events: list[str] = []
     report = run_search(_settings(), tmp_storage_url, on_event=lambda kind, data: events.append(kind))
-    study = load_study(tmp_storage_url, report.study_name)
-    info = study.user_attrs["tfg_search"]
+    studies = load_search(tmp_storage_url, report.study_name)
+    info = studies.info
     assert info["task"] == "gmm2d" and info["target"] == "3" and info["method"] == "tfg"
     assert info["settings"]["samples"] == 16 and info["settings"]["steps"] == 10
+    assert info["layout"] == 2
     assert set(info["versions"]) >= {"tfg_search", "optuna", "torch", "diffusers"}
-    trials = study.get_trials()
-    beam = [t for t in trials if t.user_attrs["role"] == "beam"]
-    finals = [t for t in trials if t.user_attrs["role"] == "final"]
+    # The main study holds the answer (final re-runs only); the beam lives in its search study.
+    assert studies.search.study_name == report.study_name + ":search"
+    assert {t.user_attrs[TRIAL_ATTR]["role"] for t in studies.main.trials} == {"final"}
+    assert {t.user_attrs[TRIAL_ATTR]["role"] for t in studies.search.trials} == {"beam"}
+    records = studies.records()
+    beam = [r for r in records if r.role == "beam"]
+    finals = [r for r in records if r.role == "final"]
     assert len(finals) == 2 and len(beam) == report.n_beam >= 4
-    for t in trials:
-        assert t.state == TrialState.COMPLETE
-        attrs = t.user_attrs
-        assert set(attrs) >= {
-            "metrics",
-            "config",
-            "samples",
-            "seed",
-            "wall_time_s",
-            "device",
-            "node",
-            "round",
-        }
-        assert "validity" in attrs["metrics"] and 0 <= attrs["metrics"]["validity"] <= 1
-        assert TFGConfig.from_dict(attrs["config"]).rho == pytest.approx(t.params["rho"])
-    assert {t.user_attrs["samples"] for t in finals} == {32}
-    assert {t.user_attrs["seed"] for t in beam} == {0} and {t.user_attrs["seed"] for t in finals} == {1}
+    for study in (studies.main, studies.search):
+        for t in study.trials:  # one user attr per trial, holding every field
+            assert list(t.user_attrs) == [TRIAL_ATTR]
+    for r in records:
+        assert r.state == TrialState.COMPLETE
+        assert (
+            r.device == "cpu" and r.node and r.wall_time_s > 0 and r.round is not None
+        ) or r.role == "final"
+        assert "validity" in r.metrics and 0 <= r.metrics["validity"] <= 1
+        assert r.tfg_config().rho == pytest.approx(r.params["rho"])
+    assert {r.samples for r in finals} == {32}
+    assert {r.seed for r in beam} == {0} and {r.seed for r in finals} == {1}
     # The finals re-run the top-2 beam configurations, and the reported best is the best final.
-    top2 = sorted(beam, key=lambda t: (-t.value, t.number))[:2]
-    assert sorted(t.user_attrs["source_trial"] for t in finals) == sorted(t.number for t in top2)
-    best_final = max(finals, key=lambda t: t.value)
+    top2 = sorted(beam, key=lambda r: (-r.value, r.number))[:2]
+    assert sorted(r.source_trial for r in finals) == sorted(r.number for r in top2)
+    best_final = max(finals, key=lambda r: (r.value, -r.number))
     assert report.best_trial == best_final.number and report.best_role == "final"
     config, metrics = load_best(tmp_storage_url, report.study_name)
-    assert config == TFGConfig.from_dict(best_final.user_attrs["config"])
-    assert metrics == best_final.user_attrs["metrics"]
+    assert config == best_final.tfg_config() and metrics == best_final.metrics
+    # Optuna's own answer is the same trial.
+    assert studies.main.best_trial.number == best_final.number
     assert events[0] == "study" and events[-1] == "done" and "final" in events
 
 
 def test_rerun_resumes_without_repeating(tmp_storage_url: str) -> None:
     first = run_search(_settings(), tmp_storage_url)
-    n = len(load_study(tmp_storage_url, first.study_name).trials)
+    n = len(load_search(tmp_storage_url, first.study_name).records())
     again = run_search(_settings(), tmp_storage_url)
     assert again.resumed and again.study_name == first.study_name
-    assert len(load_study(tmp_storage_url, first.study_name).trials) == n
+    assert len(load_search(tmp_storage_url, first.study_name).records()) == n
     assert again.best_trial == first.best_trial
 
 
 def test_other_settings_are_refused_with_differences(tmp_storage_url: str) -> None:
-    run_search(_settings(rounds=1, final_top=0), tmp_storage_url, study_name="mine")
-    with pytest.raises(TFGSearchError, match=r"exists with other settings \(rounds: stored 1, requested 2"):
-        run_search(_settings(rounds=2, final_top=0), tmp_storage_url, study_name="mine")
+    run_search(_settings(rounds=1, final_top=1), tmp_storage_url, study_name="mine")
+    with pytest.raises(
+        TFGSearchError, match=r"exists with other settings \(samples: stored 16, requested 32"
+    ):
+        run_search(_settings(rounds=1, final_top=1, samples=32), tmp_storage_url, study_name="mine")
+    with pytest.raises(TFGSearchError, match=r"rounds: stored 3, requested 1 \(it can only grow\)"):
+        run_search(_settings(rounds=3, final_top=1), tmp_storage_url, study_name="mine")
+        run_search(_settings(rounds=1, final_top=1), tmp_storage_url, study_name="mine")
+
+
+def test_more_rounds_extend_a_study_to_what_a_longer_search_finds(tmp_storage_url: str) -> None:
+    short = run_search(_settings(rounds=2), tmp_storage_url)
+    longer = run_search(_settings(rounds=3), tmp_storage_url)
+    assert longer.study_name == short.study_name and longer.resumed
+    fresh_url = tmp_storage_url.replace(".db", "-fresh.db")
+    fresh = run_search(_settings(rounds=3), fresh_url)
+    extended_beam, fresh_beam = (
+        _beam_params(tmp_storage_url, short.study_name),
+        _beam_params(fresh_url, fresh.study_name),
+    )
+    assert sorted(extended_beam) == sorted(fresh_beam) and len(set(extended_beam)) == len(extended_beam)
+    finals = [r for r in load_search(tmp_storage_url, short.study_name).records() if r.role == "final"]
+    sources = [r.source_trial for r in finals]
+    assert len(sources) == len(set(sources))  # no configuration re-run twice
+    fresh_finals = [r for r in load_search(fresh_url, fresh.study_name).records() if r.role == "final"]
+    assert {r.source_trial for r in fresh_finals} <= set(sources)  # the longer search's re-runs are there
+    info = load_search(tmp_storage_url, short.study_name).info
+    assert info["settings"]["rounds"] == 3 and info["extended"][0]["rounds"] == [2, 3]
 
 
 def test_failed_trials_are_stored_with_reason_and_search_goes_on(tmp_storage_url: str) -> None:
@@ -96,18 +126,41 @@ def test_failed_trials_are_stored_with_reason_and_search_goes_on(tmp_storage_url
 
     space = {"rho": Lattice(1e-3, 1e100, 1e200)}
     report = run_search(_settings(space=space, rounds=2, final_top=1), tmp_storage_url)
-    study = load_study(tmp_storage_url, report.study_name)
-    failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
-    assert failed and all("non-finite" in t.user_attrs["error"] for t in failed)
+    failed = [
+        r for r in load_search(tmp_storage_url, report.study_name).records() if r.state == TrialState.FAIL
+    ]
+    assert failed and all("non-finite" in r.error and r.failure == "trial" for r in failed)
     assert report.best_config.rho == pytest.approx(1e-3)
+    assert report.counts.failed == len(failed) and report.counts.interrupted == 0
 
 
 def test_baseline_method_searches_one_strength(tmp_storage_url: str) -> None:
     report = run_search(_settings(method="dps", rounds=2, final_top=1), tmp_storage_url)
-    study = load_study(tmp_storage_url, report.study_name)
-    assert all(set(t.params) == {"strength"} for t in study.trials)
+    records = load_search(tmp_storage_url, report.study_name).records()
+    assert all(set(r.params) == {"strength"} for r in records)
     assert report.best_config.n_iter == 0 and report.best_config.mu == 0.0
-    assert report.best_config.rho == study.trials[report.best_trial].params["strength"]
+    best = next(r for r in records if r.role == "final" and r.number == report.best_trial)
+    assert report.best_config.rho == best.params["strength"]
+
+
+def test_a_study_of_tfg_search_0_1_is_read_and_resumed(tmp_path: Path) -> None:
+    db = tmp_path / "legacy.db"
+    shutil.copy(LEGACY_DB, db)
+    url = f"sqlite:///{db}"
+    studies = load_search(url, LEGACY_STUDY)
+    assert studies.legacy and studies.best().role == "final"
+    before = {(r.role, r.number): r.value for r in studies.records()}
+    config, metrics = load_best(url, LEGACY_STUDY)
+    assert metrics == studies.best().metrics and config == studies.best().tfg_config()
+    # The same settings resume it (its name is found by the 0.1 hash), one more round extends it.
+    settings = _settings(rounds=3, final_top=2)
+    report = run_search(settings, url)
+    assert report.study_name == LEGACY_STUDY and report.resumed
+    after = load_search(url, LEGACY_STUDY).records()
+    assert all(before[(r.role, r.number)] == r.value for r in after if (r.role, r.number) in before)
+    assert len(after) > len(before) and {r.role for r in after} == {"beam", "final"}
+    beams = [tuple(sorted(r.params.items())) for r in after if r.role == "beam"]
+    assert len(beams) == len(set(beams))
 
 
 def _sqlite_trials(db: Path) -> list[tuple[int, str]]:
@@ -162,23 +215,23 @@ def test_kill_dash_nine_then_rerun_continues_and_matches_uninterrupted(
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     url = f"sqlite:///{db}"
-    name = optuna.get_all_study_summaries(url)[0].study_name
-    before = {
-        t.number: (t.params, t.value) for t in load_study(url, name).trials if t.state == TrialState.COMPLETE
-    }
-    running = [t.number for t in load_study(url, name).trials if t.state == TrialState.RUNNING]
+    name = next(
+        s.study_name for s in optuna.get_all_study_summaries(url) if not s.study_name.endswith(":search")
+    )
+    before = {(r.role, r.number): r.value for r in load_search(url, name).records() if r.ok}
+    running = [(r.role, r.number) for r in load_search(url, name).records() if r.state == TrialState.RUNNING]
     assert running, "the kill should leave a RUNNING trial"
 
     # Rerun the same command: it takes over the dead launcher's lease and continues.
     res = run_cli([*SLOW_ARGS, "--storage", url, "--out-dir", str(tmp_path / "out")], capsys)
     assert res.code == 0, res.err
-    study = load_study(url, name)
-    after = {t.number: t for t in study.trials}
-    for number, (_, value) in before.items():  # nothing completed is lost or changed
-        assert after[number].state == TrialState.COMPLETE and after[number].value == value
-    for number in running:  # interrupted: marked failed, its configuration evaluated again
-        assert after[number].state == TrialState.FAIL and after[number].user_attrs["error"] == INTERRUPTED
-    beam = _beam_params(study)
+    after = {(r.role, r.number): r for r in load_search(url, name).records()}
+    for key, value in before.items():  # nothing completed is lost or changed
+        assert after[key].state == TrialState.COMPLETE and after[key].value == value
+    for key in running:  # interrupted: marked failed, its configuration evaluated again
+        assert after[key].state == TrialState.FAIL and after[key].failure == "interrupted"
+    assert not any(r.state == TrialState.RUNNING for r in after.values())
+    beam = _beam_params(url, name)
     assert len(beam) == len(set(beam))  # no completed configuration repeated
 
     # The same search without interruption ends with the same answer.
@@ -187,8 +240,7 @@ def test_kill_dash_nine_then_rerun_continues_and_matches_uninterrupted(
         [*SLOW_ARGS, "--storage", f"sqlite:///{fresh}", "--out-dir", str(tmp_path / "out2")], capsys
     )
     assert res2.code == 0, res2.err
-    clean = load_study(f"sqlite:///{fresh}", name)
-    assert sorted(_beam_params(clean)) == sorted(beam)
+    assert sorted(_beam_params(f"sqlite:///{fresh}", name)) == sorted(beam)
     assert load_best(url, name) == load_best(f"sqlite:///{fresh}", name)
 
 

@@ -28,3 +28,18 @@ class NonFiniteSampleError(TFGSearchError, FloatingPointError):
             f"guided sampling became non-finite at step {step}: {n_bad} of {n_total} samples "
             "contain NaN/inf (the guidance strengths are probably too large for this task)"
         )
+
+
+class SettingError(TFGSearchError):
+    """A bad value of one named setting (a parameter of the library; the CLI names its flag).
+
+    Example:
+        >>> err = SettingError("final_top", "must be an integer >= 1, got 0")
+        >>> str(err), err.param
+        ('final_top must be an integer >= 1, got 0', 'final_top')
+    """
+
+    def __init__(self, param: str, detail: str) -> None:
+        self.param = param
+        self.detail = detail
+        super().__init__(f"{param} {detail}")

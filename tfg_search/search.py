@@ -1,11 +1,12 @@
-"""The coordinator: one process owns a study and runs the beam search on it through an executor.
+"""The coordinator: one process owns a search and runs the beam on it through an executor.
 
 Data flows one way: the beam sampler proposes a round, the executor evaluates it, each result is
-told to the study as it arrives, the sampler proposes the next round; when the beam is exhausted
-the top configurations are re-run at full size ("final" trials) and the best of those is the
-answer. All search state is in the database, so a killed coordinator is restarted with the same
-command and continues: trials it left RUNNING are marked failed and evaluated again (same seed),
-nothing completed is repeated or lost.
+told as it arrives (:class:`~tfg_search.bookkeeping.SearchBook`), the sampler proposes the next
+round; when the beam is exhausted the top configurations are re-run at full size ("final" trials,
+in the main study) and the best of those is the answer. All search state is in the database, so a
+killed coordinator is restarted with the same command and continues: trials it left RUNNING are
+marked interrupted and evaluated again (same seed), nothing completed is repeated or lost. Ctrl-C
+and SIGTERM mark this process's running trials interrupted on the way out.
 
 Example:
     >>> from tfg_search.search import run_search  # doctest: +SKIP
@@ -17,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import math
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -25,30 +25,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from searchers import TFGBeamSampler
+from tfg_search.bookkeeping import Counts, Pending, SearchBook
 from tfg_search.errors import TFGSearchError
 from tfg_search.executors import Executor, LocalExecutor
-from tfg_search.guidance.config import STRUCTURES, TFGConfig
+from tfg_search.guidance.config import TFGConfig
 from tfg_search.lease import StudyLease
 from tfg_search.settings import ResolvedSettings, SearchSettings
-from tfg_search.storage import (
-    ROLE_ATTR,
+from tfg_search.storage import SearchStudies, open_storage, redact, resolve_storage
+from tfg_search.trials import (
+    BEAM,
+    FAILURE_ENVIRONMENT,
+    FINAL,
+    LAYOUT,
     STUDY_ATTR,
-    best_trial,
-    open_storage,
-    ranked_trials,
-    redact,
-    resolve_storage,
+    ranked,
+    search_study_name,
 )
-from tfg_search.worker import TrialOutcome, TrialSpec
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """Progress events: ("study", ...), ("round", ...), ("trial", ...), ("final", ...), ("done", ...)."""
-
-INTERRUPTED = "interrupted"
-"""Trial user attr "error" of a trial a dead coordinator left RUNNING."""
 
 
 @dataclass
@@ -62,12 +59,22 @@ class SearchReport:
     best_score: float
     best_role: str
     best_trial: int
-    n_beam: int
-    n_final: int
-    n_failed: int
+    counts: Counts
     wall_time_s: float
     resumed: bool
     top: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_beam(self) -> int:
+        return self.counts.beam
+
+    @property
+    def n_final(self) -> int:
+        return self.counts.final
+
+    @property
+    def n_failed(self) -> int:
+        return self.counts.failed
 
 
 def versions() -> dict[str, str]:
@@ -86,259 +93,263 @@ def versions() -> dict[str, str]:
     }
 
 
-def make_sampler(resolved: ResolvedSettings) -> TFGBeamSampler:
-    """The beam sampler a study of these settings uses."""
+def make_sampler(resolved: ResolvedSettings, warm_start: Sequence[dict[str, Any]] = ()) -> TFGBeamSampler:
+    """The beam sampler a study of these settings uses (``warm_start``: the presets' points fixed
+    when the study was created, see :mod:`tfg_search.warm_start`)."""
+    seeds = [*resolved.seed_configs, *(w["params"] for w in warm_start)]
     return TFGBeamSampler(
         space=resolved.lattices(),
         top_k=resolved.top_k,
         max_rounds=resolved.rounds,
-        search_schedules=resolved.search_schedules,
+        search_schedules=resolved.search_schedules
+        if isinstance(resolved.search_schedules, bool)
+        else tuple(resolved.search_schedules),
+        seed_configs=seeds or None,
         seed=resolved.seed,
     )
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _existing(rdb: optuna.storages.BaseStorage, resolved: ResolvedSettings, name: str | None) -> str | None:
+    """The study these settings continue: the given name, the derived one, or a study of
+    tfg-search 0.1 (named by its hash of every setting) whose settings differ only in ones that
+    may grow."""
+    summaries = rdb.get_all_studies()
+    names = {s.study_name for s in summaries}
+    if name is not None:
+        return name if name in names else None
+    for candidate in (resolved.study_name, resolved.legacy_study_name):
+        if candidate is not None and candidate in names:
+            return candidate
+    prefix = f"{resolved.task}-{resolved.target}-{resolved.method}-"
+    for s in summaries:
+        info = s.user_attrs.get(STUDY_ATTR)
+        if (
+            s.study_name.startswith(prefix)
+            and isinstance(info, dict)
+            and "layout" not in info
+            and isinstance(info.get("settings"), dict)
+            and not resolved.differences(info["settings"])
+        ):
+            return s.study_name
+    return None
+
+
 def open_search_study(
     settings: SearchSettings, storage: str | None, study_name: str | None
-) -> tuple[optuna.Study, ResolvedSettings, bool]:
-    """Create the study of these settings, or load it to resume (refusing other settings).
+) -> tuple[SearchStudies, ResolvedSettings, bool]:
+    """Create the studies of these settings, or load them to resume (refusing other settings).
+
+    A study searched with fewer ``rounds`` or a smaller ``final_top`` is continued (the stored
+    settings are raised, with the change logged in the study's ``extended`` list).
 
     Returns:
-        (study, resolved settings, resumed).
+        (studies, resolved settings, resumed).
     """
     from tasks import get_task
 
     task = get_task(settings.task, settings.task_options)
     resolved = settings.resolve(task)
     rdb = open_storage(storage, create=True)
-    name = study_name or resolved.study_name
-    sampler = make_sampler(resolved)
-    existing = {s.study_name for s in rdb.get_all_studies()}
-    if name in existing:
-        study = optuna.load_study(study_name=name, storage=rdb, sampler=sampler)
-        stored = study.user_attrs.get(STUDY_ATTR)
-        if not isinstance(stored, dict) or "settings" not in stored:
+    found = _existing(rdb, resolved, study_name)
+    if found is not None:
+        main = optuna.load_study(study_name=found, storage=rdb)
+        stored = main.user_attrs.get(STUDY_ATTR)
+        if not isinstance(stored, dict) or "settings" not in stored or stored.get("role") == "search":
             raise TFGSearchError(
-                f"study {name!r} exists and was not made by tfg-search; choose another --study"
+                f"study {found!r} exists and is not a tfg-search search; choose another study name"
             )
         diffs = resolved.differences(stored["settings"])
         if diffs:
             raise TFGSearchError(
-                f"study {name!r} exists with other settings ({'; '.join(diffs)}); "
-                "rerun with the stored settings, or pick another --study"
+                f"study {found!r} exists with other settings ({'; '.join(diffs)}); "
+                "rerun with the stored settings, or pick another study name"
             )
-        return study, resolved, True
-    study = optuna.create_study(study_name=name, storage=rdb, sampler=sampler, direction="maximize")
-    study.set_user_attr(
-        STUDY_ATTR,
-        {
-            "task": resolved.task,
-            "target": resolved.target,
-            "method": resolved.method,
-            "settings": resolved.to_dict(),
-            "versions": versions(),
-            "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        },
+        extended = resolved.extensions(stored["settings"])
+        if extended:
+            info = dict(stored)
+            info["settings"] = {**stored["settings"], **{k: new for k, (_, new) in extended.items()}}
+            history = list(info.get("extended", []))
+            history.append({"at": _now(), **{k: list(v) for k, v in extended.items()}})
+            info["extended"] = history
+            main.set_user_attr(STUDY_ATTR, info)
+        from tfg_search.storage import load_search
+
+        sampler = make_sampler(resolved, stored.get("warm_start", []))
+        return load_search(rdb, found, sampler=sampler), resolved, True
+    name = study_name or resolved.study_name
+    warm: list[dict[str, Any]] = []
+    if resolved.seed_presets:
+        from tfg_search.warm_start import preset_seeds
+
+        warm = preset_seeds(rdb, resolved, task)
+    sampler = make_sampler(resolved, warm)
+    info = {
+        "task": resolved.task,
+        "target": resolved.target,
+        "method": resolved.method,
+        "settings": resolved.to_dict(),
+        "versions": versions(),
+        "created": _now(),
+        "layout": LAYOUT,
+    }
+    if warm:
+        info["warm_start"] = warm
+    search = optuna.create_study(
+        study_name=search_study_name(name), storage=rdb, sampler=sampler, direction="maximize"
     )
-    return study, resolved, False
-
-
-def _suggest(trial: optuna.Trial, resolved: ResolvedSettings) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for name, lattice in resolved.lattices().items():
-        params[name] = trial.suggest_float(name, lattice.low, lattice.cap, log=not lattice.zero)
-        if resolved.search_schedules:
-            params[f"{name}_schedule"] = trial.suggest_categorical(f"{name}_schedule", list(STRUCTURES))
-    return params
+    search.set_user_attr(STUDY_ATTR, {**info, "role": "search", "main_study": name})
+    main = optuna.create_study(
+        study_name=name, storage=rdb, sampler=optuna.samplers.RandomSampler(), direction="maximize"
+    )
+    main.set_user_attr(STUDY_ATTR, info)  # written last: a study with this attr is complete
+    return SearchStudies(main, search), resolved, False
 
 
 class Coordinator:
-    """Runs one study's search through an executor (see the module docstring)."""
+    """Runs one search through an executor (see the module docstring)."""
 
     def __init__(
         self,
-        study: optuna.Study,
+        studies: SearchStudies,
         resolved: ResolvedSettings,
         executor: Executor,
         device: str | None = None,
         on_event: EventHook | None = None,
     ) -> None:
-        self.study = study
+        self.book = SearchBook(studies, resolved, device)
         self.resolved = resolved
         self.executor = executor
-        self.device = device
         self.on_event = on_event or (lambda kind, data: None)
-        self.sampler: TFGBeamSampler = study.sampler  # type: ignore[assignment]
-        self._pending: dict[int, tuple[optuna.Trial, dict[str, Any], str, int]] = {}
 
-    # -- recovery --------------------------------------------------------------------------
-    def recover(self) -> int:
-        """Mark trials a dead coordinator left RUNNING as failed and due again. Returns how many."""
-        stale = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-        for t in stale:
-            self.study._storage.set_trial_user_attr(t._trial_id, "error", INTERRUPTED)
-            if t.user_attrs.get(ROLE_ATTR) == "final":
-                self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            else:
-                TFGBeamSampler.requeue(self.study, t.number)
-        return len(stale)
-
-    # -- one batch of trials ---------------------------------------------------------------
-    def _spec(self, trial: optuna.Trial, params: dict[str, Any], role: str, rnd: int | None) -> TrialSpec:
-        r = self.resolved
-        config = r.config(params)
-        final = role == "final"
-        samples = r.final_samples if final else r.samples
-        seed = r.seed + 1 if final else r.seed
-        for key, value in (
-            (ROLE_ATTR, role),
-            ("config", config.to_dict()),
-            ("round", rnd),
-            ("samples", samples),
-            ("seed", seed),
-            ("steps", r.steps),
-        ):
-            trial.set_user_attr(key, value)
-        return TrialSpec(
-            trial.number,
-            r.task,
-            r.target,
-            config,
-            samples,
-            seed,
-            r.steps,
-            self.device,
-            task_options=dict(r.task_options) or None,
-        )
-
-    def _tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> float | None:
-        from tfg_search.objective import score
-
-        trial.set_user_attr("wall_time_s", round(outcome.wall_time_s, 4))
-        trial.set_user_attr("device", outcome.device)
-        trial.set_user_attr("node", outcome.node)
-        trial.set_user_attr("attempts", outcome.attempts)
-        if outcome.metrics is None:
-            trial.set_user_attr("error", outcome.error or "unknown error")
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-        trial.set_user_attr("metrics", outcome.metrics)
-        value = score(outcome.metrics, self.resolved.objective)
-        if not math.isfinite(value):
-            trial.set_user_attr("error", f"non-finite score {value!r} from metrics {outcome.metrics}")
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-        self.study.tell(trial, value)
-        return value
-
-    def _run_batch(self, batch: Sequence[tuple[optuna.Trial, dict[str, Any], str, int | None]]) -> None:
-        specs = [self._spec(t, p, role, rnd) for t, p, role, rnd in batch]
-        by_number = {t.number: (t, p, role, rnd) for t, p, role, rnd in batch}
-        for outcome in self.executor.map(specs):
-            trial, params, role, rnd = by_number[outcome.number]
-            value = self._tell(trial, outcome)
-            self.on_event(
-                "trial",
-                {
-                    "number": trial.number,
-                    "role": role,
-                    "round": rnd,
-                    "params": params,
-                    "value": value,
-                    "error": outcome.error,
-                    "samples": specs[0].samples,
-                    "wall_time_s": outcome.wall_time_s,
-                },
+    def _run_batch(self, batch: Sequence[Pending]) -> list[float | None]:
+        """Evaluate handed-out trials; each result is told as it arrives. On Ctrl-C / SIGTERM the
+        trials still running are marked interrupted (their configurations due again)."""
+        by_number = {p.number: p for p in batch}
+        open_ = dict(by_number)
+        values: list[float | None] = []
+        machine_errors: list[str] = []
+        try:
+            for outcome in self.executor.map([p.spec for p in batch]):
+                pending = by_number[outcome.number]
+                value = self.book.tell(pending, outcome)
+                open_.pop(outcome.number, None)
+                values.append(value)
+                if value is None and outcome.failure == FAILURE_ENVIRONMENT:
+                    machine_errors.append(outcome.error or "unknown error")
+                self.on_event(
+                    "trial",
+                    {
+                        "number": pending.number,
+                        "role": pending.role,
+                        "round": pending.round,
+                        "params": pending.params,
+                        "value": value,
+                        "error": outcome.error if value is None else None,
+                        "samples": pending.spec.samples,
+                        "wall_time_s": outcome.wall_time_s,
+                    },
+                )
+        except BaseException:
+            self.book.interrupt(open_.values())
+            raise
+        if batch and len(machine_errors) == len(batch):
+            raise TFGSearchError(
+                f"every trial of this batch failed for a reason of the machine ({machine_errors[0][:300]}); "
+                "fix it and rerun the same command: those trials are retried"
             )
+        return values
 
-    # -- the beam ---------------------------------------------------------------------------
     def run_beam(self) -> None:
         """Run rounds until the sampler says the search is exhausted."""
         while True:
-            plan = self.sampler.plan(self.study)
+            plan = self.book.plan()
             if plan.exhausted:
                 return
             if plan.pending == 0:
                 raise TFGSearchError(
-                    f"round {plan.round} of study {self.study.study_name!r} has {plan.running} trial(s) "
+                    f"round {plan.round} of study {self.book.studies.name!r} has {plan.running} trial(s) "
                     "running elsewhere; is another process running this study without a lease?"
                 )
             self.on_event(
                 "round", {"round": plan.round, "candidates": len(plan.candidates), "pending": plan.pending}
             )
-            batch = []
-            for _ in range(plan.pending):
-                trial = self.study.ask()
-                try:
-                    params = _suggest(trial, self.resolved)
-                except optuna.TrialPruned:
-                    self.study.tell(trial, state=TrialState.PRUNED)
-                    continue
-                batch.append((trial, params, "beam", self.sampler.trial_round(trial)))
+            batch = [p for p in (self.book.ask_beam() for _ in range(plan.pending)) if p is not None]
             if not batch:
                 return
             self._run_batch(batch)
 
-    # -- the final re-runs --------------------------------------------------------------------
     def run_final(self) -> None:
         """Re-run the top configurations at full size (each once; interrupted ones again)."""
-        r = self.resolved
-        if r.final_top == 0:
-            return
-        top = ranked_trials(self.study, "beam")[: r.final_top]
-        finals = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(ROLE_ATTR) == "final"]
-        done = {
-            t.user_attrs.get("source_trial")
-            for t in finals
-            if t.state == TrialState.COMPLETE
-            or (t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED)
-        }
-        todo = [t for t in top if t.number not in done]
+        todo = self.book.final_sources()
         if not todo:
             return
-        self.on_event("final", {"count": len(todo), "samples": r.final_samples})
-        batch = []
-        for source in todo:
-            self.study.enqueue_trial(
-                source.params, user_attrs={ROLE_ATTR: "final", "source_trial": source.number}
-            )
-            trial = self.study.ask()
-            params = _suggest(trial, self.resolved)
-            batch.append((trial, params, "final", None))
-        self._run_batch(batch)
+        self.on_event("final", {"count": len(todo), "samples": self.resolved.final_samples})
+        self._run_batch([self.book.ask_final(source) for source in todo])
 
     def report(self, start: float, resumed: bool) -> SearchReport:
-        trials = self.study.get_trials(deepcopy=False)
-        best, role = best_trial(self.study)
-        top = []
-        for t in (ranked_trials(self.study, "final") or ranked_trials(self.study, "beam"))[:5]:
-            top.append(
-                {
-                    "trial": t.number,
-                    "role": t.user_attrs.get(ROLE_ATTR),
-                    "score": t.value,
-                    "params": dict(t.params),
-                    "metrics": t.user_attrs.get("metrics", {}),
-                }
-            )
+        records = self.book.records()
+        found = self.book.studies.best()
+        top = [
+            {
+                "trial": r.number,
+                "role": r.role,
+                "score": r.value,
+                "params": dict(r.params),
+                "metrics": dict(r.metrics or {}),
+            }
+            for r in (ranked(records, FINAL) or ranked(records, BEAM))[:5]
+        ]
         return SearchReport(
-            study_name=self.study.study_name,
+            study_name=self.book.studies.name,
             storage="",
-            best_config=TFGConfig.from_dict(best.user_attrs["config"]),
-            best_metrics=dict(best.user_attrs.get("metrics", {})),
-            best_score=float(best.value),
-            best_role=role,
-            best_trial=best.number,
-            n_beam=sum(1 for t in trials if t.user_attrs.get(ROLE_ATTR) == "beam" and t.state.is_finished()),
-            n_final=sum(
-                1 for t in trials if t.user_attrs.get(ROLE_ATTR) == "final" and t.state.is_finished()
-            ),
-            n_failed=sum(
-                1 for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED
-            ),
+            best_config=found.tfg_config(),
+            best_metrics=dict(found.metrics or {}),
+            best_score=float(found.value),  # type: ignore[arg-type]
+            best_role=str(found.role),
+            best_trial=found.number,
+            counts=self.book.counts(),
             wall_time_s=time.perf_counter() - start,
             resumed=resumed,
             top=top,
         )
+
+
+def check_environment(settings: SearchSettings, device: str | None, load_models: bool = True) -> None:
+    """Fail before anything is written when the device is unusable or the models do not load on it.
+
+    With ``load_models`` False (trials run elsewhere, e.g. on Ray workers) only the device name is
+    checked.
+
+    Raises:
+        TFGSearchError: a bad device name, a device this torch cannot use, models that do not load.
+    """
+    import torch
+
+    from tasks import get_task
+    from tfg_search.evaluation import check_device
+
+    if not load_models:
+        try:
+            torch.device(device or "cpu")
+        except (RuntimeError, TypeError) as err:
+            raise TFGSearchError(f"unknown device {device!r} ({err}); use cpu, cuda or cuda:N") from None
+        return
+    from tfg_search.worker import pick_device
+
+    dev = check_device(device) if device else pick_device(None)
+    task = get_task(settings.task, settings.task_options)
+    task.parse_target(settings.target)
+    try:
+        task.diffusion(dev)
+        task.log_f(settings.target, dev)
+    except TFGSearchError:
+        raise
+    except Exception as err:
+        raise TFGSearchError(f"the models of task {settings.task!r} do not load on {dev}: {err}") from None
 
 
 def run_search(
@@ -350,25 +361,27 @@ def run_search(
     on_event: EventHook | None = None,
     lease_ttl: float = 30.0,
 ) -> SearchReport:
-    """Run (or resume) a whole search: beam rounds, then the final re-runs.
+    """Run (or resume, or extend) a whole search: beam rounds, then the final re-runs.
 
     Raises:
         TFGSearchError: bad settings, a study with other settings, a study held by a live launcher.
     """
     start = time.perf_counter()
-    study, resolved, resumed = open_search_study(settings, storage, study_name)
-    hook = on_event or (lambda kind, data: None)
     executor = executor or LocalExecutor()
-    with StudyLease(study, ttl=lease_ttl) as lease:
-        coord = Coordinator(study, resolved, executor, device, hook)
-        recovered = coord.recover() if resumed else 0
-        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE)
+    check_environment(settings, device, load_models=isinstance(executor, LocalExecutor))
+    studies, resolved, resumed = open_search_study(settings, storage, study_name)
+    hook = on_event or (lambda kind, data: None)
+    with StudyLease(studies.main, ttl=lease_ttl) as lease:
+        coord = Coordinator(studies, resolved, executor, device, hook)
+        stale, retried = coord.book.recover() if resumed else (0, 0)
+        done = sum(1 for r in coord.book.records() if r.ok)
         hook(
             "study",
             {
-                "name": study.study_name,
+                "name": studies.name,
                 "resumed": resumed,
-                "recovered": recovered,
+                "recovered": stale,
+                "retried": retried,
                 "completed": done,
                 "previous_holder": lease.previous.describe() if lease.previous else None,
                 "settings": resolved.to_dict(),

@@ -17,20 +17,27 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from searchers import Lattice
-from tfg_search.errors import TFGSearchError
+from tfg_search.errors import SettingError, TFGSearchError
 from tfg_search.guidance.config import METHODS, TFGConfig
 from tfg_search.objective import check_objective
 
 TFG_PARAMS = ("rho", "mu", "gamma")
 """What the TFG search varies; a baseline method varies one "strength"."""
 
+EXTENDABLE = ("rounds", "final_top")
+"""Settings a study may be continued with larger values of (the beam is deterministic: the first
+rounds are the stored ones and only the new rounds / re-runs run). They are not in the study name."""
 
-def _positive(name: str, value: int, minimum: int = 1) -> None:
+MODES = ("reference",)
+"""Beam modes (docs/searchers.md)."""
+
+
+def _count(name: str, value: object, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TFGSearchError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
+        raise SettingError(name, f"must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -40,24 +47,30 @@ class SearchSettings:
     Attributes:
         task, target: what is guided (a registered task and one of its targets).
         method: "tfg" (search rho, mu, gamma) or an earlier method (search its single strength).
-        samples: samples per search evaluation (the small fidelity).
-        final_samples, final_top: the top ``final_top`` configurations are re-run on
-            ``final_samples`` samples; the best of those is the reported answer.
+        samples: samples per search evaluation (the small fidelity; default: the task's).
+        final_samples, final_top: the top ``final_top`` (>= 1) configurations are re-run on
+            ``final_samples`` samples (default: the task's); the best of those is the answer.
         top_k, rounds: beam width and round limit of the beam search.
         n_recur, n_iter, n_mc, eta, steps: fixed during a search (they set its cost).
         objective: metric names averaged into the score ("_" prefix: lower is better).
         space: the lattice of each searched parameter.
-        search_schedules: also search the increase / decrease / constant structures.
+        search_schedules: also search the increase / decrease / constant structures (True: of
+            every parameter; or the names of some).
         seed: seed of every search evaluation (common random numbers: candidates are compared on
             the same noise); the final re-runs use ``seed + 1`` (fresh samples, no selection bias).
+        seed_configs: warm start: configurations put into round 0.
+        seed_presets: warm start from the earlier methods: their configurations (at their
+            searched best in the storage when known) join round 0
+            (:func:`tfg_search.warm_start.preset_seeds`; fixed when the study is created).
+        mode: "reference" (the paper's beam) or "refined" (:data:`MODES`).
         task_options: options of the task (e.g. the ``custom`` task's model folder).
     """
 
     task: str
     target: str
     method: str = "tfg"
-    samples: int = 64
-    final_samples: int = 512
+    samples: int | None = None
+    final_samples: int | None = None
     final_top: int = 2
     top_k: int = 2
     rounds: int = 6
@@ -68,34 +81,50 @@ class SearchSettings:
     steps: int | None = None
     objective: tuple[str, ...] | None = None
     space: Mapping[str, Lattice] | None = None
-    search_schedules: bool = False
+    search_schedules: bool | tuple[str, ...] = False
     seed: int = 0
+    seed_configs: tuple[Mapping[str, Any], ...] = ()
+    seed_presets: bool = False
+    mode: str = "reference"
     task_options: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise TFGSearchError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        for name in ("samples", "final_samples", "top_k", "rounds"):
-            _positive(name, getattr(self, name))
-        _positive("final_top", self.final_top, 0)
+            raise SettingError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("top_k", "rounds", "final_top"):
+            _count(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise TFGSearchError(f"--seed must be an integer >= 0, got {self.seed!r}")
-        for name, minimum in (("n_recur", 1), ("n_iter", 0), ("n_mc", 1), ("steps", 1)):
+            raise SettingError("seed", f"must be an integer >= 0, got {self.seed!r}")
+        for name, minimum in (
+            ("samples", 1),
+            ("final_samples", 1),
+            ("n_recur", 1),
+            ("n_iter", 0),
+            ("n_mc", 1),
+            ("steps", 1),
+        ):
             if getattr(self, name) is not None:
-                _positive(name, getattr(self, name), minimum)
+                _count(name, getattr(self, name), minimum)
+        if not isinstance(self.eta, (int, float)) or isinstance(self.eta, bool) or not 0 <= self.eta <= 1:
+            raise SettingError("eta", f"must be a number in [0, 1], got {self.eta!r}")
         if self.space is not None:
             names = set(self.space)
             allowed = set(TFG_PARAMS) if self.method == "tfg" else {"strength"}
             if not names or not names <= allowed:
-                raise TFGSearchError(
-                    f"--space for method {self.method!r} must name {' / '.join(sorted(allowed))}, "
-                    f"got {', '.join(sorted(names)) or 'nothing'}"
+                raise SettingError(
+                    "space",
+                    f"for method {self.method!r} must name {' / '.join(sorted(allowed))}, "
+                    f"got {', '.join(sorted(names)) or 'nothing'}",
                 )
         if self.search_schedules and self.method != "tfg":
-            raise TFGSearchError("--search-schedules applies to --method tfg only")
+            raise SettingError("search_schedules", "applies to method 'tfg' only")
+        if (self.seed_configs or self.seed_presets) and self.method != "tfg":
+            raise SettingError("seed_configs", "(warm start from presets) applies to method 'tfg' only")
+        if self.mode not in MODES:
+            raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
 
     def resolve(self, task: Any) -> ResolvedSettings:
-        """Fill the defaults from ``task`` (its steps, objective and lattices) and the method."""
+        """Fill the defaults from ``task`` (its steps, sample counts, objective, lattices) and the method."""
         task.parse_target(self.target)  # validates; the string form is what is stored
         objective = tuple(self.objective) if self.objective else tuple(task.objective)
         check_objective(task, objective)
@@ -105,13 +134,21 @@ class SearchSettings:
             space = {k: v for k, v in task.default_space.items() if k in TFG_PARAMS}
         else:
             space = {"strength": task.default_strength_space}
+        schedules: bool | list[str]
+        if isinstance(self.search_schedules, bool):
+            schedules = self.search_schedules
+        else:
+            schedules = [str(n) for n in self.search_schedules]
+            unknown = sorted(set(schedules) - set(space))
+            if unknown:
+                raise SettingError("search_schedules", f"names parameters outside the space: {unknown}")
         base = base_config(self.method, 0.0, self.n_recur, self.n_iter, self.n_mc, self.eta, task.clip_x0)
         return ResolvedSettings(
             task=self.task,
             target=self.target,
             method=self.method,
-            samples=self.samples,
-            final_samples=self.final_samples,
+            samples=self.samples or int(task.search_samples),
+            final_samples=self.final_samples or int(task.final_samples),
             final_top=self.final_top,
             top_k=self.top_k,
             rounds=self.rounds,
@@ -123,9 +160,12 @@ class SearchSettings:
             steps=self.steps or int(task.num_inference_steps),
             objective=objective,
             space={k: v.as_tuple() for k, v in space.items()},
-            search_schedules=self.search_schedules,
+            search_schedules=schedules,
             seed=self.seed,
             task_options=dict(self.task_options or {}),
+            seed_configs=[dict(c) for c in self.seed_configs],
+            seed_presets=self.seed_presets,
+            mode=self.mode,
         )
 
 
@@ -172,18 +212,43 @@ class ResolvedSettings:
     objective: tuple[str, ...]
     space: dict[str, tuple[float, ...]]
     """Each lattice as :meth:`searchers.Lattice.as_tuple` (3 numbers; 4 with a leading 0)."""
-    search_schedules: bool
+    search_schedules: bool | list[str]
     seed: int
     task_options: dict[str, str]
+    seed_configs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    seed_presets: bool = False
+    mode: str = "reference"
+
+    _NEW_DEFAULTS: ClassVar[dict[str, Any]] = {"seed_configs": [], "seed_presets": False, "mode": "reference"}
+    """Settings added after the first release, with the value a study without them had."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples become lists), as stored in the study's user attrs."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def _identity(self) -> dict[str, Any]:
+        data = self.to_dict()
+        for key in EXTENDABLE:
+            data.pop(key)
+        return data
+
     @property
     def fingerprint(self) -> str:
-        """8 hex digits that identify these settings."""
-        blob = json.dumps(self.to_dict(), sort_keys=True)
+        """8 hex digits that identify these settings (the extendable ones left out)."""
+        blob = json.dumps(self._identity(), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+    @property
+    def legacy_fingerprint(self) -> str | None:
+        """The fingerprint tfg-search 0.1 gave these settings (every field in), when it could
+        have made such a study (no setting added since at another value than the old default)."""
+        data = self.to_dict()
+        for key, default in self._NEW_DEFAULTS.items():
+            if data.pop(key) != default:
+                return None
+        if any(len(v) != 3 for v in self.space.values()) or not isinstance(self.search_schedules, bool):
+            return None
+        blob = json.dumps(data, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
     @property
@@ -191,9 +256,21 @@ class ResolvedSettings:
         """The derived study name, e.g. ``digits-3-tfg-1a2b3c4d``."""
         return f"{self.task}-{self.target}-{self.method}-{self.fingerprint}"
 
+    @property
+    def legacy_study_name(self) -> str | None:
+        """The name tfg-search 0.1 derived for these settings (to resume its studies)."""
+        fp = self.legacy_fingerprint
+        return None if fp is None else f"{self.task}-{self.target}-{self.method}-{fp}"
+
     def lattices(self) -> dict[str, Lattice]:
         """The searched space as lattices."""
         return {k: Lattice.from_tuple(v) for k, v in self.space.items()}
+
+    def schedule_params(self) -> list[str]:
+        """The parameters whose schedule structure is searched."""
+        if isinstance(self.search_schedules, bool):
+            return list(self.space) if self.search_schedules else []
+        return list(self.search_schedules)
 
     def config(self, params: Mapping[str, Any]) -> TFGConfig:
         """The configuration of one candidate (its params as the sampler hands them out)."""
@@ -215,11 +292,29 @@ class ResolvedSettings:
         )
 
     def differences(self, stored: Mapping[str, Any]) -> list[str]:
-        """Human-readable differences between these settings and a study's stored ones."""
+        """Human-readable differences between these settings and a study's stored ones.
+
+        A setting the stored study predates counts as its old default; the extendable settings
+        differ only when they would shrink (a larger value continues the study).
+        """
         mine = self.to_dict()
-        keys = sorted(set(mine) | set(stored))
-        return [
-            f"{k}: stored {stored.get(k)!r}, requested {mine.get(k)!r}"
-            for k in keys
-            if mine.get(k) != stored.get(k)
-        ]
+        stored = {**self._NEW_DEFAULTS, **stored}
+        out = []
+        for k in sorted(set(mine) | set(stored)):
+            a, b = stored.get(k), mine.get(k)
+            if k in EXTENDABLE and isinstance(a, int) and isinstance(b, int):
+                if b < a:
+                    out.append(f"{k}: stored {a!r}, requested {b!r} (it can only grow)")
+                continue
+            if a != b:
+                out.append(f"{k}: stored {a!r}, requested {b!r}")
+        return out
+
+    def extensions(self, stored: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+        """The extendable settings these settings raise: ``{name: (stored, requested)}``."""
+        mine = self.to_dict()
+        return {
+            k: (int(stored[k]), int(mine[k]))
+            for k in EXTENDABLE
+            if isinstance(stored.get(k), int) and mine[k] > stored[k]
+        }

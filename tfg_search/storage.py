@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,20 @@ from sqlalchemy.engine import make_url
 
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
+from tfg_search.trials import (
+    BEAM,
+    FINAL,
+    LAYOUT,
+    SEARCH_SUFFIX,
+    STUDY_ATTR,
+    TrialRecord,
+    best,
+    read_all,
+    search_study_name,
+)
 
 DEFAULT_STORAGE = "sqlite:///tfg-studies.db"
 STORAGE_ENV = "TFG_SEARCH_STORAGE"
-
-STUDY_ATTR = "tfg_search"
-"""Study user attr: what the study is (task, target, method, fixed settings, versions)."""
-ROLE_ATTR = "role"
-"""Trial user attr: "beam" (a search evaluation) or "final" (a re-run of a top configuration)."""
 
 
 def resolve_storage(url: str | None) -> str:
@@ -156,7 +163,7 @@ def load_study(storage: optuna.storages.BaseStorage | str | None, study_name: st
             study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler()
         )
     except KeyError:
-        names = [s.study_name for s in storage.get_all_studies()]
+        names = [s.study_name for s in storage.get_all_studies() if not s.study_name.endswith(SEARCH_SUFFIX)]
         listed = ", ".join(names) if names else "none"
         raise TFGSearchError(f"no study named {study_name!r} in this storage; studies: {listed}") from None
 
@@ -164,35 +171,79 @@ def load_study(storage: optuna.storages.BaseStorage | str | None, study_name: st
 def study_info(study: optuna.Study) -> dict[str, Any]:
     """What a tfg-search study is (task, target, method, settings); refuses foreign studies."""
     info = study.user_attrs.get(STUDY_ATTR)
-    if not isinstance(info, dict):
+    if not isinstance(info, dict) or "settings" not in info:
         raise TFGSearchError(
             f"study {study.study_name!r} was not made by tfg-search (no {STUDY_ATTR!r} attr)"
         )
     return info
 
 
-def _ranked(trials: list[optuna.trial.FrozenTrial], maximize: bool) -> list[optuna.trial.FrozenTrial]:
-    ok = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-    return sorted(ok, key=lambda t: ((-t.value if maximize else t.value), t.number))
+@dataclass
+class SearchStudies:
+    """The studies of one search: ``main`` holds the answer (final re-runs), ``search`` the beam.
 
-
-def ranked_trials(study: optuna.Study, role: str) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials of a role ("beam" or "final"), best first (ties: earlier trial first)."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ROLE_ATTR) == role]
-    return _ranked(trials, study.direction == optuna.study.StudyDirection.MAXIMIZE)
-
-
-def best_trial(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, str]:
-    """The reported best: the best final re-run, else (search not finished) the best beam trial.
-
-    Returns:
-        (trial, role) where role is "final" or "beam".
+    For a study written before layout 2 (:mod:`tfg_search.trials`) both are the same study.
     """
-    for role in ("final", "beam"):
-        ranked = ranked_trials(study, role)
-        if ranked:
-            return ranked[0], role
-    raise TFGSearchError(f"study {study.study_name!r} has no completed trial yet")
+
+    main: optuna.Study
+    search: optuna.Study
+
+    @property
+    def name(self) -> str:
+        return self.main.study_name
+
+    @property
+    def legacy(self) -> bool:
+        """One study holds beam and final trials (written before layout 2)."""
+        return self.main is self.search
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return study_info(self.main)
+
+    def records(self) -> list[TrialRecord]:
+        """Every trial of the search: beam trials first, then the final re-runs."""
+        if self.legacy:
+            return read_all(self.main)
+        return read_all(self.search, role=BEAM) + read_all(self.main, role=FINAL)
+
+    def best(self) -> TrialRecord:
+        """The reported best (:func:`tfg_search.trials.best`), or TFGSearchError before any result."""
+        found = best(self.records())
+        if found is None:
+            raise TFGSearchError(f"study {self.name!r} has no completed trial yet")
+        return found
+
+
+def load_search(
+    storage: optuna.storages.BaseStorage | str | None,
+    study_name: str,
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> SearchStudies:
+    """The studies of the search ``study_name`` (the name of its main study, or of its search study).
+
+    ``sampler`` is given to the search study (the coordinator's beam sampler; default random: reading).
+
+    Raises:
+        TFGSearchError: no such study, or one not made by tfg-search.
+    """
+    if not isinstance(storage, optuna.storages.BaseStorage):
+        storage = open_storage(storage, create=False)
+    main = load_study(storage, study_name)
+    info = study_info(main)
+    if info.get("role") == "search" and info.get("main_study"):
+        main = load_study(storage, info["main_study"])
+        info = study_info(main)
+    if info.get("layout", 1) < LAYOUT:
+        if sampler is not None:
+            main = optuna.load_study(study_name=main.study_name, storage=storage, sampler=sampler)
+        return SearchStudies(main, main)
+    search = optuna.load_study(
+        study_name=search_study_name(main.study_name),
+        storage=storage,
+        sampler=sampler or optuna.samplers.RandomSampler(),
+    )
+    return SearchStudies(main, search)
 
 
 def load_best(storage: str | None, study_name: str) -> tuple[TFGConfig, dict[str, float]]:
@@ -203,7 +254,69 @@ def load_best(storage: str | None, study_name: str) -> tuple[TFGConfig, dict[str
         >>> metrics["validity"]  # doctest: +SKIP
         0.92
     """
-    study = load_study(storage, study_name)
-    study_info(study)
-    trial, _ = best_trial(study)
-    return TFGConfig.from_dict(trial.user_attrs["config"]), dict(trial.user_attrs["metrics"])
+    found = load_search(storage, study_name).best()
+    return found.tfg_config(), dict(found.metrics or {})
+
+
+def list_searches(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """One row per search in ``storage``: study, task, target, method, trials, best score, finished.
+
+    Search studies (``N:search``) are listed with their main study, not on their own; studies not
+    made by tfg-search are listed with empty fields. Few queries per study (the best and the trial
+    counts come from the database, not from reading every trial), so this stays fast for many and
+    large studies.
+    """
+    summaries = storage.get_all_studies()
+    ids = {s.study_name: storage.get_study_id_from_name(s.study_name) for s in summaries}
+    rows = []
+    for s in summaries:
+        info = s.user_attrs.get(STUDY_ATTR)
+        if isinstance(info, dict) and info.get("role") == "search":
+            continue
+        if not isinstance(info, dict) or "settings" not in info:
+            rows.append(
+                {
+                    "study": s.study_name,
+                    "task": None,
+                    "target": None,
+                    "method": None,
+                    "trials": storage.get_n_trials(ids[s.study_name]),
+                    "best": None,
+                    "finished": False,
+                }
+            )
+            continue
+        if info.get("layout", 1) >= LAYOUT:
+            main_id, search_id = ids[s.study_name], ids.get(search_study_name(s.study_name))
+            n = storage.get_n_trials(main_id) + (
+                storage.get_n_trials(search_id) if search_id is not None else 0
+            )
+            best_value = _best_value(storage, main_id)
+            finished = best_value is not None
+            if best_value is None and search_id is not None:
+                best_value = _best_value(storage, search_id)
+        else:
+            records = read_all(load_study(storage, s.study_name))
+            n = len(records)
+            found = best(records)
+            best_value = found.value if found is not None else None
+            finished = found is not None and found.role == FINAL
+        rows.append(
+            {
+                "study": s.study_name,
+                "task": info.get("task"),
+                "target": info.get("target"),
+                "method": info.get("method"),
+                "trials": n,
+                "best": best_value,
+                "finished": finished,
+            }
+        )
+    return rows
+
+
+def _best_value(storage: optuna.storages.BaseStorage, study_id: int) -> float | None:
+    try:
+        return float(storage.get_best_trial(study_id).value)  # type: ignore[arg-type]
+    except ValueError:  # no completed trial yet
+        return None

@@ -32,16 +32,16 @@ import tempfile
 from collections import deque
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from tfg_search.executors import LocalExecutor
+from tfg_search.bookkeeping import Pending, SearchBook
 from tfg_search.executors.ray_pool import default_num_workers, init_ray
 from tfg_search.lease import StudyLease
-from tfg_search.search import INTERRUPTED, Coordinator, _suggest, open_search_study
+from tfg_search.paths import safe_name as _safe_name
+from tfg_search.search import open_search_study
 from tfg_search.settings import ResolvedSettings, SearchSettings
-from tfg_search.storage import ROLE_ATTR, ranked_trials
+from tfg_search.storage import SearchStudies
+from tfg_search.trials import FAILURE_ENVIRONMENT, TrialRecord
 from tfg_search.worker import TrialOutcome, TrialSpec
 
 METRIC = "score"
@@ -78,6 +78,7 @@ def tune_trial(config: dict[str, Any]) -> dict[str, Any]:
                 "wall_time_s": outcome.wall_time_s,
                 "device": outcome.device,
                 "node": node,
+                "failure": outcome.failure,
             }
         ),
     }
@@ -86,99 +87,68 @@ def tune_trial(config: dict[str, Any]) -> dict[str, Any]:
 class BeamSearcher(Searcher):
     """A Tune searcher over a tfg-search study: beam rounds (with their barrier), then final re-runs.
 
+    It hands out and tells trials through the same :class:`~tfg_search.bookkeeping.SearchBook` as
+    the CLI coordinator, so the study holds exactly what ``tfg-search search`` would write.
+
     Args:
-        study: the study (from :func:`tfg_search.search.open_search_study`), sampled by
-            :class:`searchers.TFGBeamSampler`.
+        studies: the search's studies (from :func:`tfg_search.search.open_search_study`).
         resolved: its resolved settings.
         device: device of every evaluation (None: "cuda" on a trial with a GPU, else "cpu").
         cpus: CPUs of each trial (its torch threads).
     """
 
     def __init__(
-        self, study: optuna.Study, resolved: ResolvedSettings, device: str | None = None, cpus: float = 1.0
+        self, studies: SearchStudies, resolved: ResolvedSettings, device: str | None = None, cpus: float = 1.0
     ) -> None:
         super().__init__(metric=METRIC, mode="max")
-        # The coordinator's own bookkeeping writes the trial attrs (its executor is never used).
-        self._coord = Coordinator(study, resolved, LocalExecutor(), device)
+        self.book = SearchBook(studies, resolved, device)
         self._cpus = cpus
-        self._live: dict[str, tuple[optuna.Trial, str, int | None]] = {}
-        self._finals: deque[optuna.trial.FrozenTrial] | None = None
+        self._live: dict[str, Pending] = {}
+        self._finals: deque[TrialRecord] | None = None
 
-    @property
-    def study(self) -> optuna.Study:
-        return self._coord.study
-
-    def _start(self, trial_id: str, trial: optuna.Trial, params: dict[str, Any], role: str, rnd: int | None):
-        spec = self._coord._spec(trial, params, role, rnd)
-        self._live[trial_id] = (trial, role, rnd)
-        return {
-            "spec": spec,
-            "objective": list(self._coord.resolved.objective),
-            "cpus": self._cpus,
-        }
-
-    def _final_sources(self) -> list[optuna.trial.FrozenTrial]:
-        """The top beam configurations that have no final re-run yet (as Coordinator.run_final)."""
-        r = self._coord.resolved
-        if r.final_top == 0:
-            return []
-        top = ranked_trials(self.study, "beam")[: r.final_top]
-        done = {
-            t.user_attrs.get("source_trial")
-            for t in self.study.get_trials(deepcopy=False)
-            if t.user_attrs.get(ROLE_ATTR) == "final"
-            and (
-                t.state == TrialState.COMPLETE
-                or (t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED)
-            )
-        }
-        return [t for t in top if t.number not in done]
+    def _start(self, trial_id: str, pending: Pending) -> dict[str, Any]:
+        self._live[trial_id] = pending
+        return {"spec": pending.spec, "objective": list(self.book.resolved.objective), "cpus": self._cpus}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """The next configuration; None while the round barrier holds; FINISHED when all is told."""
-        study, resolved = self.study, self._coord.resolved
         if self._finals is None:
-            plan = self._coord.sampler.plan(study)
+            plan = self.book.plan()
             if not plan.exhausted:
                 if plan.pending == 0:
                     return None  # the barrier: the round's last results are not told yet
-                trial = study.ask()
-                try:
-                    params = _suggest(trial, resolved)
-                except optuna.TrialPruned:
-                    study.tell(trial, state=TrialState.PRUNED)
-                    return None
-                return self._start(trial_id, trial, params, "beam", self._coord.sampler.trial_round(trial))
+                pending = self.book.ask_beam()
+                return None if pending is None else self._start(trial_id, pending)
             if self._live:
                 return None
-            self._finals = deque(self._final_sources())
+            self._finals = deque(self.book.final_sources())
         if self._finals:
-            source = self._finals.popleft()
-            study.enqueue_trial(source.params, user_attrs={ROLE_ATTR: "final", "source_trial": source.number})
-            trial = study.ask()
-            return self._start(trial_id, trial, _suggest(trial, resolved), "final", None)
+            return self._start(trial_id, self.book.ask_final(self._finals.popleft()))
         return None if self._live else Searcher.FINISHED
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        """Tell the study the trial's outcome (FAIL when the Tune trial errored)."""
-        trial, _, _ = self._live.pop(trial_id)
+        """Tell the study the trial's outcome (FAIL, for the environment, when the Tune trial errored)."""
+        pending = self._live.pop(trial_id)
         raw = (result or {}).get(OUTCOME)
         if error or not isinstance(raw, str):
             reason = f"the Tune trial {trial_id} failed (its error is in Tune's experiment folder)"
-            outcome = TrialOutcome(trial.number, None, reason, 0.0, "unknown", "unknown")
+            outcome = TrialOutcome(
+                pending.number, None, reason, 0.0, "unknown", "unknown", failure=FAILURE_ENVIRONMENT
+            )
         else:
             data = json.loads(raw)
             outcome = TrialOutcome(
-                trial.number,
+                pending.number,
                 data["metrics"],
                 data["error"],
                 float(data["wall_time_s"]),
                 str(data["device"]),
                 str(data["node"]),
+                failure=data.get("failure"),
             )
-        self._coord._tell(trial, outcome)
+        self.book.tell(pending, outcome)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: every bit of search state is in the study's database."""
@@ -199,8 +169,8 @@ def run_tune_search(
     device: str | None = None,
     tune_dir: str | None = None,
     lease_ttl: float = 30.0,
-) -> optuna.Study:
-    """Run (or resume) a tfg-search study through ``ray.tune.Tuner``; returns the study.
+) -> SearchStudies:
+    """Run (or resume) a tfg-search study through ``ray.tune.Tuner``; returns its studies.
 
     Args:
         settings, storage, study_name: as for :func:`tfg_search.search.run_search`.
@@ -218,14 +188,14 @@ def run_tune_search(
     import ray
     from ray import tune
 
-    study, resolved, resumed = open_search_study(settings, storage, study_name)
+    studies, resolved, resumed = open_search_study(settings, storage, study_name)
     owns_ray = init_ray(address) if not ray.is_initialized() else False
     folder = tune_dir or tempfile.mkdtemp(prefix="tfg-tune-")
     try:
-        with StudyLease(study, ttl=lease_ttl):
-            searcher = BeamSearcher(study, resolved, device, cpus_per_trial)
+        with StudyLease(studies.main, ttl=lease_ttl):
+            searcher = BeamSearcher(studies, resolved, device, cpus_per_trial)
             if resumed:
-                searcher._coord.recover()
+                searcher.book.recover()
             workers = num_workers or default_num_workers(
                 ray.cluster_resources(), cpus_per_trial, gpus_per_trial
             )
@@ -239,7 +209,7 @@ def run_tune_search(
                     max_concurrent_trials=workers,
                     reuse_actors=True,
                 ),
-                run_config=tune.RunConfig(name=study.study_name, storage_path=folder, verbose=0),
+                run_config=tune.RunConfig(name=_safe_name(studies.name), storage_path=folder, verbose=0),
             )
             tuner.fit()
     finally:
@@ -247,4 +217,4 @@ def run_tune_search(
             shutil.rmtree(folder, ignore_errors=True)
         if owns_ray:
             ray.shutdown()
-    return study
+    return studies

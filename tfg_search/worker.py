@@ -74,6 +74,9 @@ class TrialOutcome:
     node: str
     samples: Any = field(default=None, repr=False)
     attempts: int = 1
+    failure: str | None = None
+    """Why it failed: ``"trial"`` (the configuration's own failure, e.g. non-finite samples: final)
+    or ``"environment"`` (the machine's: device, import, memory, a dead worker: retried on resume)."""
 
     @property
     def ok(self) -> bool:
@@ -99,13 +102,23 @@ def describe_error(err: BaseException) -> str:
     return message
 
 
+def failure_kind(err: BaseException) -> str:
+    """``"trial"`` for a failure of the configuration itself (non-finite samples, a metric that
+    cannot be computed from them), ``"environment"`` for everything else (see TrialOutcome)."""
+    from tfg_search.errors import NonFiniteSampleError
+
+    return "trial" if isinstance(err, (NonFiniteSampleError, FloatingPointError)) else "environment"
+
+
 def outcome(
     spec: TrialSpec, result: Any, wall_time_s: float, device: str, node: str | None = None
 ) -> TrialOutcome:
     """The outcome of ``spec`` from a :class:`~tfg_search.evaluation.TrialResult` or an exception."""
     node = node or socket.gethostname()
     if isinstance(result, BaseException):
-        return TrialOutcome(spec.number, None, describe_error(result), wall_time_s, device, node)
+        return TrialOutcome(
+            spec.number, None, describe_error(result), wall_time_s, device, node, failure=failure_kind(result)
+        )
     samples = result.samples.cpu() if spec.keep_samples and result.samples is not None else None
     return TrialOutcome(spec.number, dict(result.metrics), None, wall_time_s, device, node, samples)
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from tfg_search.errors import TFGSearchError
+from tfg_search.errors import SettingError, TFGSearchError
 
 app = typer.Typer(
     name="tfg-search",
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI says what happens itself
     try:
         code = app(args=argv, standalone_mode=False)
+    except SettingError as err:  # a library parameter: say it as the command's flag
+        print(f"error: --{err.param.replace('_', '-')} {err.detail}", file=sys.stderr)
+        sys.exit(2)
     except TFGSearchError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import optuna
 from optuna.trial import TrialState
 
-from tfg_search.storage import ROLE_ATTR, ranked_trials
+from tfg_search.storage import SearchStudies
+from tfg_search.trials import BEAM, FINAL, ranked
 
 
 def describe_params(params: dict[str, Any]) -> str:
@@ -25,7 +25,7 @@ def describe_params(params: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def plot_search(study: optuna.Study, path: Path, top_k: int) -> Path:
+def plot_search(studies: SearchStudies, path: Path, top_k: int) -> Path:
     """Save a PNG of the search: every beam trial's score by round, the final beam ringed, the
     final re-runs at the right, failed trials as crosses at the bottom."""
     import matplotlib
@@ -33,26 +33,26 @@ def plot_search(study: optuna.Study, path: Path, top_k: int) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trials = study.get_trials(deepcopy=False)
-    beam = [t for t in trials if t.user_attrs.get(ROLE_ATTR) == "beam" and t.state.is_finished()]
-    finals = [t for t in trials if t.user_attrs.get(ROLE_ATTR) == "final" and t.state == TrialState.COMPLETE]
-    done = [t for t in beam if t.state == TrialState.COMPLETE and t.value is not None]
-    failed = [t for t in beam if t.state == TrialState.FAIL]
+    records = studies.records()
+    beam = [r for r in records if r.role == BEAM and r.state.is_finished()]
+    finals = [r for r in records if r.role == FINAL and r.ok]
+    done = [r for r in beam if r.ok]
+    failed = [r for r in beam if r.state == TrialState.FAIL]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if done:
         ax.scatter(
-            [t.user_attrs.get("round", 0) for t in done],
-            [t.value for t in done],
+            [r.round or 0 for r in done],
+            [r.value for r in done],
             s=18,
             color="tab:blue",
             label="beam trial",
             zorder=2,
         )
-    top = ranked_trials(study, "beam")[:top_k]
+    top = ranked(records, BEAM)[:top_k]
     if top:
         ax.scatter(
-            [t.user_attrs.get("round", 0) for t in top],
-            [t.value for t in top],
+            [r.round or 0 for r in top],
+            [r.value for r in top],
             s=110,
             facecolors="none",
             edgecolors="tab:red",
@@ -60,12 +60,12 @@ def plot_search(study: optuna.Study, path: Path, top_k: int) -> Path:
             label=f"top-{top_k} beam",
             zorder=3,
         )
-    rounds = [t.user_attrs.get("round", 0) or 0 for t in beam] or [0]
+    rounds = [r.round or 0 for r in beam] or [0]
     final_x = max(rounds) + 1.2
     if finals:
         ax.scatter(
             [final_x] * len(finals),
-            [t.value for t in finals],
+            [r.value for r in finals],
             marker="*",
             s=140,
             color="tab:green",
@@ -73,9 +73,9 @@ def plot_search(study: optuna.Study, path: Path, top_k: int) -> Path:
             zorder=3,
         )
     if failed:
-        floor = min([t.value for t in done] or [0.0])
+        floor = min([float(r.value) for r in done] or [0.0])  # type: ignore[arg-type]
         ax.scatter(
-            [t.user_attrs.get("round", 0) for t in failed],
+            [r.round or 0 for r in failed],
             [floor] * len(failed),
             marker="x",
             color="0.4",
@@ -84,7 +84,7 @@ def plot_search(study: optuna.Study, path: Path, top_k: int) -> Path:
         )
     ax.set_xlabel("round")
     ax.set_ylabel("score (higher is better)")
-    ax.set_title(study.study_name, fontsize=9)
+    ax.set_title(studies.name, fontsize=9)
     ticks = list(range(max(rounds) + 1))
     ax.set_xticks([*ticks, final_x], [*map(str, ticks), "final"])
     ax.grid(alpha=0.3)

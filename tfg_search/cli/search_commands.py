@@ -16,6 +16,7 @@ from rich.table import Table
 
 from tfg_search.cli.task_commands import parse_options
 from tfg_search.errors import TFGSearchError
+from tfg_search.paths import safe_name
 
 console = Console(stderr=True)
 out = Console()
@@ -65,6 +66,8 @@ class _Display:
             self.progress.start()  # only once the study is open: bad input prints just its error
             state = "resuming" if data["resumed"] else "new"
             extra = f", {data['recovered']} interrupted trial(s) to redo" if data["recovered"] else ""
+            if data.get("retried"):
+                extra += f", {data['retried']} trial(s) that failed on the machine to retry"
             taken = f" (took over from dead {data['previous_holder']})" if data.get("previous_holder") else ""
             console.print(
                 f"[bold]study[/] {data['name']} ({state}, {data['completed']} completed{extra}){taken}"
@@ -120,9 +123,13 @@ def search(
     method: str = typer.Option("tfg", "--method", help="tfg | dps | lgd | freedom | mpgd | ugd"),
     storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL [env TFG_SEARCH_STORAGE]"),
     study: str | None = typer.Option(None, "--study", help="study name (default: derived from settings)"),
-    samples: int = typer.Option(64, "--samples", help="samples per search evaluation"),
-    final_samples: int = typer.Option(512, "--final-samples", help="samples per final re-run"),
-    final_top: int = typer.Option(2, "--final-top", help="configurations re-run at full size"),
+    samples: int | None = typer.Option(
+        None, "--samples", help="samples per search evaluation (default: task's)"
+    ),
+    final_samples: int | None = typer.Option(
+        None, "--final-samples", help="samples per final re-run (default: task's)"
+    ),
+    final_top: int = typer.Option(2, "--final-top", help="configurations re-run at full size (>= 1)"),
     top_k: int = typer.Option(2, "--top-k", help="beam width"),
     rounds: int = typer.Option(6, "--rounds", help="round limit (round 0 counts)"),
     n_recur: int | None = typer.Option(None, "--n-recur", help="recurrence (default: method's)"),
@@ -138,6 +145,12 @@ def search(
         False, "--search-schedules", help="also search schedule structures"
     ),
     seed: int = typer.Option(0, "--seed", help="seed of every search evaluation"),
+    seed_presets: bool = typer.Option(
+        False,
+        "--seed-presets",
+        help="warm start: the earlier methods' configurations (their searched best in this storage "
+        "when known) join round 0",
+    ),
     device: str | None = typer.Option(
         None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)"
     ),
@@ -187,6 +200,7 @@ def search(
         space=_parse_space(space),
         search_schedules=search_schedules,
         seed=seed,
+        seed_presets=seed_presets,
         task_options=parse_options(task_option),
     )
     if batch_size < 1:
@@ -216,12 +230,12 @@ def _finish(
     report: Any, settings: Any, storage: str | None, out_dir: Path | None, as_json: bool, quiet: bool
 ) -> None:
     from tfg_search.cli.report import plot_search
-    from tfg_search.storage import load_study, study_info
+    from tfg_search.storage import load_search
 
-    folder = out_dir or Path("tfg-output") / report.study_name
+    folder = out_dir or Path("tfg-output") / safe_name(report.study_name)
     folder.mkdir(parents=True, exist_ok=True)
-    study = load_study(storage, report.study_name)
-    plot = plot_search(study, folder / "search.png", settings.top_k)
+    studies = load_search(storage, report.study_name)
+    plot = plot_search(studies, folder / "search.png", settings.top_k)
     grid = _sample_grid(
         settings.task,
         settings.task_options,
@@ -243,7 +257,13 @@ def _finish(
             "config": report.best_config.to_dict(),
             "metrics": report.best_metrics,
         },
-        "trials": {"beam": report.n_beam, "final": report.n_final, "failed": report.n_failed},
+        "trials": {
+            "beam": report.counts.beam,
+            "final": report.counts.final,
+            "failed": report.counts.failed,
+            "interrupted": report.counts.interrupted,
+            "environment": report.counts.environment,
+        },
         "wall_time_s": round(report.wall_time_s, 2),
         "files": {"search_plot": str(plot), "samples": str(grid)},
     }
@@ -251,17 +271,25 @@ def _finish(
         out.print_json(json.dumps(payload))
         return
     if not quiet:
-        out.print(_top_table(report, study_info(study)["settings"]["objective"]))
+        out.print(_top_table(report, studies.info["settings"]["objective"]))
     cfg = report.best_config
     out.print(
         f"best ({report.best_role} trial {report.best_trial}): score {report.best_score:.4f}  "
         f"rho={cfg.rho:g} mu={cfg.mu:g} gamma={cfg.gamma:g} n_recur={cfg.n_recur} n_iter={cfg.n_iter}"
     )
     out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in report.best_metrics.items()))
+    c = report.counts
+    extra = "".join(
+        f", {n} {what}"
+        for n, what in ((c.interrupted, "interrupted"), (c.environment, "failed on the machine"))
+        if n
+    )
     out.print(
-        f"{report.n_beam} beam + {report.n_final} final trials ({report.n_failed} failed) in "
+        f"{c.beam} beam + {c.final} final trials ({c.failed} failed{extra}) in "
         f"{report.wall_time_s:.1f} s; study '{report.study_name}' in {report.storage}"
     )
+    for reason in c.reasons[:3]:
+        out.print(f"machine failure: {reason[:300]}")
     out.print(f"wrote {plot} and {grid}")
 
 
@@ -298,33 +326,10 @@ def studies(
     storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL [env TFG_SEARCH_STORAGE]"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """List the studies in the storage with their task, target, method and best score."""
-    import optuna
+    """List the searches in the storage with their task, target, method and best score."""
+    from tfg_search.storage import list_searches, open_storage
 
-    from tfg_search.storage import STUDY_ATTR, open_storage
-
-    rdb = open_storage(storage, create=False)
-    rows = []
-    for s in rdb.get_all_studies():
-        info = s.user_attrs.get(STUDY_ATTR, {})
-        study = optuna.load_study(study_name=s.study_name, storage=rdb)
-        trials = study.get_trials(deepcopy=False)
-        from tfg_search.storage import ranked_trials
-
-        finals = ranked_trials(study, "final") if info else []
-        beams = ranked_trials(study, "beam") if info else []
-        best = finals[0].value if finals else (beams[0].value if beams else None)
-        rows.append(
-            {
-                "study": s.study_name,
-                "task": info.get("task"),
-                "target": info.get("target"),
-                "method": info.get("method"),
-                "trials": len(trials),
-                "best": best,
-                "finished": bool(finals),
-            }
-        )
+    rows = list_searches(open_storage(storage, create=False))
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -345,25 +350,25 @@ def studies(
 
 
 def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
-    from tfg_search.storage import best_trial, load_study, study_info
+    from tfg_search.storage import load_search
 
-    study = load_study(storage, study_name)
-    info = study_info(study)
-    trial, role = best_trial(study)
+    studies = load_search(storage, study_name)
+    info = studies.info
+    found = studies.best()
     return {
-        "study": study.study_name,
+        "study": studies.name,
         "task": info["task"],
         "target": info["target"],
         "method": info["method"],
         "task_options": info["settings"].get("task_options", {}),
         "steps": info["settings"]["steps"],
-        "role": role,
-        "trial": trial.number,
-        "score": trial.value,
-        "params": dict(trial.params),
-        "config": trial.user_attrs["config"],
-        "metrics": trial.user_attrs.get("metrics", {}),
-        "samples": trial.user_attrs.get("samples"),
+        "role": found.role,
+        "trial": found.number,
+        "score": found.value,
+        "params": dict(found.params),
+        "config": found.config,
+        "metrics": found.metrics or {},
+        "samples": found.samples,
     }
 
 

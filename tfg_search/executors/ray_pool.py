@@ -275,6 +275,7 @@ class RayExecutor(Executor):
                         spec.device or self.device or "unknown",
                         node,
                         attempts=attempt,
+                        failure="environment",
                     )
                 except ray.exceptions.RayError as err:  # e.g. a spec or result that cannot be pickled
                     idle.append(worker)
@@ -286,6 +287,7 @@ class RayExecutor(Executor):
                         spec.device or self.device or "unknown",
                         worker.node or "unknown",
                         attempts=attempt,
+                        failure="environment",
                     )
                 else:
                     idle.append(worker)

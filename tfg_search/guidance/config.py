@@ -208,3 +208,25 @@ def method_config(method: str, strength: float | None = None, **overrides: Any) 
         if key == "ugd":
             changes.pop("mu", None)
     return TFGConfig.preset(key, strength, **changes)
+
+
+def search_point(config: TFGConfig) -> dict[str, float | str]:
+    """The point of the TFG search space a configuration is: its strengths and schedules, with
+    ``mu`` counted as 0 when ``n_iter`` is 0 (no mean-guidance step is taken).
+
+    n_recur, n_iter, n_mc and eta are fixed during a search, so a preset whose own values differ
+    (FreeDoM's n_recur 2, LGD's n_mc 4) maps to the same strengths at the search's fixed cost.
+
+    Example:
+        >>> point = search_point(TFGConfig.preset("dps", 0.5))
+        >>> point["rho"], point["mu"], point["rho_schedule"]
+        (0.5, 0.0, 'constant')
+    """
+    return {
+        "rho": config.rho,
+        "mu": config.mu if config.n_iter > 0 else 0.0,
+        "gamma": config.gamma,
+        "rho_schedule": config.rho_schedule,
+        "mu_schedule": config.mu_schedule,
+        "gamma_schedule": config.gamma_schedule,
+    }

@@ -1,0 +1,284 @@
+"""A search's bookkeeping: which trials exist, what each evaluates, how its result is stored.
+
+One owner for both drivers of a search: the CLI coordinator (:mod:`tfg_search.search`, which runs
+rounds through an executor) and the Ray Tune searcher (:mod:`tfg_search.tune`, which hands Tune one
+configuration at a time). Neither writes a trial attribute itself: they ask :class:`SearchBook` for
+trials (:meth:`~SearchBook.ask_beam`, :meth:`~SearchBook.ask_final`), run the specs, and tell the
+outcomes back (:meth:`~SearchBook.tell`: one user-attr write and the tell).
+
+Example:
+    >>> book = SearchBook(studies, resolved)  # doctest: +SKIP
+    >>> pending = book.ask_beam()  # doctest: +SKIP
+    >>> book.tell(pending, run_trial(pending.spec))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from searchers import TFGBeamSampler
+from searchers.beam import BeamPlan
+from tfg_search.guidance.config import STRUCTURES
+from tfg_search.objective import score
+from tfg_search.settings import ResolvedSettings
+from tfg_search.storage import SearchStudies
+from tfg_search.trials import (
+    BEAM,
+    FAILURE_ENVIRONMENT,
+    FAILURE_INTERRUPTED,
+    FAILURE_TRIAL,
+    FINAL,
+    TrialRecord,
+    final_marker,
+    outcome_record,
+    ranked,
+    read,
+)
+from tfg_search.worker import TrialOutcome, TrialSpec
+
+
+@dataclass
+class Pending:
+    """A trial handed out and not yet told."""
+
+    trial: optuna.Trial
+    role: str
+    round: int | None
+    params: dict[str, Any]
+    spec: TrialSpec
+    source_trial: int | None = None
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+@dataclass
+class Counts:
+    """Trials of a search by what became of them."""
+
+    beam: int = 0
+    final: int = 0
+    failed: int = 0
+    """Configurations that failed (e.g. non-finite samples): final."""
+    interrupted: int = 0
+    """Stopped with their launcher (retried on resume, so they are not in ``failed``)."""
+    environment: int = 0
+    """Failed for the machine's reason (device, memory, a dead worker; retried on resume)."""
+    reasons: list[str] = field(default_factory=list)
+    """The distinct errors of the environment failures."""
+
+
+def suggest(trial: optuna.Trial, resolved: ResolvedSettings) -> dict[str, Any]:
+    """Suggest one candidate's parameters (the beam sampler or an enqueued re-run fixes them)."""
+    params: dict[str, Any] = {}
+    scheduled = set(resolved.schedule_params())
+    for name, lattice in resolved.lattices().items():
+        params[name] = trial.suggest_float(name, lattice.low, lattice.cap, log=not lattice.zero)
+        if name in scheduled:
+            params[f"{name}_schedule"] = trial.suggest_categorical(f"{name}_schedule", list(STRUCTURES))
+    return params
+
+
+class SearchBook:
+    """The trials of one search (its :class:`~tfg_search.storage.SearchStudies`).
+
+    Args:
+        studies: the search's studies; the search study's sampler is its
+            :class:`searchers.TFGBeamSampler`.
+        resolved: the search's settings.
+        device: the device every spec names (None: the worker's default).
+    """
+
+    def __init__(self, studies: SearchStudies, resolved: ResolvedSettings, device: str | None = None) -> None:
+        self.studies = studies
+        self.resolved = resolved
+        self.device = device
+        sampler = studies.search.sampler
+        if not isinstance(sampler, TFGBeamSampler):
+            raise TypeError("the search study must be sampled by a searchers.TFGBeamSampler")
+        self.sampler: TFGBeamSampler = sampler
+
+    # -- reading ------------------------------------------------------------------------------
+    def records(self) -> list[TrialRecord]:
+        """Every trial of the search (beam, then finals)."""
+        return self.studies.records()
+
+    def plan(self) -> BeamPlan:
+        """Where the beam stands (recomputed from storage)."""
+        return self.sampler.plan(self.studies.search)
+
+    def counts(self) -> Counts:
+        """The trials by outcome (a resumed study counts what earlier runs left too)."""
+        counts = Counts()
+        for r in self.records():
+            if r.state.is_finished() and r.role == BEAM:
+                counts.beam += 1
+            if r.state.is_finished() and r.role == FINAL:
+                counts.final += 1
+            if r.state != TrialState.FAIL:
+                continue
+            if r.failure == FAILURE_INTERRUPTED:
+                counts.interrupted += 1
+            elif r.failure == FAILURE_ENVIRONMENT:
+                counts.environment += 1
+                if r.error and r.error not in counts.reasons:
+                    counts.reasons.append(r.error)
+            else:
+                counts.failed += 1
+        return counts
+
+    # -- handing out ---------------------------------------------------------------------------
+    def _spec(self, trial: optuna.Trial, params: dict[str, Any], role: str) -> TrialSpec:
+        r = self.resolved
+        final = role == FINAL
+        return TrialSpec(
+            trial.number,
+            r.task,
+            r.target,
+            r.config(params),
+            r.final_samples if final else r.samples,
+            r.seed + 1 if final else r.seed,
+            r.steps,
+            self.device,
+            task_options=dict(r.task_options) or None,
+        )
+
+    def ask_beam(self) -> Pending | None:
+        """The next beam candidate of the current round, or None (surplus: nothing to hand out)."""
+        study = self.studies.search
+        trial = study.ask()
+        try:
+            params = suggest(trial, self.resolved)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return None
+        return Pending(trial, BEAM, self.sampler.trial_round(trial), params, self._spec(trial, params, BEAM))
+
+    def final_sources(self) -> list[TrialRecord]:
+        """The top ``final_top`` beam configurations that have no final re-run yet.
+
+        A re-run that failed for the configuration's own reason counts as done; one that was
+        interrupted or failed for the environment is due again.
+        """
+        records = self.records()
+        top = ranked(records, BEAM)[: self.resolved.final_top]
+        done = {
+            r.source_trial
+            for r in records
+            if r.role == FINAL
+            and (r.state == TrialState.COMPLETE or (r.state == TrialState.FAIL and not r.retry_on_resume))
+        }
+        return [r for r in top if r.number not in done]
+
+    def ask_final(self, source: TrialRecord) -> Pending:
+        """A final re-run of ``source`` (a beam record) in the main study."""
+        study = self.studies.main
+        study.enqueue_trial(source.params, user_attrs=final_marker(source.number))
+        trial = study.ask()
+        params = suggest(trial, self.resolved)
+        return Pending(trial, FINAL, None, params, self._spec(trial, params, FINAL), source.number)
+
+    # -- telling -------------------------------------------------------------------------------
+    def tell(self, pending: Pending, outcome: TrialOutcome) -> float | None:
+        """Store the outcome (one user-attr write) and tell the study; returns the score or None."""
+        study = self.studies.main if pending.role == FINAL else self.studies.search
+        value = None
+        error, failure = outcome.error, outcome.failure
+        if outcome.metrics is not None:
+            value = score(outcome.metrics, self.resolved.objective)
+            if not math.isfinite(value):
+                error, failure, value = (
+                    f"non-finite score {value!r} from metrics {outcome.metrics}",
+                    FAILURE_TRIAL,
+                    None,
+                )
+        elif failure is None:
+            failure = FAILURE_TRIAL
+        attrs = outcome_record(
+            role=pending.role,
+            round=pending.round,
+            config=pending.spec.config,
+            samples=pending.spec.samples,
+            seed=pending.spec.seed,
+            steps=pending.spec.steps,
+            source_trial=pending.source_trial,
+            metrics=outcome.metrics if value is not None else None,
+            error=None if value is not None else (error or "unknown error"),
+            failure=None if value is not None else failure,
+            wall_time_s=outcome.wall_time_s,
+            device=outcome.device,
+            node=outcome.node,
+            attempts=outcome.attempts,
+        )
+        for key, body in attrs.items():
+            pending.trial.set_user_attr(key, body)
+        if value is None:
+            study.tell(pending.trial, state=TrialState.FAIL)
+        else:
+            study.tell(pending.trial, value)
+        return value
+
+    def _mark_interrupted(self, study: optuna.Study, trial: Any, role: str, reason: str) -> None:
+        """Record an unfinished trial as interrupted and give its configuration back."""
+        body = dict(read(trial, study.study_name, role).__dict__)
+        marker = outcome_record(
+            role=role,
+            round=body.get("round"),
+            config=body.get("config") or {},
+            samples=body.get("samples") or 0,
+            seed=body.get("seed") or 0,
+            steps=body.get("steps") or 0,
+            source_trial=body.get("source_trial"),
+            metrics=None,
+            error=reason,
+            failure=FAILURE_INTERRUPTED,
+            wall_time_s=0.0,
+            device=body.get("device") or "unknown",
+            node=body.get("node") or "unknown",
+            attempts=body.get("attempts") or 1,
+        )
+        for key, value in marker.items():
+            study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        if role == BEAM:
+            TFGBeamSampler.requeue(study, trial.number)
+        else:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+    def interrupt(self, pendings: Iterable[Pending], reason: str = FAILURE_INTERRUPTED) -> int:
+        """Mark this process's unfinished trials interrupted (Ctrl-C, SIGTERM); returns how many."""
+        n = 0
+        for p in pendings:
+            study = self.studies.main if p.role == FINAL else self.studies.search
+            frozen = study._storage.get_trial(p.trial._trial_id)
+            if frozen.state != TrialState.RUNNING:
+                continue
+            self._mark_interrupted(study, frozen, p.role, reason)
+            n += 1
+        return n
+
+    def recover(self) -> tuple[int, int]:
+        """On resume (holding the lease): give back what a previous run left unfinished or failed
+        for an environment reason. Returns (stale RUNNING trials marked interrupted, failures due
+        again)."""
+        stale = retried = 0
+        pairs = [(self.studies.search, BEAM)]
+        if not self.studies.legacy:
+            pairs.append((self.studies.main, FINAL))
+        for study, default_role in pairs:
+            for t in study.get_trials(deepcopy=False):
+                rec = read(t, study.study_name, default_role)
+                role = rec.role or default_role
+                if t.state == TrialState.RUNNING:
+                    self._mark_interrupted(study, t, role, FAILURE_INTERRUPTED)
+                    stale += 1
+                elif rec.retry_on_resume and role == BEAM and not self.sampler.is_requeued(study, t):
+                    TFGBeamSampler.requeue(study, t.number)
+                    retried += 1
+        return stale, retried

@@ -1,0 +1,67 @@
+"""Warm start of a TFG search from the methods it contains (``tfg-search search --seed-presets``).
+
+Each earlier method (DPS, LGD, FreeDoM, MPGD, UGD) is a point of TFG's space
+(:func:`tfg_search.guidance.config.search_point`). Its strength is its own searched best when the
+storage holds a search of that method for the same task, target and steps (the best of them when
+several do), else the middle value of the task's single-strength lattice. The points join round 0
+of the beam, so that the search starts from the best known of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from tfg_search.guidance.config import METHODS, TFGConfig, search_point
+from tfg_search.settings import ResolvedSettings
+from tfg_search.storage import load_search
+from tfg_search.trials import STUDY_ATTR
+
+PRESET_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "tfg")
+
+
+def default_strength(task: Any) -> float:
+    """The middle value of the task's single-strength lattice."""
+    lattice = task.default_strength_space
+    return lattice.value(lattice.size // 2)
+
+
+def searched_strength(
+    storage: optuna.storages.BaseStorage, resolved: ResolvedSettings, method: str
+) -> tuple[float, str] | None:
+    """(strength, study name) of the best search of ``method`` on the same task, target and steps."""
+    found: tuple[float, float, str] | None = None
+    for s in storage.get_all_studies():
+        info = s.user_attrs.get(STUDY_ATTR)
+        if not isinstance(info, dict) or info.get("role") == "search" or "settings" not in info:
+            continue
+        settings = info["settings"]
+        if (info.get("task"), info.get("target"), info.get("method")) != (
+            resolved.task,
+            resolved.target,
+            method,
+        ):
+            continue
+        if settings.get("steps") != resolved.steps:
+            continue
+        try:
+            best = load_search(storage, s.study_name).best()
+        except Exception:  # an empty or unreadable study gives no strength
+            continue
+        if "strength" in best.params and (found is None or float(best.value or 0) > found[0]):
+            found = (float(best.value or 0), float(best.params["strength"]), s.study_name)
+    return None if found is None else (found[1], found[2])
+
+
+def preset_seeds(
+    storage: optuna.storages.BaseStorage, resolved: ResolvedSettings, task: Any
+) -> list[dict[str, Any]]:
+    """The earlier methods' points for round 0: ``{"method", "strength", "source", "params"}`` each."""
+    seeds = []
+    for method in PRESET_METHODS:
+        known = searched_strength(storage, resolved, method)
+        strength, source = known if known is not None else (default_strength(task), "default")
+        point = search_point(TFGConfig.preset(method, strength))
+        seeds.append({"method": method, "strength": strength, "source": source, "params": point})
+    return seeds
