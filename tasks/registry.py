@@ -7,17 +7,26 @@ A third-party package registers a task class (or any factory ``(**options) -> Ta
 
 The bundled tasks are registered the same way in tfg-search's pyproject.toml; :data:`BUILTIN_TASKS`
 makes them available from an uninstalled checkout too.
+
+:func:`describe` feeds ``tfg-search tasks``. For the bundled tasks it reads ``tasks/catalog.json``,
+the descriptions their classes give, written by ``python -m tasks`` (a test checks that it
+equals what the classes say), so that listing tasks loads neither torch nor any model.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from tasks.base import Task
 from tfg_search.errors import TFGSearchError
+
+if TYPE_CHECKING:
+    from tasks.base import Task
 
 GROUP = "tfg_search.tasks"
 BUILTIN_TASKS: dict[str, str] = {
@@ -84,6 +93,68 @@ def get_task(name: str, options: Mapping[str, str] | None = None) -> Task:
         task = factory(**dict(options or {}))
     except TypeError as err:
         raise TFGSearchError(f"bad options for task {name!r}: {err}") from err
+    from tasks.base import Task
+
     if not isinstance(task, Task):
         raise TFGSearchError(f"task {name!r} ({registered_specs()[name]}) did not build a tasks.base.Task")
     return task
+
+
+CATALOG = Path(__file__).resolve().with_name("catalog.json")
+"""The bundled tasks' descriptions (see the module docstring)."""
+
+
+def build_description(name: str) -> dict[str, Any]:
+    """What the task's class says of itself (builds the task; a task that needs options, like
+    ``custom``, is described from its class attributes)."""
+    try:
+        return get_task(name).describe()
+    except TFGSearchError as err:
+        try:
+            cls = task_factory(name)
+        except TFGSearchError:
+            cls = None
+        return {
+            "name": name,
+            "description": getattr(cls, "description", "") or str(err),
+            "targets": getattr(cls, "targets_hint", "(needs task options)"),
+            "metrics": list(getattr(cls, "metrics", ("validity",))),
+            "objective": list(getattr(cls, "objective", ("validity",))),
+        }
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> dict[str, Any]:
+    try:
+        return json.loads(CATALOG.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def describe(name: str) -> dict[str, Any]:
+    """A JSON-ready description of a registered task, for ``tfg-search tasks``.
+
+    Raises:
+        TFGSearchError: an unknown task.
+    """
+    specs = registered_specs()
+    if name not in specs:
+        raise TFGSearchError(f"unknown task {name!r}; available: {', '.join(task_names())}")
+    entry = _catalog().get(name)
+    if entry is not None and entry.get("spec") == specs[name]:
+        return dict(entry["description"])
+    return build_description(name)
+
+
+def catalog() -> dict[str, Any]:
+    """The catalog the bundled tasks' classes give now (what :data:`CATALOG` must hold)."""
+    return {
+        name: {"spec": spec, "description": build_description(name)} for name, spec in BUILTIN_TASKS.items()
+    }
+
+
+def write_catalog() -> Path:
+    """Rewrite :data:`CATALOG` from the bundled tasks' classes."""
+    CATALOG.write_text(json.dumps(catalog(), indent=2, sort_keys=True) + "\n")
+    _catalog.cache_clear()
+    return CATALOG

@@ -46,8 +46,10 @@ def test_search_and_reads_on_postgres(
     assert report["study"] == "pg" and "***" in report["storage"]
 
     study = optuna.load_study(study_name="pg", storage=fresh_postgres_url)  # plain optuna reads it
-    assert len(study.trials) == report["trials"]["beam"] + report["trials"]["final"]
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    search = optuna.load_study(study_name="pg:search", storage=fresh_postgres_url)
+    assert len(study.trials) == report["trials"]["final"] and len(search.trials) == report["trials"]["beam"]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials + search.trials)
+    assert study.best_trial.number == report["best"]["trial"]  # optuna's best is the service's
 
     best = cli("best", "--study", "pg", "--storage", fresh_postgres_url, "--json", cwd=tmp_path)
     assert best.returncode == 0, best.stderr[-2000:].replace(password, "<pw>")
@@ -121,5 +123,6 @@ def test_two_launchers_a_refused_one_and_a_dashboard(fresh_postgres_url: str, tm
     for name, target in (("a", "1"), ("b", "5")):
         study = optuna.load_study(study_name=name, storage=url)
         assert study.user_attrs["tfg_search"]["target"] == target
-        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        search = optuna.load_study(study_name=name + ":search", storage=url)
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials + search.trials)
         assert read_lease(study) is None  # released at the end

@@ -23,6 +23,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from tfg_search.storage import load_search
+
 pytest.importorskip("ray")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -118,13 +120,12 @@ def test_cli_search_on_a_two_node_cluster(
     cmd += ["--json", "--quiet", "--out-dir", str(tmp_path / "out")]
     run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
-    study = optuna.load_study(study_name="c", storage=tmp_storage_url)
-    trials = study.get_trials()
+    trials = load_search(tmp_storage_url, "c").records()
     assert trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    nodes = {t.user_attrs["node"] for t in trials}
+    nodes = {t.node for t in trials}
     assert all(n.startswith(socket.gethostname() + "/") for n in nodes)
     assert len(nodes) == 2  # one 1-CPU actor on each node: both nodes evaluated trials
-    assert {t.user_attrs["device"] for t in trials} == {"cpu"}
+    assert {t.device for t in trials} == {"cpu"}
 
 
 @pytest.fixture
@@ -179,6 +180,5 @@ def test_ray_job_submit_runs_a_search(
     cmd += ["--quiet", "--json", "--out-dir", str(tmp_path / "out")]
     run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "succeeded" in run.stdout + run.stderr, (run.stdout + run.stderr)[-3000:]
-    study = optuna.load_study(study_name="job", storage=f"sqlite:///{db}")
-    finals = [t for t in study.get_trials() if t.user_attrs.get("role") == "final"]
+    finals = [r for r in load_search(f"sqlite:///{db}", "job").records() if r.role == "final"]
     assert len(finals) == 1 and finals[0].state == optuna.trial.TrialState.COMPLETE

@@ -137,16 +137,18 @@ def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_stora
     trial_fn = functools.partial(dying_trial, str(tmp_path), frozenset({1}), frozenset({2}))
     with RayExecutor(num_workers=2, trial_fn=trial_fn) as pool:
         report = run_search(settings, tmp_storage_url, "faults", pool)
-    study = optuna.load_study(study_name="faults", storage=tmp_storage_url)
-    trials = {t.number: t for t in study.get_trials()}
+    from tfg_search.storage import load_search
+
+    records = load_search(tmp_storage_url, "faults").records()
+    trials = {r.number: r for r in records if r.role == "beam"}
     assert trials[1].state == optuna.trial.TrialState.COMPLETE
-    assert trials[1].user_attrs["attempts"] == 2
+    assert trials[1].attempts == 2
     assert trials[2].state == optuna.trial.TrialState.FAIL
-    assert trials[2].user_attrs["attempts"] == 2
-    assert "died" in trials[2].user_attrs["error"]
-    assert report.n_failed == 1 and report.n_final == 1
-    for t in trials.values():
-        assert t.user_attrs["node"].startswith(os.uname().nodename + "/")
-        if t.number != 2:
-            assert t.user_attrs["device"] == "cpu"
-    assert all(t.state.is_finished() for t in trials.values())
+    assert trials[2].attempts == 2
+    assert "died" in trials[2].error and trials[2].failure == "environment"  # retried on resume
+    assert report.counts.environment == 1 and report.n_final == 1
+    for r in records:
+        assert r.node.startswith(os.uname().nodename + "/")
+        if not (r.role == "beam" and r.number == 2):
+            assert r.device == "cpu"
+    assert all(r.state.is_finished() for r in records)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import optuna
 import pytest
+from optuna.trial import TrialState
 
 from tfg_search.search import run_search
 from tfg_search.settings import SearchSettings
-from tfg_search.storage import ROLE_ATTR
+from tfg_search.storage import load_search
+from tfg_search.trials import TrialRecord
 
 pytest.importorskip("ray.tune")
 
@@ -20,34 +21,27 @@ SETTINGS = SearchSettings(
 )
 
 
-def beam(study: optuna.Study) -> list[tuple[int, tuple[tuple[str, float], ...]]]:
+def beam(records: list[TrialRecord]) -> list[tuple[int, tuple[tuple[str, float], ...]]]:
     """(round, params) of every beam trial, in a canonical order."""
-    return sorted(
-        (t.user_attrs["round"], tuple(sorted(t.params.items())))
-        for t in study.get_trials()
-        if t.user_attrs.get(ROLE_ATTR) == "beam"
-    )
+    return sorted((r.round, tuple(sorted(r.params.items()))) for r in records if r.role == "beam")
 
 
 def test_tune_runs_the_same_beam_into_the_study(tmp_storage_url: str) -> None:
-    tuned = run_tune_search(SETTINGS, tmp_storage_url, "tuned", num_workers=2)
+    run_tune_search(SETTINGS, tmp_storage_url, "tuned", num_workers=2)
     run_search(SETTINGS, tmp_storage_url, "local")
-    local = optuna.load_study(study_name="local", storage=tmp_storage_url)
-
-    tuned = optuna.load_study(study_name="tuned", storage=tmp_storage_url)
+    local = load_search(tmp_storage_url, "local").records()
+    tuned = load_search(tmp_storage_url, "tuned").records()
     assert beam(tuned) == beam(local)
     assert len(beam(tuned)) >= 5 and {r for r, _ in beam(tuned)} == {0, 1}
-    for t in tuned.get_trials():
-        assert t.state == optuna.trial.TrialState.COMPLETE
-        for key in ("role", "config", "samples", "seed", "steps", "metrics", "wall_time_s", "device", "node"):
-            assert key in t.user_attrs, key
-        assert t.user_attrs["device"] == "cpu"
-    local_beam = [t for t in local.get_trials() if t.user_attrs[ROLE_ATTR] == "beam"]
-    by_params = {tuple(sorted(t.params.items())): t for t in local_beam}
-    for t in tuned.get_trials():
-        if t.user_attrs[ROLE_ATTR] == "beam":  # same config, same seed: the same score
-            assert t.value == pytest.approx(by_params[tuple(sorted(t.params.items()))].value)
-    finals = [t for t in tuned.get_trials() if t.user_attrs[ROLE_ATTR] == "final"]
-    local_finals = [t for t in local.get_trials() if t.user_attrs[ROLE_ATTR] == "final"]
-    assert [t.params for t in finals] == [t.params for t in local_finals]
-    assert finals[0].user_attrs["samples"] == SETTINGS.final_samples
+    for r in tuned:
+        assert r.state == TrialState.COMPLETE
+        assert r.config and r.samples and r.steps and r.metrics and r.wall_time_s is not None and r.node
+        assert r.device == "cpu"
+    by_params = {tuple(sorted(r.params.items())): r for r in local if r.role == "beam"}
+    for r in tuned:
+        if r.role == "beam":  # same config, same seed: the same score
+            assert r.value == pytest.approx(by_params[tuple(sorted(r.params.items()))].value)
+    finals = [r for r in tuned if r.role == "final"]
+    local_finals = [r for r in local if r.role == "final"]
+    assert [r.params for r in finals] == [r.params for r in local_finals]
+    assert finals[0].samples == SETTINGS.final_samples

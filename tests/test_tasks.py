@@ -192,3 +192,13 @@ def test_weights_of_another_format_version(tmp_path) -> None:
     clear_model_cache()
     with pytest.raises(TFGSearchError, match=r"format version 0.*tfg-search train gmm2d"):
         get_task("gmm2d", {"weights": str(tmp_path)}).diffusion("cpu")
+
+
+def test_catalog_matches_the_task_classes() -> None:
+    """``tfg-search tasks`` reads tasks/catalog.json (no torch); it must say what the classes say."""
+    import json
+
+    stored = json.loads(registry_module.CATALOG.read_text())
+    assert stored == registry_module.catalog(), "tasks/catalog.json is stale: run `python -m tasks`"
+    for name in BUNDLED:
+        assert registry_module.describe(name) == get_task(name).describe()
