@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from searchers.beam import SCHEDULES, BeamPlan, TFGBeamSampler
-from searchers.lattice import DEFAULT_SPACE, Lattice, parse_space
+# Relative imports: OptunaHub's load_local_module imports this folder under another name
+# (optunahub_registry.package.searchers), see README.md.
+from .beam import SCHEDULES, BeamPlan, TFGBeamSampler
+from .lattice import DEFAULT_SPACE, Lattice, parse_space
 
 __all__ = ["DEFAULT_SPACE", "SCHEDULES", "BeamPlan", "Lattice", "TFGBeamSampler", "parse_space"]

@@ -1,7 +1,8 @@
-"""Optuna adapter for the TFG beam doubling search (the numeric part lives in ``_beam``)."""
+"""Optuna adapter for the TFG beam doubling search (the numeric part lives in ``planner``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -22,8 +23,9 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from searchers._beam import Key, KeySpace, Outcome, Record, RoundPlan, plan_round
-from searchers.lattice import DEFAULT_SPACE, Lattice
+from . import optuna_internals as internals
+from .lattice import DEFAULT_SPACE, Lattice
+from .planner import Key, KeySpace, Outcome, Record, RoundPlan, plan_round
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -303,8 +305,8 @@ class TFGBeamSampler(BaseSampler):
         """Whether a FAIL trial's configuration was given back to the search (:meth:`requeue`)."""
         if trial.system_attrs.get(_REQUEUE):
             return True
-        attrs = study._storage.get_study_system_attrs(study._study_id)
-        return bool(attrs.get(f"{_REQUEUE}:{trial._trial_id}"))
+        attrs = internals.study_system_attrs(study)
+        return bool(attrs.get(f"{_REQUEUE}:{internals.trial_id(trial)}"))
 
     @staticmethod
     def requeue(study: Study, trial_number: int) -> None:
@@ -318,8 +320,8 @@ class TFGBeamSampler(BaseSampler):
         Raises:
             ValueError: If the trial is neither RUNNING nor FAIL.
         """
-        storage = study._storage
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_number)
+        storage = internals.storage(study)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(internals.study_id(study), trial_number)
         state = storage.get_trial(trial_id).state
         if state not in (TrialState.RUNNING, TrialState.FAIL):
             raise ValueError(
@@ -329,7 +331,7 @@ class TFGBeamSampler(BaseSampler):
             storage.set_trial_system_attr(trial_id, _REQUEUE, True)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
         else:  # a finished trial's attributes are read-only: mark it in the study instead
-            storage.set_study_system_attr(study._study_id, f"{_REQUEUE}:{trial_id}", True)
+            internals.set_study_system_attr(study, f"{_REQUEUE}:{trial_id}", True)
 
     # ---------------------------------------------------------------- BaseSampler interface
 
@@ -351,8 +353,8 @@ class TFGBeamSampler(BaseSampler):
         _check_single_objective(study)
         if trial.system_attrs.get(_KEY) is not None or "fixed_params" in trial.system_attrs:
             return  # a retry that already carries its key, or an enqueued trial (not ours)
-        storage = study._storage
-        trial_id = trial._trial_id
+        storage = internals.storage(study)
+        trial_id = internals.trial_id(trial)
         deadline = None
         if self._barrier_timeout is not None:
             deadline = time.monotonic() + self._barrier_timeout
@@ -417,7 +419,7 @@ class TFGBeamSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         """Stop the study when this trial completes the search (no trial beyond the search)."""
-        if study._is_multi_objective():
+        if len(study.directions) > 1:
             return
         trials = [
             _finished(t, state, values) if t.number == trial.number else t for t in self._all_trials(study)
@@ -429,7 +431,7 @@ class TFGBeamSampler(BaseSampler):
 
     def _all_trials(self, study: Study) -> list[FrozenTrial]:
         # Read the storage directly, not study.get_trials (see GridSampler: pruners may filter).
-        return study._storage.get_all_trials(study._study_id, deepcopy=False)
+        return internals.all_trials(study)
 
     def _records(self, study: Study, trials: Sequence[FrozenTrial]) -> list[Record]:
         """The beam trials as planner records (requeued and retried failures left out)."""
@@ -440,7 +442,7 @@ class TFGBeamSampler(BaseSampler):
         ]
         requeued = {
             int(name[len(_REQUEUE) + 1 :])
-            for name in study._storage.get_study_system_attrs(study._study_id)
+            for name in internals.study_system_attrs(study)
             if name.startswith(_REQUEUE + ":")
         }
         retried = set()
@@ -452,7 +454,7 @@ class TFGBeamSampler(BaseSampler):
             if not self._keyspace.is_valid(key):
                 continue
             if t.state == TrialState.FAIL and (
-                t.system_attrs.get(_REQUEUE) or t._trial_id in requeued or t.number in retried
+                t.system_attrs.get(_REQUEUE) or internals.trial_id(t) in requeued or t.number in retried
             ):
                 continue
             if t.state in _LIVE:
@@ -519,7 +521,7 @@ def _fit(name: str, value: float | str, distribution: BaseDistribution) -> Any:
         )
     if isinstance(distribution, CategoricalDistribution):
         return value
-    if not distribution._contains(distribution.to_internal_repr(value)):
+    if not internals.contains(distribution, value):
         raise ValueError(
             f"TFGBeamSampler assigned {name}={value!r}, which {distribution} does not contain: "
             "suggest it with suggest_float over bounds that cover the lattice (no step)."
@@ -541,18 +543,18 @@ def _finished(trial: FrozenTrial, state: TrialState, values: Sequence[float] | N
         user_attrs=trial.user_attrs,
         system_attrs=trial.system_attrs,
         intermediate_values=trial.intermediate_values,
-        trial_id=trial._trial_id,
+        trial_id=internals.trial_id(trial),
     )
 
 
 def _system_attrs(trial: FrozenTrial | optuna.Trial) -> Mapping[str, Any]:
     if isinstance(trial, FrozenTrial):
         return trial.system_attrs
-    return trial.storage.get_trial_system_attrs(trial._trial_id)
+    return trial.storage.get_trial_system_attrs(internals.trial_id(trial))
 
 
 def _check_single_objective(study: Study) -> None:
-    if study._is_multi_objective():
+    if len(study.directions) > 1:
         raise ValueError(
             "TFGBeamSampler ranks by a single objective value; create the study with one "
             "direction (combine several metrics into one score)."
@@ -560,14 +562,14 @@ def _check_single_objective(study: Study) -> None:
 
 
 def _stop(study: Study) -> None:
-    # Study.stop raises outside optimize(); ask-and-tell users poll is_exhausted() instead.
-    if getattr(study._thread_local, "in_optimize_loop", False):
+    # Study.stop raises RuntimeError outside optimize(); ask-and-tell users poll is_exhausted().
+    with contextlib.suppress(RuntimeError):
         study.stop()
 
 
 def _record_heartbeat(study: Study, trial_id: int) -> None:
     # A trial waiting at the barrier is RUNNING: keep it from being failed as stale.
-    storage = study._storage
+    storage = internals.storage(study)
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
     if interval is not None:
         storage.record_heartbeat(trial_id)

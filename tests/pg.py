@@ -78,6 +78,12 @@ def find_bindir() -> Path | None:
     return next((c for c in candidates if _has_programs(c)), None)
 
 
+def find_runuser() -> Path | None:
+    """``runuser`` on PATH, else in /usr/sbin or /sbin (CI's PATH may lack them)."""
+    found = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    return Path(found) if found else None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,7 +153,7 @@ class PostgresServer:
                     "running as root, and PostgreSQL refuses root; no `postgres` user exists to run it as "
                     "(Debian's postgresql package creates it)."
                 ) from None
-            if shutil.which("runuser") is None:
+            if find_runuser() is None:
                 raise PostgresUnavailable("running as root but `runuser` (util-linux) is missing.")
         _reap_stale(bindir, as_postgres)
         # Directly under the system temp folder (world-traversable), not under pytest's 0700 tmp tree,
@@ -222,7 +228,7 @@ class PostgresServer:
     def _run(self, program: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bindir / program), *args]
         if self._as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            cmd = [str(find_runuser()), "-u", "postgres", "--", *cmd]
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         env.pop("PGPASSWORD", None)
         result = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)

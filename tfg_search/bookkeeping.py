@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from searchers import TFGBeamSampler
+from searchers import TFGBeamSampler, optuna_internals
 from searchers.beam import BeamPlan
 from tfg_search.guidance.config import STRUCTURES
 from tfg_search.objective import score
@@ -244,19 +244,21 @@ class SearchBook:
             node=body.get("node") or "unknown",
             attempts=body.get("attempts") or 1,
         )
+        # The trial may be frozen (recover() reads it back): write through the storage.
+        storage, trial_id = optuna_internals.storage(study), optuna_internals.trial_id(trial)
         for key, value in marker.items():
-            study._storage.set_trial_user_attr(trial._trial_id, key, value)
+            storage.set_trial_user_attr(trial_id, key, value)
         if role == BEAM:
             TFGBeamSampler.requeue(study, trial.number)
         else:
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
     def interrupt(self, pendings: Iterable[Pending], reason: str = FAILURE_INTERRUPTED) -> int:
         """Mark this process's unfinished trials interrupted (Ctrl-C, SIGTERM); returns how many."""
         n = 0
         for p in pendings:
             study = self.studies.main if p.role == FINAL else self.studies.search
-            frozen = study._storage.get_trial(p.trial._trial_id)
+            frozen = optuna_internals.storage(study).get_trial(optuna_internals.trial_id(p.trial))
             if frozen.state != TrialState.RUNNING:
                 continue
             self._mark_interrupted(study, frozen, p.role, reason)

@@ -23,6 +23,7 @@ from typing import Any
 
 import optuna
 
+from searchers import optuna_internals
 from tfg_search.errors import TFGSearchError
 
 LEASE_ATTR = "tfg_search:lease"
@@ -67,7 +68,7 @@ class LeaseInfo:
 
 def read_lease(study: optuna.Study) -> LeaseInfo | None:
     """The lease stored in the study, if any."""
-    raw: Any = study._storage.get_study_system_attrs(study._study_id).get(LEASE_ATTR)
+    raw: Any = optuna_internals.study_system_attrs(study).get(LEASE_ATTR)
     if not isinstance(raw, dict) or not raw.get("holder"):
         return None
     return LeaseInfo(raw["holder"], raw["host"], int(raw["pid"]), raw["since"], float(raw["heartbeat"]))
@@ -97,7 +98,7 @@ class StudyLease:
 
     def _write(self, info: LeaseInfo | None) -> None:
         value = None if info is None else dict(info.__dict__)
-        self.study._storage.set_study_system_attr(self.study._study_id, LEASE_ATTR, value)
+        optuna_internals.set_study_system_attr(self.study, LEASE_ATTR, value)
 
     def acquire(self) -> StudyLease:
         """Take the lease, or raise TFGSearchError naming the live holder."""
