@@ -83,7 +83,8 @@ def class_images(y: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=10)
-def _fd_scale(y: int) -> float:
+def fd_scale(y: int) -> float:
+    """The Frechet distance of a perfect unconditional sampler (all real images) to class ``y``."""
     x, _ = digits_tensors()
     return frechet_distance(x, class_images(y))
 
@@ -183,7 +184,7 @@ class DigitsTask(Task):
             "target_prob": float(probs[:, y].mean()),
             "guide_accuracy": float((guide_pred == y).double().mean()),
             "fd": fd,
-            "fidelity": exp_fidelity(fd, _fd_scale(y)),
+            "fidelity": exp_fidelity(fd, fd_scale(y)),
             "diversity": feature_spread(x) / _spread_real(y),
         }
 

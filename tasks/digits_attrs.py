@@ -33,9 +33,9 @@ from tasks.base import LogF, Task, exp_fidelity
 from tasks.digits import (
     DIGITS_SPACE,
     DigitsModels,
-    _fd_scale,
     check_images,
     class_images,
+    fd_scale,
     frechet_distance,
 )
 from tasks.digits_data import THICKNESS_NAMES, digits_tensors, thickness_label
@@ -121,5 +121,5 @@ class DigitsAttrsTask(Task):
             "class_validity": float(cls_ok.double().mean()),
             "thickness_validity": float(thick_ok.double().mean()),
             "fd": fd,
-            "fidelity": exp_fidelity(fd, _fd_scale(digit)),
+            "fidelity": exp_fidelity(fd, fd_scale(digit)),
         }

@@ -238,14 +238,7 @@ def _private_imports(package: str) -> list[str]:
     [
         "searchers",
         "tfg_search",
-        pytest.param(
-            "tasks",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="tasks/digits_attrs.py imports tasks.digits._fd_scale (tasks/ is not the "
-                "searchers' owners' to change); drop this mark once it is public",
-            ),
-        ),
+        "tasks",
     ],
 )
 def test_no_library_module_imports_private_names(package: str) -> None:
