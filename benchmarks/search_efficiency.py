@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--grid-top", type=int, default=6)
     p.add_argument("--full-grid", action="store_true", help="evaluate the whole grid at every seed first")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the evaluation cache")
     p.add_argument("--quick", action="store_true", help="gmm2d, one target, one seed")
     args = p.parse_args(argv)
     if args.quick:
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     results: dict[str, Any] = {}
     for task_name in tasks:
-        ev = ChunkEvaluator(task_name, steps=TASKS[task_name]["steps"])
+        ev = ChunkEvaluator(task_name, steps=TASKS[task_name]["steps"], cache=not args.no_cache)
         results[task_name] = {tg: run_target(ev, task_name, tg, args) for tg in targets[task_name]}
     summary, pairs = summarize(results, args.methods)
     rows = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Relative imports: OptunaHub's load_local_module imports this folder under another name
 # (optunahub_registry.package.searchers), see README.md.
-from .beam import SCHEDULES, BeamPlan, TFGBeamSampler
+from .beam import MODES, SCHEDULES, BeamPlan, TFGBeamSampler
 from .lattice import DEFAULT_SPACE, Lattice, parse_space
 
-__all__ = ["DEFAULT_SPACE", "SCHEDULES", "BeamPlan", "Lattice", "TFGBeamSampler", "parse_space"]
+__all__ = ["DEFAULT_SPACE", "MODES", "SCHEDULES", "BeamPlan", "Lattice", "TFGBeamSampler", "parse_space"]

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEDULES", "BeamPlan", "TFGBeamSampler"]
 
+#: Beam modes: "reference" (tfg-algorithm.md section 5: neighbours step up) and "refined" (a
+#: neighbour may also step one exponent down; docs/searchers.md has the measurements).
+MODES: tuple[str, ...] = ("reference", "refined")
 #: Schedule structures, in the order used for structure indices in keys and for neighbours.
 SCHEDULES: tuple[str, ...] = ("increase", "decrease", "constant")
 #: Reference default structures (tfg-algorithm.md, section 3); other parameters start "constant".
@@ -161,6 +164,10 @@ class TFGBeamSampler(BaseSampler):
             (log scale; 0 goes to 0 where the lattice has it, else to its lowest value; a missing
             parameter counts as 0). E.g. the earlier methods' configurations, so that the beam
             starts from the best of them (``tfg-search search --seed-presets``).
+        mode: ``"reference"`` (the paper's neighbourhood: one exponent up, or a structure switch;
+            and down to 0 from the lowest value where 0 is on the lattice) or ``"refined"`` (also
+            one exponent down anywhere, so that a beam started from a warm-start seed can move
+            both ways). The reference mode replays studies made by earlier versions exactly.
         poll_interval: Seconds between storage polls while waiting at the round barrier.
         barrier_timeout: Seconds a trial may wait at the barrier before it gives up: it is
             pruned unevaluated (reason ``"barrier-timeout"``) and the study stops (e.g. when a
@@ -179,6 +186,7 @@ class TFGBeamSampler(BaseSampler):
         search_schedules: bool | Sequence[str] = False,
         start_schedules: Mapping[str, str] | None = None,
         seed_configs: Sequence[Mapping[str, float | str]] | None = None,
+        mode: str = "reference",
         poll_interval: float = 0.1,
         barrier_timeout: float | None = None,
         seed: int | None = None,
@@ -189,6 +197,8 @@ class TFGBeamSampler(BaseSampler):
         for name, lattice in space.items():
             if not isinstance(lattice, Lattice):
                 raise TypeError(f"Search space entry {name!r} must be a searchers.Lattice, got {lattice!r}.")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}.")
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
@@ -211,6 +221,7 @@ class TFGBeamSampler(BaseSampler):
             unknown_schedules = set(structured) - set(space)
             if unknown_schedules:
                 raise ValueError(f"search_schedules names parameters outside the space: {unknown_schedules}.")
+        self._mode = mode
         self._space = space
         self._names = list(space)
         self._top_k = top_k
@@ -227,6 +238,7 @@ class TFGBeamSampler(BaseSampler):
             else (),
             lows=tuple(space[name].lowest_exponent for name in self._names),
             structured=tuple(name in self._structured for name in self._names),
+            steps_down=mode == "refined",
         )
         self._seeds = tuple(self._seed_key(dict(config)) for config in seed_configs or ())
         fingerprint: dict[str, Any] = {
@@ -242,6 +254,8 @@ class TFGBeamSampler(BaseSampler):
             )
         if self._seeds:
             fingerprint["seeds"] = [list(key) for key in self._seeds]
+        if mode != "reference":
+            fingerprint["mode"] = mode
         self._fingerprint = json.dumps(fingerprint)
         self._fallback = RandomSampler(seed=seed)
         self._backoff = random.Random()
@@ -264,6 +278,11 @@ class TFGBeamSampler(BaseSampler):
     def space(self) -> dict[str, Lattice]:
         """The searched lattices, in parameter order."""
         return dict(self._space)
+
+    @property
+    def mode(self) -> str:
+        """The beam mode (:data:`MODES`)."""
+        return self._mode
 
     @property
     def schedule_params(self) -> tuple[str, ...]:

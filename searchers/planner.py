@@ -73,6 +73,9 @@ class KeySpace:
             (default: 0 for every parameter, the reference lattices).
         structured: Which parameters have a structure in the key (default: all of them when
             ``n_structures > 0``); the key holds one structure index per structured parameter.
+        steps_down: Whether a neighbour may also lower an exponent by one anywhere (the
+            "refined" neighbourhood); the reference only steps up (and down to 0 from the lowest
+            positive value, where 0 is a value).
     """
 
     sizes: tuple[int, ...]
@@ -80,6 +83,7 @@ class KeySpace:
     start_structures: tuple[int, ...] = ()
     lows: tuple[int, ...] = ()
     structured: tuple[bool, ...] = ()
+    steps_down: bool = False
 
     def __post_init__(self) -> None:
         if not self.sizes or min(self.sizes) < 1:
@@ -122,16 +126,17 @@ class KeySpace:
 
         For each parameter: its exponent + 1 (when still on the lattice; from 0 "off" this is the
         step back up to the lowest positive value), then, where 0 is a value and the exponent is
-        0, the step down to 0 (exponent -1), then, when structures are searched, the same point
-        with that parameter's structure switched to each other structure (in structure order).
+        0, the step down to 0 (exponent -1) (with ``steps_down``: the exponent - 1 whenever it is
+        on the lattice), then, when structures are searched, the same point with that parameter's
+        structure switched to each other structure (in structure order).
         """
         n = len(self.sizes)
         result: list[Key] = []
         for i, size in enumerate(self.sizes):
             if key[i] + 1 < size:
                 result.append((*key[:i], key[i] + 1, *key[i + 1 :]))
-            if self.lows[i] == -1 and key[i] == 0:
-                result.append((*key[:i], -1, *key[i + 1 :]))
+            if (self.steps_down or key[i] == 0) and key[i] - 1 >= self.lows[i]:
+                result.append((*key[:i], key[i] - 1, *key[i + 1 :]))
             if self.structured[i]:
                 j = n + self.structure_slots.index(i)
                 for s in range(self.n_structures):

@@ -114,13 +114,16 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path, seed: int, steps: int) -> dict[str, Any] | None:
+    """The checkpoint to continue from: same seed, and as many steps or fewer (a longer run
+    continues a shorter one; its cosine learning rate is then that of the longer schedule)."""
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("seed") != seed or state.get("steps") != steps:
+    if state.get("seed") != seed or int(state.get("step", 0)) > steps:
         raise TFGSearchError(
-            f"checkpoint {path} was made with seed {state.get('seed')} and {state.get('steps')} steps, "
-            f"not seed {seed} and {steps} steps; rerun with those, or delete the checkpoint to start over"
+            f"checkpoint {path} was made with seed {state.get('seed')} and is at step {state.get('step')}; "
+            f"rerun with --seed {state.get('seed')} and --steps >= {state.get('step')}, or delete the "
+            "checkpoint to start over"
         )
     return state
 
@@ -146,6 +149,9 @@ def train_shapes_unet(
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         start, wall = int(state["step"]), float(state["train_wall_s"])
+        history = list(state.get("history", [])) + [{"at_step": start, "planned_steps": int(state["steps"])}]
+    else:
+        history = []
     sched = make_scheduler()
     abar = sched.alphas_cumprod.float()
     model.train()
@@ -172,6 +178,7 @@ def train_shapes_unet(
                     "seed": seed,
                     "steps": steps,
                     "step": step + 1,
+                    "history": history,
                     "train_wall_s": wall + time.perf_counter() - t0,
                     "model": model.state_dict(),
                     "ema": ema.state_dict(),
@@ -179,6 +186,7 @@ def train_shapes_unet(
                 },
             )
     ema.train_wall_s = wall + time.perf_counter() - t0  # type: ignore[attr-defined]
+    ema.history = history  # type: ignore[attr-defined]
     return ema.eval()
 
 
@@ -219,6 +227,7 @@ def train_shapes(
         "unet_config": {k: list(v) if isinstance(v, tuple) else v for k, v in SHAPES_UNET_CONFIG.items()},
         "scheduler_config": SCHEDULER_CONFIG,
         "train_wall_s": round(float(getattr(unet, "train_wall_s", 0.0)), 1),
+        "resumed": getattr(unet, "history", []),
         "guides": {k: v.get("fresh_image_accuracy") for k, v in guides.items()},
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

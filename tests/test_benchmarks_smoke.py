@@ -52,53 +52,39 @@ def quality(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def test_search_efficiency_quick(efficiency: dict[str, Any]) -> None:
     data = efficiency
     assert data["benchmark"] == "search_efficiency"
-    assert {"machine", "settings", "summary", "results", "wall_s"} <= set(data)
+    assert {"machine", "settings", "summary", "paired", "results", "wall_s"} <= set(data)
     assert data["machine"]["cpu_count"] >= 1
-    methods = {row["method"] for row in data["summary"]}
-    assert methods == {
-        "beam-crn",
-        "beam-independent",
-        "beam-half",
-        "beam-mf-0",
-        "beam-mf-0.02",
-        "tpe",
-        "random",
-    }
-    for row in data["summary"]:
-        assert row["task"] == "gmm2d"
-        assert 0 < row["fraction_mean"] <= 1.05
-        assert 0 < row["fraction_min"] <= row["fraction_mean"] + 1e-12
-        assert row["samples_mean"] > 0
-        assert 0 < row["evaluations_share_of_grid"] <= 1
+    summary = data["summary"]["gmm2d"]
+    assert set(summary) == {"beam-reference", "beam-zero", "beam-refined", "tpe", "random", "gp"}
+    for row in summary.values():
+        assert 0 < row["mean_fraction"] <= 1.1 and row["min_fraction"] <= row["mean_fraction"] + 1e-12
+        assert row["evaluations"] >= 1
     per_target = data["results"]["gmm2d"]["3"]
-    grid = per_target["grid"]
-    assert grid["evaluations"] == 5 * 5 * 3  # the quick lattice
-    assert 0 < grid["best"]["final_score"] <= 1
-    crn = {r["seed"]: r for r in per_target["runs"] if r["method"] == "beam-crn"}
-    for run in per_target["runs"]:
-        assert 0 < run["fraction_of_grid_best"] <= 1.05
-        assert run["samples"] > 0 and run["evaluations"] > 0
-        if run["method"] in ("tpe", "random"):  # equal budget
-            assert run["evaluations"] == crn[run["seed"]]["evaluations"]
-        if run["method"].startswith("beam-mf"):  # never more samples than the full-fidelity beam
-            assert run["samples"] <= crn[run["seed"]]["samples"]
+    assert per_target["grid"]["size"] == 6 * 6 * 4  # the quick grid: rho, mu with 0 and 5 values, gamma 4
+    by_method = {r["method"]: r for r in per_target["runs"]}
+    for kind in ("tpe", "random", "gp"):  # equal budget: the refined beam's distinct evaluations
+        assert by_method[kind]["evaluations"] == by_method["beam-refined"]["evaluations"]
+    assert by_method["beam-reference"]["chosen"]["mu"] > 0  # the reference lattices have no 0
+    assert set(data["paired"]["gmm2d"]) == {
+        f"beam-refined - {m}" for m in ("beam-reference", "beam-zero", "tpe", "random", "gp")
+    }
 
 
 def test_guidance_quality_quick(quality: dict[str, Any]) -> None:
     data = quality
     assert data["benchmark"] == "guidance_quality"
-    assert {"machine", "settings", "summary", "results", "recurrence"} <= set(data)
-    methods = {row["method"] for row in data["summary"]}
-    assert methods == {"tfg", "dps", "lgd", "freedom", "mpgd", "ugd"}
-    for row in data["summary"]:
-        assert 0 <= row["validity"] <= 1
-        assert 0 < row["fidelity"] <= 1
-        assert row["evaluations"] >= 1
-    rec = data["results"]["gmm2d"]
-    assert math.isfinite(rec["tfg_relative_improvement_mean"])
-    target = rec["targets"]["3"]
-    assert target["best_baseline"] in {"dps", "lgd", "freedom", "mpgd", "ugd"}
-    assert target["methods"]["dps"]["config"]["n_iter"] == 0  # a real DPS point, not TFG
-    recur = data["recurrence"]["targets"]["3"]
-    assert set(recur) == {"1", "2"}
-    assert all(0 <= r["metrics"]["validity"] <= 1 for r in recur.values())
+    assert {"machine", "settings", "summary", "results"} <= set(data)
+    summary = data["summary"]["gmm2d"]
+    assert summary["targets"] == 1 and 0 <= summary["tfg_wins_or_ties"] <= 1
+    assert math.isfinite(summary["mean_gain_pct"]) and summary["comparisons"] == 2
+    per_class = data["results"]["gmm2d"]["3"]
+    assert set(per_class) == {"n_recur 1", "n_recur 2"}
+    one, two = per_class["n_recur 1"], per_class["n_recur 2"]
+    assert set(one["methods"]) == {"dps", "mpgd", "lgd"} and set(two["methods"]) == {"freedom", "ugd"}
+    # equal compute: TFG's passes per step equal DPS's (n_recur 1) and UGD's (n_recur 2)
+    assert one["tfg"]["passes_per_step"]["unet"] == one["methods"]["dps"]["passes_per_step"]["unet"] == 1
+    assert two["tfg"]["passes_per_step"]["unet"] == two["methods"]["ugd"]["passes_per_step"]["unet"] == 2
+    for rec in (one, two):
+        assert rec["best_method"] in rec["methods"] and len(rec["tfg_scores"]) == 3
+        d = rec["difference"]
+        assert d["low"] <= d["mean"] <= d["high"] and rec["tfg_wins_or_ties"] == (d["high"] >= 0)

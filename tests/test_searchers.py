@@ -425,3 +425,99 @@ def test_dispatch_whole_rounds_by_plan() -> None:
         rounds.append(plan.round)
     assert rounds == list(range(len(rounds)))
     assert same_configs([t.params for t in study.trials], reference_search(DEFAULT, 2, 6, plateau))
+
+
+# ----------------------------------------------------------------------------- 0, warm start, refined
+
+
+def test_a_lattice_may_include_zero() -> None:
+    mu = Lattice.parse("0,0.02:2:0.64")
+    assert mu.values() == (0.0, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
+    assert mu.exponents() == (-1, 0, 1, 2, 3, 4, 5) and mu.value(-1) == 0.0 and mu.size == 6
+    assert str(mu) == "0,0.02:2:0.64" and Lattice.parse(str(mu)) == mu
+    assert (mu.low, mu.high) == (0.0, 0.64) and mu.nearest(0.0) == -1 and mu.nearest(0.05) == 1
+    assert Lattice.from_tuple(mu.as_tuple()) == mu and Lattice(0.25, 2, 8).nearest(0.0) == 0
+    space = parse_space("rho=0.25:2:8,mu=0,0.25:2:8,gamma=0,0.001:10:1")
+    assert [space[n].zero for n in ("rho", "mu", "gamma")] == [False, True, True]
+    with pytest.raises(ValueError, match="only 0 may come before the comma"):
+        Lattice.parse("1,0.25:2:8")
+    with pytest.raises(IndexError):
+        Lattice(0.25, 2, 8).value(-1)
+
+
+def _zero_objective(params: dict) -> float:
+    # Best at mu = 0 (off) and rho = 2: the reference lattices cannot reach it.
+    return -((params["rho"] - 2.0) ** 2) - 4 * params["mu"] - params["gamma"]
+
+
+def _zero_study(sampler: TFGBeamSampler) -> optuna.Study:
+    def objective(trial: optuna.Trial) -> float:
+        params = {
+            n: trial.suggest_float(n, lat.low, lat.cap, log=not lat.zero) for n, lat in sampler.space.items()
+        }
+        return _zero_objective(params)
+
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(objective)
+    return study
+
+
+ZERO_SPACE = {
+    "rho": Lattice(0.25, 2, 8),
+    "mu": Lattice(0.25, 2, 8, zero=True),
+    "gamma": Lattice(0.001, 10, 1, zero=True),
+}
+
+
+def test_the_step_down_to_zero_reaches_the_methods_that_switch_a_mechanism_off() -> None:
+    study = _zero_study(TFGBeamSampler(ZERO_SPACE))
+    round0 = [t.params for t in study.trials if t.system_attrs["TFGBeamSampler:round"] == 0]
+    # start, then per parameter: one up, and (where 0 is a value) down to 0
+    assert round0 == [
+        {"rho": 0.25, "mu": 0.25, "gamma": 0.001},
+        {"rho": 0.5, "mu": 0.25, "gamma": 0.001},
+        {"rho": 0.25, "mu": 0.5, "gamma": 0.001},
+        {"rho": 0.25, "mu": 0.0, "gamma": 0.001},
+        {"rho": 0.25, "mu": 0.25, "gamma": 0.01},
+        {"rho": 0.25, "mu": 0.25, "gamma": 0.0},
+    ]
+    assert study.best_params == {"rho": 2.0, "mu": 0.0, "gamma": 0.0}
+    reference = _zero_study(
+        TFGBeamSampler({n: Lattice(v.init, v.factor, v.cap) for n, v in ZERO_SPACE.items()})
+    )
+    assert reference.best_params["mu"] == 0.25 and reference.best_value < study.best_value
+
+
+def test_seed_configs_join_round_zero_on_the_nearest_lattice_points() -> None:
+    seeds = [{"rho": 3.0, "mu": 0.0, "gamma": 0.0}, {"rho": 100.0, "mu": 0.3}]
+    study = _zero_study(TFGBeamSampler(ZERO_SPACE, seed_configs=seeds))
+    round0 = [t.params for t in study.trials if t.system_attrs["TFGBeamSampler:round"] == 0]
+    assert round0[-2:] == [{"rho": 4.0, "mu": 0.0, "gamma": 0.0}, {"rho": 8.0, "mu": 0.25, "gamma": 0.0}]
+    # a warm start is another search: its trials are not mixed with the plain one's
+    assert (
+        TFGBeamSampler(ZERO_SPACE, seed_configs=seeds)._fingerprint != TFGBeamSampler(ZERO_SPACE)._fingerprint
+    )
+    with pytest.raises(ValueError, match="must be a number"):
+        TFGBeamSampler(ZERO_SPACE, seed_configs=[{"rho": "a lot"}])
+
+
+def test_refined_mode_also_steps_down() -> None:
+    from searchers.planner import KeySpace
+
+    assert KeySpace(sizes=(6,), lows=(-1,)).neighbours((3,)) == [(4,)]
+    assert KeySpace(sizes=(6,), lows=(-1,)).neighbours((0,)) == [(1,), (-1,)]
+    assert KeySpace(sizes=(6,), lows=(-1,), steps_down=True).neighbours((3,)) == [(4,), (2,)]
+    space = {"rho": Lattice(0.25, 2, 8)}
+
+    def run(mode: str) -> optuna.Study:
+        sampler = TFGBeamSampler(space, seed_configs=[{"rho": 8.0}], max_rounds=2, mode=mode)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda t: -((t.suggest_float("rho", 0.25, 8, log=True) - 5.5) ** 2))
+        return study
+
+    plain, refined = run("reference"), run("refined")
+    assert 4.0 not in {t.params["rho"] for t in plain.trials}  # from the seed the reference only goes up
+    assert refined.best_params == {"rho": 4.0}  # one step down from the seed
+    assert TFGBeamSampler().mode == "reference"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        TFGBeamSampler(mode="clever")

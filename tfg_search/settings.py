@@ -31,8 +31,8 @@ EXTENDABLE = ("rounds", "final_top")
 """Settings a study may be continued with larger values of (the beam is deterministic: the first
 rounds are the stored ones and only the new rounds / re-runs run). They are not in the study name."""
 
-MODES = ("reference",)
-"""Beam modes (docs/searchers.md)."""
+MODES = ("reference", "refined")
+"""Beam modes (:data:`searchers.beam.MODES`, docs/searchers.md)."""
 
 
 def _count(name: str, value: object, minimum: int = 1) -> None:
