@@ -108,67 +108,43 @@ def test_optuna_dashboard_serves_the_study(searched) -> None:
     assert app.get("/dashboard").status_int == 200
 
 
-BAD = [
-    (["search", "--task", "nope", "--target", "3"], "unknown task 'nope'"),
-    (["search", "--task", "gmm2d", "--target", "99"], "unknown target '99'"),
-    (["search", "--task", "gmm2d", "--target", "3", "--method", "foo"], "unknown method 'foo'"),
-    (["search", "--task", "gmm2d", "--target", "3", "--samples", "0"], "--samples must be an integer >= 1"),
-    (["search", "--task", "gmm2d", "--target", "3", "--samples", "-5"], "--samples must be an integer >= 1"),
-    (["search", "--task", "gmm2d", "--target", "3", "--samples", "abc"], "Invalid value for '--samples'"),
-    (["search", "--task", "gmm2d", "--target", "3", "--rounds", "0"], "--rounds must be an integer >= 1"),
-    (["search", "--task", "gmm2d", "--target", "3", "--top-k", "0"], "--top-k must be an integer >= 1"),
-    (["search", "--task", "gmm2d", "--target", "3", "--final-top", "-1"],
-     "--final-top must be an integer >= 1"),
-    (["search", "--task", "gmm2d", "--target", "3", "--n-recur", "0"], "--n-recur must be an integer >= 1"),
-    (["search", "--task", "gmm2d", "--target", "3", "--eta", "2"], "--eta must be a number in [0, 1]"),
-    (["search", "--task", "gmm2d", "--target", "3", "--space", "rho=abc"], "bad --space"),
-    (["search", "--task", "gmm2d", "--target", "3", "--method", "dps", "--space", "rho=0.1:2:1"],
-     "--space for method 'dps' must name strength"),
-    (["search", "--task", "gmm2d", "--target", "3", "--final-top", "0"],
-     "--final-top must be an integer >= 1"),
-    (["search", "--task", "gmm2d", "--target", "3", "--objective", "accuracy"],
-     "objective metric(s) accuracy"),
-    (["search", "--task", "gmm2d", "--target", "3", "--executor", "spark"], "unknown executor 'spark'"),
-    (["search", "--task", "gmm2d", "--target", "3", "--batch-size", "0"],
-     "--batch-size must be an integer >= 1"),
-    (["search", "--task", "gmm2d", "--target", "3", "--method", "dps", "--search-schedules"],
-     "--search-schedules applies to method 'tfg' only"),
-    (["search", "--task", "gmm2d", "--target", "3", "--task-option", "novalue"], "must look like KEY=VALUE"),
-    (["search", "--task", "gmm2d", "--target", "3", "--storage", "not a url"], "malformed storage URL"),
-    (["search", "--task", "gmm2d", "--target", "3", "--storage", "sqlite:///no/such/dir/x.db"],
-     "folder no/such/dir does not exist"),
-    (["search", "--task", "gmm2d", "--target", "3", "--storage", "sqlite:///notes.txt"],
-     "notes.txt is not an SQLite database"),
-    (["search", "--task", "gmm2d", "--target", "3", "--storage",
-      "postgresql+psycopg://tfg:hunter2secret@127.0.0.1:9/tfg"], "cannot connect to storage"),
-    (["search", "--task", "gmm2d", "--target", "3", "--storage", "mysql://u:p@127.0.0.1/db"],
-     "is not installed for storage"),
-    (["studies"], "no study database at tfg-studies.db"),
-    (["studies", "--storage", "sqlite:///notes.txt"], "not an SQLite database"),
-    (["best", "--study", "x"], "no study database at tfg-studies.db"),
-    (["best", "--study", "x", "--storage", "sqlite:///empty.db"], "holds no tfg-search studies"),
-    (["export", "--study", "x", "--out", "o.json"], "no study database"),
-    (["sample", "--study", "x", "--n", "0", "--out", "g.png"], "--n must be >= 1"),
-    (["sample", "--study", "x", "--out", "g.jpg"], "--out must be a .png file"),
-    (["evaluate", "--task", "gmm2d", "--target", "3", "--samples", "0"], ""),
-    (["search", "--target", "3"], "Missing option '--task'"),
-]  # fmt: skip
+# Bad input (one error line, exit code 2, nothing written): tests/test_bad_inputs.py.
 
 
-@pytest.mark.parametrize(("args", "needle"), BAD, ids=[" ".join(a)[:60] for a, _ in BAD])
-def test_bad_input_one_line_exit_2_nothing_written(args, needle, tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "notes.txt").write_text("not a database\n")
-    (tmp_path / "empty.db").write_bytes(b"")
-    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    res = run_cli(args, capsys)
-    assert res.code == 2, (res.out, res.err)
-    lines = [line for line in res.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.err
-    assert needle in lines[0]
-    assert "hunter2secret" not in res.err + res.out
-    after = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    assert after == before  # nothing written
+def test_live_best_and_samples_total_of_the_progress_display() -> None:
+    """The live best is the best beam trial, ties to the lower trial number (as the summary ranks);
+    the samples bar always has a total: the planned work, exact once the final re-runs start."""
+    from tfg_search.cli.search_commands import _Display
+
+    settings = {"samples": 16, "final_samples": 32, "final_top": 2}
+    display = _Display(rounds=2, quiet=True)
+    total = lambda: display.progress.tasks[display.samples].total  # noqa: E731
+    display("study", {"name": "s", "resumed": False, "recovered": 0, "completed": 0, "settings": settings})
+    display("round", {"round": 0, "candidates": 4, "pending": 4})
+    assert total() == 4 * 16 + 2 * 32
+
+    def trial(number: int, value: float | None, role: str = "beam") -> None:
+        samples = 16 if role == "beam" else 32
+        display(
+            "trial",
+            {"number": number, "role": role, "round": 0, "params": {"rho": number}, "value": value,
+             "error": None if value is not None else "boom", "samples": samples, "wall_time_s": 0.1},
+        )  # fmt: skip
+
+    for number, value in ((3, 0.5), (1, 0.5), (2, None), (0, 0.4)):  # told out of order
+        trial(number, value)
+    assert display.best == (-0.5, 1) and "trial 1" in display._best_info()
+    display("round", {"round": 1, "candidates": 2, "pending": 2})
+    assert total() == 4 * 16 + 2 * 16 + 2 * 32  # grows as the round is planned
+    trial(5, 0.5)  # a tie later, with a higher number: the best stays trial 1
+    trial(4, 0.9)
+    assert display.best == (-0.9, 4)
+    display("final", {"count": 1, "samples": 32})
+    assert total() == 6 * 16 + 32
+    trial(0, 0.99, role="final")  # a final re-run is not a beam trial: the live best stays
+    assert display.best == (-0.9, 4)
+    display("done", {})
+    assert display.progress.tasks[display.samples].completed == total() == 6 * 16 + 32
 
 
 def test_missing_study_is_named_and_existing_out_file_is_kept(

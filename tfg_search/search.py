@@ -5,8 +5,15 @@ told as it arrives (:class:`~tfg_search.bookkeeping.SearchBook`), the sampler pr
 round; when the beam is exhausted the top configurations are re-run at full size ("final" trials,
 in the main study) and the best of those is the answer. All search state is in the database, so a
 killed coordinator is restarted with the same command and continues: trials it left RUNNING are
-marked interrupted and evaluated again (same seed), nothing completed is repeated or lost. Ctrl-C
-and SIGTERM mark this process's running trials interrupted on the way out.
+marked interrupted and evaluated again (same seed), nothing completed is repeated or lost.
+
+Ctrl-C (and SIGTERM, where the caller turns it into KeyboardInterrupt, as the CLI does) stops
+:func:`run_search` with :class:`SearchInterrupted`: on the way out every trial of the search still
+RUNNING is marked FAIL with failure "interrupted" (its configuration due again on resume), wherever
+the interrupt arrived (inside the executor, while a result was told, between asking trials).
+Creating the two studies, taking the lease with the recovery, and that clean-up run with SIGINT /
+SIGTERM held (:func:`hold_signals`), so a Ctrl-C (or a second one) cannot leave one study without
+the other or a trial RUNNING.
 
 Example:
     >>> from tfg_search.search import run_search  # doctest: +SKIP
@@ -17,10 +24,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import platform
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,15 +47,60 @@ from tfg_search.storage import SearchStudies, open_storage, redact, resolve_stor
 from tfg_search.trials import (
     BEAM,
     FAILURE_ENVIRONMENT,
+    FAILURE_INTERRUPTED,
     FINAL,
     LAYOUT,
     STUDY_ATTR,
     ranked,
+    read,
     search_study_name,
 )
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """Progress events: ("study", ...), ("round", ...), ("trial", ...), ("final", ...), ("done", ...)."""
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """:func:`run_search` was stopped (Ctrl-C, or SIGTERM turned into KeyboardInterrupt).
+
+    Attributes:
+        study: the search's study name (None when it stopped before the study was open).
+        marked: how many running trials were marked interrupted (retried on resume).
+    """
+
+    def __init__(self, study: str | None, marked: int) -> None:
+        super().__init__(f"search {study!r} interrupted; {marked} running trial(s) marked interrupted")
+        self.study = study
+        self.marked = marked
+
+
+@contextlib.contextmanager
+def hold_signals() -> Iterator[list[int]]:
+    """Hold SIGINT and SIGTERM while the block runs: a signal that arrives is recorded in the
+    yielded list instead of being acted on. Only in the main thread (elsewhere Python delivers
+    no signals); a signal that is ignored stays ignored. The caller decides what a recorded
+    signal means afterwards (:func:`redeliver`)."""
+    got: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if handler in (signal.SIG_IGN, None):  # ignored, or set outside Python: leave it
+                continue
+            previous[sig] = handler
+            signal.signal(sig, lambda signum, _frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def redeliver(got: Sequence[int]) -> None:
+    """Act on the first signal :func:`hold_signals` held (its handler runs now: for SIGINT, or
+    the CLI's SIGTERM, a KeyboardInterrupt is raised here)."""
+    if got:
+        signal.raise_signal(got[0])
 
 
 @dataclass
@@ -105,6 +160,7 @@ def make_sampler(resolved: ResolvedSettings, warm_start: Sequence[dict[str, Any]
         if isinstance(resolved.search_schedules, bool)
         else tuple(resolved.search_schedules),
         seed_configs=seeds or None,
+        mode=resolved.mode,
         seed=resolved.seed,
     )
 
@@ -198,14 +254,16 @@ def open_search_study(
     }
     if warm:
         info["warm_start"] = warm
-    search = optuna.create_study(
-        study_name=search_study_name(name), storage=rdb, sampler=sampler, direction="maximize"
-    )
-    search.set_user_attr(STUDY_ATTR, {**info, "role": "search", "main_study": name})
-    main = optuna.create_study(
-        study_name=name, storage=rdb, sampler=optuna.samplers.RandomSampler(), direction="maximize"
-    )
-    main.set_user_attr(STUDY_ATTR, info)  # written last: a study with this attr is complete
+    with hold_signals() as got:  # both studies or neither: Ctrl-C waits for the four writes
+        search = optuna.create_study(
+            study_name=search_study_name(name), storage=rdb, sampler=sampler, direction="maximize"
+        )
+        search.set_user_attr(STUDY_ATTR, {**info, "role": "search", "main_study": name})
+        main = optuna.create_study(
+            study_name=name, storage=rdb, sampler=optuna.samplers.RandomSampler(), direction="maximize"
+        )
+        main.set_user_attr(STUDY_ATTR, info)  # written last: a study with this attr is complete
+    redeliver(got)
     return SearchStudies(main, search), resolved, False
 
 
@@ -224,6 +282,8 @@ class Coordinator:
         self.resolved = resolved
         self.executor = executor
         self.on_event = on_event or (lambda kind, data: None)
+        self.marked = 0
+        """Trials of this process marked interrupted so far."""
 
     def _run_batch(self, batch: Sequence[Pending]) -> list[float | None]:
         """Evaluate handed-out trials; each result is told as it arrives. On Ctrl-C / SIGTERM the
@@ -254,7 +314,8 @@ class Coordinator:
                     },
                 )
         except BaseException:
-            self.book.interrupt(open_.values())
+            with hold_signals(), contextlib.suppress(Exception):  # never hide why it stopped
+                self.marked += self.book.interrupt(open_.values())
             raise
         if batch and len(machine_errors) == len(batch):
             raise TFGSearchError(
@@ -289,6 +350,35 @@ class Coordinator:
             return
         self.on_event("final", {"count": len(todo), "samples": self.resolved.final_samples})
         self._run_batch([self.book.ask_final(source) for source in todo])
+
+    def interrupt_running(self) -> int:
+        """Mark every trial of the search still RUNNING interrupted; returns how many.
+
+        Only for the holder of the study's lease: after :meth:`SearchBook.recover` every RUNNING
+        trial is this process's own (asked but not told when it was stopped: in a batch, or
+        between asking the trials of a round).
+        """
+        studies = self.book.studies
+        pairs = [(studies.search, BEAM)]
+        if not studies.legacy:
+            pairs.append((studies.main, FINAL))
+        n = 0
+        for study, role in pairs:
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                rec = read(t, study.study_name, role)
+                self.book._mark_interrupted(study, t, rec.role or role, FAILURE_INTERRUPTED)
+                n += 1
+        self.marked += n
+        return n
+
+    def stop(self, lease: StudyLease) -> int:
+        """On the way out of an interrupted search: leave no trial RUNNING (signals held; a
+        database error here does not hide the interrupt). Returns the trials this process marked
+        interrupted in all."""
+        with hold_signals(), contextlib.suppress(Exception):
+            if lease.holds():  # else another launcher took the study over and owns what runs
+                self.interrupt_running()
+        return self.marked
 
     def report(self, start: float, resumed: bool) -> SearchReport:
         records = self.book.records()
@@ -365,15 +455,26 @@ def run_search(
 
     Raises:
         TFGSearchError: bad settings, a study with other settings, a study held by a live launcher.
+        SearchInterrupted: KeyboardInterrupt (Ctrl-C) during the search; no trial is left RUNNING.
     """
     start = time.perf_counter()
     executor = executor or LocalExecutor()
-    check_environment(settings, device, load_models=isinstance(executor, LocalExecutor))
-    studies, resolved, resumed = open_search_study(settings, storage, study_name)
+    try:
+        check_environment(settings, device, load_models=isinstance(executor, LocalExecutor))
+        studies, resolved, resumed = open_search_study(settings, storage, study_name)
+    except KeyboardInterrupt:
+        raise SearchInterrupted(None, 0) from None
     hook = on_event or (lambda kind, data: None)
-    with StudyLease(studies.main, ttl=lease_ttl) as lease:
-        coord = Coordinator(studies, resolved, executor, device, hook)
-        stale, retried = coord.book.recover() if resumed else (0, 0)
+    with hold_signals() as got:  # take the lease and recover: whole, or not at all
+        lease = StudyLease(studies.main, ttl=lease_ttl).acquire()
+        try:
+            coord = Coordinator(studies, resolved, executor, device, hook)
+            stale, retried = coord.book.recover() if resumed else (0, 0)
+        except BaseException:
+            lease.release()
+            raise
+    try:
+        redeliver(got)
         done = sum(1 for r in coord.book.records() if r.ok)
         hook(
             "study",
@@ -390,6 +491,11 @@ def run_search(
         coord.run_beam()
         coord.run_final()
         report = coord.report(start, resumed)
+    except KeyboardInterrupt as err:  # (other errors: _run_batch marked its own trials)
+        raise SearchInterrupted(studies.name, coord.stop(lease)) from err
+    finally:
+        with hold_signals():  # a second Ctrl-C here must not leave the lease behind
+            lease.release()
     report.storage = redact(resolve_storage(storage))
     hook("done", {"report": report})
     return report

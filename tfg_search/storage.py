@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from tfg_search.errors import TFGSearchError
+from tfg_search.errors import SettingError, TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.trials import (
     BEAM,
@@ -40,9 +41,65 @@ DEFAULT_STORAGE = "sqlite:///tfg-studies.db"
 STORAGE_ENV = "TFG_SEARCH_STORAGE"
 
 
+MAX_STUDY_NAME = 512 - len(SEARCH_SUFFIX)
+"""The longest study name: Optuna's study table holds names of up to 512 characters
+(PostgreSQL and MySQL enforce it, SQLite does not), and a search also writes study ``N:search``."""
+
+
 def resolve_storage(url: str | None) -> str:
-    """The storage URL to use: the given one, else $TFG_SEARCH_STORAGE, else the SQLite default."""
-    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    """The storage URL to use: the given one, else $TFG_SEARCH_STORAGE, else the SQLite default.
+
+    An empty (or blank) ``$TFG_SEARCH_STORAGE`` counts as unset; an empty ``url`` is an error.
+
+    Raises:
+        SettingError: ``url`` is empty or blank.
+    """
+    if url is not None and not url.strip():
+        raise SettingError(
+            "storage",
+            f"is empty; pass a URL such as {DEFAULT_STORAGE}, or leave it out for the default "
+            f"(${STORAGE_ENV}, else {DEFAULT_STORAGE})",
+        )
+    return url or os.environ.get(STORAGE_ENV, "").strip() or DEFAULT_STORAGE
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if every storage can hold it as a study name, exactly as given.
+
+    Any printable text is kept as it is (slashes, ``..``, quotes, non-ASCII: a name is data; its
+    output folder comes from :func:`tfg_search.paths.safe_name`). Refused: an empty name, control
+    characters (NUL, which PostgreSQL cannot store, newline, tab, ...: a name is shown on one
+    line), text that is not valid Unicode (lone surrogates, from undecodable bytes on a command
+    line), and more than :data:`MAX_STUDY_NAME` characters.
+
+    Example:
+        >>> check_study_name("../Zürich/a b")
+        '../Zürich/a b'
+
+    Raises:
+        SettingError: (param ``study``) one of the cases above.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise SettingError("study", "is empty; give a study name")
+    for i, ch in enumerate(name):
+        kind = unicodedata.category(ch)
+        if kind == "Cc":
+            raise SettingError(
+                "study",
+                f"contains the control character U+{ord(ch):04X} at position {i}; study names are "
+                "one line of printable text (PostgreSQL cannot store NUL); choose another name",
+            )
+        if kind == "Cs":
+            raise SettingError(
+                "study", f"is not valid UTF-8 text (undecodable byte at position {i}); choose another name"
+            )
+    if len(name) > MAX_STUDY_NAME:
+        raise SettingError(
+            "study",
+            f"is {len(name)} characters long; at most {MAX_STUDY_NAME} fit in Optuna's study table "
+            f"(512, less {SEARCH_SUFFIX!r} for the search's beam study); choose a shorter name",
+        )
+    return name
 
 
 def redact(url: str) -> str:
@@ -83,8 +140,9 @@ def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage
     try:
         parsed = make_url(raw)
     except Exception:
+        source = f" (from ${STORAGE_ENV})" if not url and raw != DEFAULT_STORAGE else ""
         raise TFGSearchError(
-            "malformed storage URL; expected e.g. sqlite:///tfg-studies.db or "
+            f"malformed storage URL{source}; expected e.g. sqlite:///tfg-studies.db or "
             "postgresql+psycopg://user:password@host:5432/db"
         ) from None
     shown = redact(raw)

@@ -18,40 +18,70 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    """Add the commands to the app, once (``main`` may run many times in one process)."""
+    if app.registered_commands:
+        return
     from tfg_search.cli import search_commands, task_commands
 
     task_commands.register(app)
     search_commands.register(app)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script; user errors print one line and exit with code 2."""
-    _register()
-    import optuna
+INTERRUPTED = "interrupted; rerun the same command to resume"
+"""What a command stopped by Ctrl-C says (``search`` also says how many trials it marked)."""
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI says what happens itself
+
+def _one_line(text: str) -> str:
+    """An error message on one line (a message quoting user text could hold a line break)."""
+    return " ".join(str(text).split())
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore SIGINT / SIGTERM from now on (the process exits; torch and Ray take a moment)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script; user errors print one line and exit with code 2;
+    Ctrl-C / SIGTERM (search) print one line and exit with code 130."""
+    from tfg_search.cli.common import Interrupted
+
     try:
+        _register()
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI says what happens itself
         code = app(args=argv, standalone_mode=False)
     except SettingError as err:  # a library parameter: say it as the command's flag
-        print(f"error: --{err.param.replace('_', '-')} {err.detail}", file=sys.stderr)
+        print(_one_line(f"error: --{err.param.replace('_', '-')} {err.detail}"), file=sys.stderr)
         sys.exit(2)
     except TFGSearchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(_one_line(f"error: {err}"), file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:
+        if argv is None:  # the console script is on its way out: a second signal changes nothing
+            _ignore_stop_signals()
+        print(err.message, file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     except Exception as err:
         # Typer may vendor its own copy of click: recognise its exceptions by class name.
         names = {cls.__name__ for cls in type(err).__mro__}
         if "Abort" in names:
-            print("interrupted; rerun the same command to resume", file=sys.stderr)
+            print(INTERRUPTED, file=sys.stderr)
             sys.exit(130)
         if "ClickException" not in names:
             raise
         ctx = getattr(err, "ctx", None)
         hint = f" (see `tfg-search {ctx.info_name} --help`)" if ctx is not None and ctx.parent else ""
-        message = " ".join(err.format_message().split())  # type: ignore[attr-defined]
+        message = _one_line(err.format_message())  # type: ignore[attr-defined]
         print(f"error: {message}{hint}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 2))
+    if code == 130:  # Typer turns a KeyboardInterrupt inside a command into exit code 130
+        print(INTERRUPTED, file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,16 @@ def plot_search(studies: SearchStudies, path: Path, top_k: int) -> Path:
         )
     ax.set_xlabel("round")
     ax.set_ylabel("score (higher is better)")
-    ax.set_title(studies.name, fontsize=9)
+    title = studies.name if len(studies.name) <= 90 else studies.name[:89] + "…"
+    ax.set_title(title, fontsize=9, parse_math=False)  # a name is text ("$" is no formula)
     ticks = list(range(max(rounds) + 1))
     ax.set_xticks([*ticks, final_x], [*map(str, ticks), "final"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with warnings.catch_warnings():  # a study name in a script the font lacks (emoji): boxes
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
     plt.close(fig)
     return path

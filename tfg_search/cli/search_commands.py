@@ -1,19 +1,28 @@
-"""CLI commands of the search: ``search``, ``studies``, ``best``, ``export``, ``sample``."""
+"""CLI commands of the search: ``search``, ``studies``, ``best``, ``export``, ``sample``.
+
+Every value a user gives is checked here or in the library before anything is written (an empty
+one included: ``--storage ''`` is an error, not the default); text that reaches the terminal from
+the user or the database (study names, errors, paths) is printed literally, never as Rich markup.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tfg_search.cli import common
 from tfg_search.cli.task_commands import parse_options
 from tfg_search.errors import TFGSearchError
 from tfg_search.paths import safe_name
@@ -21,32 +30,75 @@ from tfg_search.paths import safe_name
 console = Console(stderr=True)
 out = Console()
 
+STORAGE_HELP = "SQLAlchemy URL [env TFG_SEARCH_STORAGE]"
+STORAGE_FIX = "pass a URL such as sqlite:///tfg-studies.db, or leave --storage out for the default"
+
 
 def _parse_space(text: str | None) -> Any:
-    if text is None:
+    if common.text("--space", text, "give e.g. rho=0.25:2:8,mu=0.25:2:8 or leave --space out") is None:
         return None
     from searchers import parse_space
 
     try:
-        return parse_space(text)
+        return parse_space(text)  # type: ignore[arg-type]
     except (ValueError, TypeError) as err:
         raise TFGSearchError(f"bad --space: {err}") from None
 
 
-def _no_overwrite(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise TFGSearchError(f"{path} exists; pass --force to overwrite it, or choose another --out")
-    if not path.parent.exists():
-        raise TFGSearchError(f"folder {path.parent} does not exist; create it or choose another --out")
+def _parse_objective(text: str | None) -> tuple[str, ...] | None:
+    fix = "give metric names such as validity,_sw, or leave --objective out for the task's default"
+    if common.text("--objective", text, fix) is None:
+        return None
+    assert text is not None
+    names = tuple(o.strip() for o in text.split(","))
+    if not all(names):
+        raise TFGSearchError(f"--objective {text!r} has an empty metric name; {fix}")
+    return names
+
+
+def _study_arg(value: str) -> str:
+    """A required ``--study`` of a command that reads a study."""
+    checked = common.study(value, "give a study name (see `tfg-search studies`)")
+    assert checked is not None
+    return checked
+
+
+def _sigterm_as_interrupt(signum: int, _frame: Any) -> None:
+    """SIGTERM handler of the search: stop as Ctrl-C does (running trials marked interrupted)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGTERM stops the block as Ctrl-C does; either ends it with :class:`common.Interrupted`
+    (exit code 130, one line saying how many running trials were marked interrupted)."""
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt as err:  # SearchInterrupted says how many trials it marked
+        raise common.Interrupted(getattr(err, "marked", 0)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Display:
-    """Rich progress bars for rounds, trials and samples, with the current best."""
+    """Rich progress bars for rounds, trials and samples, with the current best.
+
+    The samples bar's total is the work planned so far: the samples of the trials run, those of
+    the round handed out, and the final re-runs still due (``final_top x final_samples``); it
+    grows as each round is planned (the beam's length is not known in advance) and is exact once
+    the final re-runs start. The live best is the best beam trial so far; of equal scores the
+    lower trial number, as in the summary (:func:`tfg_search.trials.ranked`).
+    """
 
     def __init__(self, rounds: int, quiet: bool) -> None:
         self.quiet = quiet
-        self.best = -math.inf
+        self.best: tuple[float, int] | None = None
         self.best_text = ""
+        self.samples_done = 0
+        self.samples_round = 0
+        self.finals_due = 0
+        self.started = False
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -60,48 +112,75 @@ class _Display:
         self.trials = self.progress.add_task("trials", total=0, info="")
         self.samples = self.progress.add_task("samples", total=None, info="")
 
+    def _samples_total(self, planned: int) -> None:
+        self.progress.update(self.samples, total=self.samples_done + planned)
+
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         p = self.progress
         if kind == "study":
             self.progress.start()  # only once the study is open: bad input prints just its error
+            self.started = True
+            settings = data.get("settings") or {}
+            self.samples_round = int(settings.get("samples", 0))
+            self.finals_due = int(settings.get("final_top", 0)) * int(settings.get("final_samples", 0))
+            self._samples_total(self.finals_due)
+            if self.quiet:
+                return
             state = "resuming" if data["resumed"] else "new"
             extra = f", {data['recovered']} interrupted trial(s) to redo" if data["recovered"] else ""
             if data.get("retried"):
                 extra += f", {data['retried']} trial(s) that failed on the machine to retry"
-            taken = f" (took over from dead {data['previous_holder']})" if data.get("previous_holder") else ""
-            console.print(
-                f"[bold]study[/] {data['name']} ({state}, {data['completed']} completed{extra}){taken}"
-            )
+            holder = data.get("previous_holder")
+            taken = f" (took over from dead {escape(holder)})" if holder else ""
+            name = escape(data["name"])
+            console.print(f"[bold]study[/] {name} ({state}, {data['completed']} completed{extra}){taken}")
         elif kind == "round":
             p.update(self.rounds, completed=data["round"], info=f"round {data['round']}")
-            p.update(self.trials, total=data["pending"], completed=0, info="")
+            p.update(self.trials, total=data["pending"], completed=0, info=self._best_info())
+            self._samples_total(data["pending"] * self.samples_round + self.finals_due)
         elif kind == "final":
             p.update(self.rounds, completed=p.tasks[self.rounds].total, info="final re-runs")
             p.update(self.trials, total=data["count"], completed=0, info=f"final x {data['samples']}")
+            self.finals_due = 0
+            self._samples_total(data["count"] * data["samples"])
         elif kind == "trial":
             from tfg_search.cli.report import describe_params
 
             p.advance(self.trials)
             p.advance(self.samples, data["samples"])
+            self.samples_done += data["samples"]
             value = data["value"]
-            if value is not None and value > self.best and data["role"] == "beam":
-                self.best, self.best_text = value, describe_params(data["params"])
-            info = f"best {self.best:.4f} ({self.best_text})" if self.best_text else ""
-            p.update(self.trials, info=info)
+            if value is not None and data["role"] == "beam":
+                key = (-float(value), int(data["number"]))  # higher score, then lower number
+                if self.best is None or key < self.best:
+                    self.best, self.best_text = key, describe_params(data["params"])
+            if data["role"] == "beam":
+                p.update(self.trials, info=self._best_info())
             if data["error"]:
-                p.console.print(f"[yellow]trial {data['number']} failed:[/] {data['error'][:200]}")
+                p.console.print(
+                    f"[yellow]trial {data['number']} failed:[/] {escape(str(data['error'])[:200])}"
+                )
+        elif kind == "done":
+            p.update(self.samples, total=self.samples_done)
+
+    def _best_info(self) -> str:
+        """The live best beam trial, as the trials bar shows it."""
+        if self.best is None:
+            return ""
+        return f"best {-self.best[0]:.4f} (trial {self.best[1]}: {self.best_text})"
 
     def __enter__(self) -> _Display:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.started:  # stopping a display never started still prints a blank line
+            self.progress.stop()
 
 
 def _top_table(report: Any, objective: list[str]) -> Table:
     from tfg_search.cli.report import describe_params
 
-    table = Table(title=f"top configurations of {report.study_name}")
+    table = Table(title=f"top configurations of {escape(report.study_name)}")
     wanted = ["validity", *(m.lstrip("_") for m in objective)]
     names = list(dict.fromkeys(m for m in wanted if report.top and m in report.top[0]["metrics"]))
     for col in ["trial", "role", "score", "params", *names]:
@@ -121,7 +200,7 @@ def search(
     task: str = typer.Option(..., "--task", help="task name (see `tfg-search tasks`)"),
     target: str = typer.Option(..., "--target", help="target of the task (e.g. a class)"),
     method: str = typer.Option("tfg", "--method", help="tfg | dps | lgd | freedom | mpgd | ugd"),
-    storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL [env TFG_SEARCH_STORAGE]"),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     study: str | None = typer.Option(None, "--study", help="study name (default: derived from settings)"),
     samples: int | None = typer.Option(
         None, "--samples", help="samples per search evaluation (default: task's)"
@@ -165,21 +244,40 @@ def search(
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs per Ray actor (fractional ok)"),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per Ray actor"),
     task_option: list[str] | None = typer.Option(None, "--task-option", help="KEY=VALUE for the task"),
-    out_dir: Path | None = typer.Option(None, "--out-dir", help="where plots go (default tfg-output/STUDY)"),
+    out_dir: str | None = typer.Option(None, "--out-dir", help="where plots go (default tfg-output/STUDY)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """Search guidance strengths with the beam doubling search; resumes a study with the same settings."""
-    from tfg_search.executors import make_executor
-    from tfg_search.search import run_search
-    from tfg_search.settings import SearchSettings
+    """Search guidance strengths with the beam doubling search; resumes a study with the same settings.
 
+    Ctrl-C or SIGTERM stops it with exit code 130; its running trials are marked interrupted and
+    the same command resumes the search.
+    """
+    from tfg_search.executors import make_executor
+    from tfg_search.search import hold_signals, run_search
+    from tfg_search.settings import SearchSettings
+    from tfg_search.storage import resolve_storage
+
+    common.text("--task", task, "give a task name (see `tfg-search tasks`)")
+    common.text("--target", target, "give one of the task's targets (see `tfg-search tasks`)")
+    common.text("--method", method, "choose one of tfg, dps, lgd, freedom, mpgd, ugd")
+    common.text("--storage", storage, STORAGE_FIX)
+    resolve_storage(storage)
+    common.study(study, "give a name, or leave --study out for the name derived from the settings", new=True)
+    common.device(device)
+    common.text("--executor", executor, "choose local or ray")
+    common.text("--ray-address", ray_address, "give auto or host:port, or leave it out for a local Ray")
+    folder = common.path("--out-dir", out_dir, "give a folder, or leave --out-dir out for tfg-output/STUDY")
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise TFGSearchError(f"--out-dir {folder} is a file, not a folder; choose another --out-dir")
     if method not in ("tfg", "dps", "lgd", "freedom", "mpgd", "ugd"):
         raise TFGSearchError(f"unknown method {method!r}; choose one of tfg, dps, lgd, freedom, mpgd, ugd")
     if not math.isfinite(eta) or not 0 <= eta <= 1:
         raise TFGSearchError(f"--eta must be a number in [0, 1], got {eta}")
     if gpus_per_trial < 0 or cpus_per_trial <= 0 or (workers is not None and workers < 1):
         raise TFGSearchError("--gpus-per-trial must be >= 0, --cpus-per-trial > 0 and --workers >= 1")
+    if not math.isfinite(gpus_per_trial) or not math.isfinite(cpus_per_trial):
+        raise TFGSearchError("--gpus-per-trial and --cpus-per-trial must be finite numbers")
     if executor not in ("local", "ray"):
         raise TFGSearchError(f"unknown executor {executor!r}; choose local or ray")
     settings = SearchSettings(
@@ -196,12 +294,12 @@ def search(
         n_mc=n_mc,
         eta=eta,
         steps=steps,
-        objective=tuple(o.strip() for o in objective.split(",") if o.strip()) if objective else None,
+        objective=_parse_objective(objective),
         space=_parse_space(space),
         search_schedules=search_schedules,
         seed=seed,
         seed_presets=seed_presets,
-        task_options=parse_options(task_option),
+        task_options=parse_options(task_option, "--task-option"),
     )
     if batch_size < 1:
         raise TFGSearchError(f"--batch-size must be an integer >= 1, got {batch_size}")
@@ -214,26 +312,39 @@ def search(
             cpus_per_trial=cpus_per_trial,
             device=device,
         )
-    pool = make_executor(executor, **options)
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        with _Display(rounds, quiet or as_json) as display:
-            report = run_search(settings, storage, study, pool, device, display)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        pool.close()
-    _finish(report, settings, storage, out_dir, as_json, quiet)
+    with _stopped_by_signals():  # from here on, Ctrl-C and SIGTERM end with exit code 130
+        pool = make_executor(executor, **options)
+        try:
+            with _Display(rounds, quiet or as_json) as display:
+                report = run_search(settings, storage, study, pool, device, display)
+        finally:
+            with hold_signals():  # a second Ctrl-C must not cut the workers' shutdown short
+                pool.close()
+        _finish(report, settings, storage, folder, device, as_json, quiet)
 
 
 def _finish(
-    report: Any, settings: Any, storage: str | None, out_dir: Path | None, as_json: bool, quiet: bool
+    report: Any,
+    settings: Any,
+    storage: str | None,
+    out_dir: Path | None,
+    device: str | None,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
+    """The plots and the summary (or JSON) of a finished search; plots go to ``out_dir``, else to
+    ``tfg-output/<safe_name(study)>`` (one folder inside tfg-output, whatever the study name)."""
     from tfg_search.cli.report import plot_search
     from tfg_search.storage import load_search
 
     folder = out_dir or Path("tfg-output") / safe_name(report.study_name)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TFGSearchError(
+            f"the search is done (study {report.study_name!r}) but its plots cannot be written to "
+            f"{folder} ({err.strerror or err}); rerun with another --out-dir"
+        ) from None
     studies = load_search(storage, report.study_name)
     plot = plot_search(studies, folder / "search.png", settings.top_k)
     grid = _sample_grid(
@@ -244,7 +355,7 @@ def _finish(
         64,
         settings.seed + 2,
         settings.steps,
-        None,
+        device,
         folder / "best-samples.png",
     )
     payload = {
@@ -286,11 +397,11 @@ def _finish(
     )
     out.print(
         f"{c.beam} beam + {c.final} final trials ({c.failed} failed{extra}) in "
-        f"{report.wall_time_s:.1f} s; study '{report.study_name}' in {report.storage}"
+        f"{report.wall_time_s:.1f} s; study '{escape(report.study_name)}' in {escape(report.storage)}"
     )
     for reason in c.reasons[:3]:
-        out.print(f"machine failure: {reason[:300]}")
-    out.print(f"wrote {plot} and {grid}")
+        out.print(f"machine failure: {escape(reason[:300])}")
+    out.print(f"wrote {escape(str(plot))} and {escape(str(grid))}")
 
 
 def _sample_grid(
@@ -323,12 +434,13 @@ def _sample_grid(
 
 
 def studies(
-    storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL [env TFG_SEARCH_STORAGE]"),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the searches in the storage with their task, target, method and best score."""
     from tfg_search.storage import list_searches, open_storage
 
+    common.text("--storage", storage, STORAGE_FIX)
     rows = list_searches(open_storage(storage, create=False))
     if as_json:
         out.print_json(json.dumps(rows))
@@ -338,10 +450,10 @@ def studies(
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["study"],
-            str(r["task"]),
-            str(r["target"]),
-            str(r["method"]),
+            escape(r["study"]),
+            escape(str(r["task"])),
+            escape(str(r["target"])),
+            escape(str(r["method"])),
             str(r["trials"]),
             "-" if r["best"] is None else f"{r['best']:.4f}",
             "yes" if r["finished"] else "no",
@@ -352,6 +464,7 @@ def studies(
 def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
     from tfg_search.storage import load_search
 
+    common.text("--storage", storage, STORAGE_FIX)
     studies = load_search(storage, study_name)
     info = studies.info
     found = studies.best()
@@ -374,58 +487,77 @@ def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
 
 def best(
     study: str = typer.Option(..., "--study", help="study name (see `tfg-search studies`)"),
-    storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL [env TFG_SEARCH_STORAGE]"),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The best configuration of a study (its final re-run when the search finished)."""
-    payload = _best_payload(storage, study)
+    payload = _best_payload(storage, _study_arg(study))
     if as_json:
         out.print_json(json.dumps(payload))
         return
     note = "" if payload["role"] == "final" else "  (search not finished: best search trial)"
     out.print(
-        f"study {payload['study']}: {payload['task']} target {payload['target']} ({payload['method']}){note}"
+        f"study {escape(payload['study'])}: {escape(str(payload['task']))} target "
+        f"{escape(str(payload['target']))} ({escape(str(payload['method']))}){note}"
     )
     out.print(f"trial {payload['trial']} score {payload['score']:.4f}")
     out.print("config: " + ", ".join(f"{k}={v}" for k, v in payload["config"].items()))
     out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in payload["metrics"].items()))
 
 
+def _write_error(file: Path, err: OSError) -> TFGSearchError:
+    return TFGSearchError(f"cannot write {file}: {err.strerror or err}; choose another --out")
+
+
 def export(
-    study: str = typer.Option(..., "--study"),
-    out_file: Path = typer.Option(..., "--out", help="JSON file to write"),
-    storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL [env TFG_SEARCH_STORAGE]"),
+    study: str = typer.Option(..., "--study", help="study name (see `tfg-search studies`)"),
+    out_file: str = typer.Option(..., "--out", help="JSON file to write"),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
     """Write the best configuration (TFGConfig JSON, with its task, target and metrics) to a file."""
-    payload = _best_payload(storage, study)
-    _no_overwrite(out_file, force)
-    tmp = out_file.with_name(out_file.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(out_file)
-    out.print(f"wrote {out_file}")
+    name = _study_arg(study)
+    file = common.path("--out", out_file, "give the JSON file to write")
+    assert file is not None
+    common.output_file("--out", file, force)
+    payload = _best_payload(storage, name)
+    tmp = file.with_name(file.name + f".tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(file)
+    except OSError as err:
+        raise _write_error(file, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    out.print(f"wrote {escape(str(file))}")
 
 
 def sample(
-    study: str = typer.Option(..., "--study"),
+    study: str = typer.Option(..., "--study", help="study name (see `tfg-search studies`)"),
     n: int = typer.Option(64, "--n", help="how many samples"),
-    out_file: Path = typer.Option(..., "--out", help="PNG grid to write"),
+    out_file: str = typer.Option(..., "--out", help="PNG grid to write"),
     seed: int = typer.Option(0, "--seed"),
-    device: str | None = typer.Option(None, "--device"),
-    storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL [env TFG_SEARCH_STORAGE]"),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if any)"),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
     """Generate samples with a study's best configuration and save them as a grid."""
+    from tfg_search.evaluation import check_device
     from tfg_search.guidance.config import TFGConfig
 
+    name = _study_arg(study)
     if n < 1 or seed < 0:
         raise TFGSearchError("--n must be >= 1 and --seed >= 0")
-    if out_file.suffix.lower() != ".png":
-        raise TFGSearchError(f"--out must be a .png file, got {out_file}")
-    payload = _best_payload(storage, study)
-    _no_overwrite(out_file, force)
+    file = common.path("--out", out_file, "give the PNG file to write")
+    assert file is not None
+    if file.suffix.lower() != ".png":
+        raise TFGSearchError(f"--out must be a .png file, got {file}")
+    common.output_file("--out", file, force)
+    if common.device(device) is not None:
+        check_device(device)  # before any work: a device this torch cannot use is refused now
+    payload = _best_payload(storage, name)
     config = TFGConfig.from_dict(payload["config"])
-    tmp = out_file.with_name(f".{out_file.stem}.tmp{os.getpid()}.png")
+    tmp = file.with_name(f".{file.stem}.tmp{os.getpid()}.png")
     try:
         _sample_grid(
             payload["task"],
@@ -438,10 +570,15 @@ def sample(
             device,
             tmp,
         )
-        tmp.replace(out_file)
+        tmp.replace(file)
+    except OSError as err:
+        raise _write_error(file, err) from None
     finally:
         tmp.unlink(missing_ok=True)
-    out.print(f"wrote {out_file} ({n} samples of {payload['task']} target {payload['target']})")
+    out.print(
+        f"wrote {escape(str(file))} ({n} samples of {escape(str(payload['task']))} "
+        f"target {escape(str(payload['target']))})"
+    )
 
 
 def register(app: typer.Typer) -> None:

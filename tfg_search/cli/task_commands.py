@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,14 +26,23 @@ TaskOption = Annotated[
 ]
 
 
-def parse_options(items: Sequence[str] | None) -> dict[str, str]:
-    """``["k=v", ...]`` -> ``{"k": "v"}``; raises TFGSearchError on an item without ``=``."""
+def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{"k": "v"}``.
+
+    Raises:
+        TFGSearchError: an item without ``=``, with an empty key or value, or a key given twice.
+    """
     out: dict[str, str] = {}
     for item in items or ():
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise TFGSearchError(f"task option {item!r} must look like KEY=VALUE")
-        out[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise TFGSearchError(f"{flag} {item!r} must look like KEY=VALUE")
+        if not value:
+            raise TFGSearchError(f"{flag} {item!r} has an empty value; give KEY=VALUE or leave it out")
+        if key in out:
+            raise TFGSearchError(f"{flag} {key} is given twice; give each task option once")
+        out[key] = value
     return out
 
 
@@ -116,7 +124,7 @@ def cmd_train(
     steps: Annotated[str | None, typer.Option(help="optimiser steps of the diffusion model")] = None,
     epochs: Annotated[str | None, typer.Option(help="epochs of the guiding CNNs (digits)")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="output folder (default: the package's tasks/weights/TASK)")
+        str | None, typer.Option(help="output folder (default: the package's tasks/weights/TASK)")
     ] = None,
 ) -> None:
     """Train a bundled task's tiny models on CPU; writes safetensors + JSON (seed, steps, quality).
@@ -126,11 +134,17 @@ def cmd_train(
     import inspect
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tasks.registry import load_object, task_factory, task_names
     from tasks.weights import weights_dir
+    from tfg_search.cli import common
 
+    common.text("TASK", task, "give a task name (see `tfg-search tasks`)")
+    out_dir = common.path("--out", out, "give a folder, or leave --out out for the package's weights folder")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise TFGSearchError(f"--out {out_dir} is a file, not a folder; choose another --out")
     factory = task_factory(task)
     if getattr(factory, "trained_by", None):
         owner = factory.trained_by
@@ -151,7 +165,7 @@ def cmd_train(
         if "epochs" not in accepts:
             raise TFGSearchError(f"--epochs does not apply to task {task!r} (its trainer counts steps)")
         kwargs["epochs"] = parse_number("--epochs", epochs, int, 1)
-    folder = out or weights_dir(task)
+    folder = out_dir or weights_dir(task)
     with Progress(
         TextColumn(f"training {task}"),
         BarColumn(),
@@ -165,7 +179,7 @@ def cmd_train(
             bar.update(handle, completed=done, total=total, loss=info.get("loss", float("nan")))
 
         meta = trainer(out=folder, progress=progress, **kwargs)
-    Console().print(f"wrote {folder}")
+    Console().print(f"wrote {escape(str(folder))}")
     Console().print_json(json.dumps(meta))
 
 
@@ -196,17 +210,23 @@ def cmd_evaluate(
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="print metrics as one JSON object")] = False,
     save_grid: Annotated[
-        Path | None, typer.Option("--save-grid", help="write the samples to this PNG")
+        str | None, typer.Option("--save-grid", help="write the samples to this PNG")
     ] = None,
     option: TaskOption = None,
 ) -> None:
     """Run one guided trial and print its held-out metrics."""
     from tasks import get_task
+    from tfg_search.cli import common
     from tfg_search.cli.images import save_samples
     from tfg_search.evaluation import check_device, evaluate
     from tfg_search.guidance.config import method_config
     from tfg_search.objective import score
 
+    common.text("--task", task, "give a task name (see `tfg-search tasks`)")
+    common.text("--target", target, "give one of the task's targets (see `tfg-search tasks`)")
+    common.text("--method", method, "choose unguided, tfg, dps, lgd, freedom, mpgd or ugd")
+    common.device(device)
+    grid_file = common.path("--save-grid", save_grid, "give a .png file, or leave --save-grid out")
     n = parse_number("--samples", samples, int, 1)
     seed_value = parse_number("--seed", seed, int, 0)
     n_steps = parse_number("--steps", steps, int, 1)
@@ -224,8 +244,8 @@ def cmd_evaluate(
         )
     except (ValueError, TypeError) as err:
         raise TFGSearchError(f"invalid guidance setting: {err}") from None
-    if save_grid is not None and not save_grid.parent.is_dir():
-        raise TFGSearchError(f"cannot write {save_grid}: folder {save_grid.parent} does not exist")
+    if grid_file is not None:
+        common.output_file("--save-grid", grid_file, force=True)
     the_task = get_task(task, parse_options(option))
     the_task.parse_target(target)
     check_device(device)
@@ -237,11 +257,14 @@ def cmd_evaluate(
         seed_value,
         device=device,
         num_inference_steps=n_steps,
-        return_samples=save_grid is not None,
+        return_samples=grid_file is not None,
     )
-    if save_grid is not None and result.samples is not None:
+    if grid_file is not None and result.samples is not None:
         ref = the_task.reference(target) if result.samples.dim() == 2 else None
-        save_samples(result.samples, save_grid, title=f"{task} {target}", reference=ref)
+        try:
+            save_samples(result.samples, grid_file, title=f"{task} {target}", reference=ref)
+        except OSError as err:
+            raise TFGSearchError(f"cannot write {grid_file}: {err.strerror or err}") from None
     if as_json:
         typer.echo(json.dumps({k: _json_value(v) for k, v in result.metrics.items()}))
         return
@@ -250,9 +273,11 @@ def cmd_evaluate(
 
 def _print_metrics(task: Any, target: str, result: Any, total: float) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{task.name} target {target} ({result.wall_time_s:.1f} s, {result.device})")
+    title = f"{task.name} target {target} ({result.wall_time_s:.1f} s, {result.device})"
+    table = Table(title=escape(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in result.metrics.items():

@@ -1,0 +1,96 @@
+"""Input checks shared by the commands, and the exception that ends a command interrupted.
+
+Every check raises :class:`~tfg_search.errors.TFGSearchError` with a message that names the flag and
+says how to fix it; ``tfg_search.cli.main`` prints it as one ``error: ...`` line (exit code 2).
+
+Example:
+    >>> text("--device", "cpu", "give cpu, cuda or cuda:N")
+    'cpu'
+    >>> text("--device", None, "give cpu, cuda or cuda:N") is None
+    True
+    >>> text("--device", " ", "give cpu, cuda or cuda:N")
+    Traceback (most recent call last):
+    ...
+    tfg_search.errors.TFGSearchError: --device is empty; give cpu, cuda or cuda:N
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tfg_search.errors import TFGSearchError
+
+RESUME_HINT = "rerun the same command to resume"
+
+
+class Interrupted(Exception):
+    """A command stopped by Ctrl-C or SIGTERM; ``main`` prints :attr:`message` and exits with 130.
+
+    Attributes:
+        marked: how many running trials were marked interrupted on the way out.
+    """
+
+    def __init__(self, marked: int = 0) -> None:
+        self.marked = marked
+        super().__init__(f"interrupted: {marked} running trial(s) marked interrupted; {RESUME_HINT}")
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+def text(flag: str, value: str | None, fix: str) -> str | None:
+    """``value`` unchanged, None for an absent option; an empty (or blank) value is an error."""
+    if value is not None and not value.strip():
+        raise TFGSearchError(f"{flag} is empty; {fix}")
+    return value
+
+
+def path(flag: str, value: str | None, fix: str = "give a file name") -> Path | None:
+    """A path option read as text (``Path("")`` would silently be the current folder)."""
+    checked = text(flag, value, fix)
+    return None if checked is None else Path(checked)
+
+
+def output_file(flag: str, file: Path, force: bool) -> None:
+    """Refuse to write ``file`` over an existing one (unless ``force``), over a folder, or into a
+    folder that does not exist."""
+    if file.is_dir():
+        raise TFGSearchError(f"{flag} {file} is a folder; give a file name")
+    if file.exists() and not force:
+        raise TFGSearchError(f"{file} exists; pass --force to overwrite it, or choose another {flag}")
+    if not file.parent.is_dir():
+        raise TFGSearchError(f"folder {file.parent} does not exist; create it or choose another {flag}")
+
+
+def study(value: str | None, fix: str, *, new: bool = False) -> str | None:
+    """A ``--study`` value: not empty, and a name every storage can hold
+    (:func:`tfg_search.storage.check_study_name`); ``new``: the name of a search to create or
+    resume, which may not end in ``:search`` (the suffix of a search's beam study)."""
+    from tfg_search.storage import check_study_name
+    from tfg_search.trials import SEARCH_SUFFIX
+
+    if text("--study", value, fix) is None:
+        return None
+    assert value is not None
+    check_study_name(value)
+    if new and value.endswith(SEARCH_SUFFIX):
+        raise TFGSearchError(
+            f"--study may not end in {SEARCH_SUFFIX!r} (the beam trials of study N are kept in study "
+            f"N{SEARCH_SUFFIX}); choose another name"
+        )
+    return value
+
+
+def device(value: str | None) -> str | None:
+    """A ``--device`` value: not empty, and a name torch knows (whether it is usable is checked
+    where it is used)."""
+    if text("--device", value, "give cpu, cuda or cuda:N, or leave --device out for the default") is None:
+        return None
+    import torch
+
+    try:
+        torch.device(value)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError):
+        raise TFGSearchError(f"--device {value!r} is not a device name; use cpu, cuda or cuda:N") from None
+    return value
