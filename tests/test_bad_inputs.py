@@ -98,6 +98,10 @@ def assert_nothing_written(folder: Path, before: dict[str, tuple[int, int]], row
 
 # (args, text the error line must contain, whether the folder holds the study database)
 BAD: list[tuple[list[str], str, bool]] = [
+    ([*S, "--mode", "clever"], "--mode must be one of reference, refined", False),
+    ([*S, "--threads", "0"], "--threads must be an integer >= 1", False),
+    ([*EV, "--threads", "0"], "--threads must be >= 1", False),
+    ([*S, "--seed-presets", "--method", "dps"], "applies to method 'tfg' only", False),
     # -- search: the cases of tests/test_cli_search.py (none may create the database)
     (["search", "--task", "nope", "--target", "3"], "unknown task 'nope'", False),
     ([*S[:3], "--target", "99"], "unknown target '99'", False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -124,3 +125,35 @@ def test_train_gmm2d_writes_weights(capsys, tmp_path) -> None:
     meta = json.loads((tmp_path / "eps_mlp.json").read_text())
     assert meta["seed"] == 1 and meta["steps"] == 3 and meta["format_version"] == 1
     assert (tmp_path / "eps_mlp.safetensors").is_file()
+
+
+def test_threads_option_sets_torch_threads(capsys) -> None:
+    import torch
+
+    from tests.cli_util import run_cli
+    from tfg_search.threads import cpu_share
+
+    before = torch.get_num_threads()
+    try:
+        res = run_cli(
+            [
+                "evaluate",
+                "--task",
+                "gmm2d",
+                "--target",
+                "3",
+                "--samples",
+                "4",
+                "--steps",
+                "2",
+                "--threads",
+                "1",
+                "--json",
+            ],
+            capsys,
+        )
+        assert res.code == 0, res.err
+        assert torch.get_num_threads() == 1
+        assert 1 <= cpu_share() <= (os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)

@@ -230,6 +230,12 @@ def search(
         help="warm start: the earlier methods' configurations (their searched best in this storage "
         "when known) join round 0",
     ),
+    mode: str = typer.Option(
+        "reference", "--mode", help="beam mode: reference (the paper's) | refined (also steps down)"
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch threads of local evaluations (default: this process's CPU share)"
+    ),
     device: str | None = typer.Option(
         None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)"
     ),
@@ -299,8 +305,11 @@ def search(
         search_schedules=search_schedules,
         seed=seed,
         seed_presets=seed_presets,
+        mode=mode,
         task_options=parse_options(task_option, "--task-option"),
     )
+    if threads is not None and threads < 1:
+        raise TFGSearchError(f"--threads must be an integer >= 1, got {threads}")
     if batch_size < 1:
         raise TFGSearchError(f"--batch-size must be an integer >= 1, got {batch_size}")
     options: dict[str, Any] = {"batch_size": batch_size}
@@ -312,6 +321,10 @@ def search(
             cpus_per_trial=cpus_per_trial,
             device=device,
         )
+    if executor == "local":
+        from tfg_search.threads import set_threads
+
+        set_threads(threads)
     with _stopped_by_signals():  # from here on, Ctrl-C and SIGTERM end with exit code 130
         pool = make_executor(executor, **options)
         try:

@@ -208,6 +208,9 @@ def cmd_evaluate(
     seed: Annotated[str, typer.Option(help="random seed")] = "0",
     steps: Annotated[str | None, typer.Option("--steps", help="DDIM steps")] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+    threads: Annotated[
+        str | None, typer.Option("--threads", help="torch threads (default: this process's CPU share)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print metrics as one JSON object")] = False,
     save_grid: Annotated[
         str | None, typer.Option("--save-grid", help="write the samples to this PNG")
@@ -230,6 +233,7 @@ def cmd_evaluate(
     n = parse_number("--samples", samples, int, 1)
     seed_value = parse_number("--seed", seed, int, 0)
     n_steps = parse_number("--steps", steps, int, 1)
+    n_threads = parse_number("--threads", threads, int, 1)
     try:
         config = method_config(
             method,
@@ -249,6 +253,9 @@ def cmd_evaluate(
     the_task = get_task(task, parse_options(option))
     the_task.parse_target(target)
     check_device(device)
+    from tfg_search.threads import set_threads
+
+    set_threads(n_threads)
     result = evaluate(
         the_task,
         target,
