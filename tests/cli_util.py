@@ -37,7 +37,13 @@ def cli_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tfg_search", *args]
 
 
-def run_proc(args: list[str], cwd: Path, timeout: float = 300) -> CliResult:
-    env = {**os.environ, "COLUMNS": "160"}
-    proc = subprocess.run(cli_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+def run_proc(
+    args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> CliResult:
+    """``tfg-search ARGS`` as a subprocess (``env``: variables to set; an empty value unsets one)."""
+    merged = {**os.environ, "COLUMNS": "160", **(env or {})}
+    merged = {k: v for k, v in merged.items() if v != ""}
+    proc = subprocess.run(
+        cli_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=merged
+    )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)

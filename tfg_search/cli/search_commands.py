@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tfg_search.cli import common
+from tfg_search.cli import common, output
 from tfg_search.cli.task_commands import parse_options
 from tfg_search.errors import TFGSearchError
 from tfg_search.paths import safe_name
 
-console = Console(stderr=True)
-out = Console()
+console = output.console(stderr=True)
+out = output.console()
 
 STORAGE_HELP = "SQLAlchemy URL [env TFG_SEARCH_STORAGE]"
 STORAGE_FIX = "pass a URL such as sqlite:///tfg-studies.db, or leave --storage out for the default"
@@ -180,20 +179,24 @@ class _Display:
 def _top_table(report: Any, objective: list[str]) -> Table:
     from tfg_search.cli.report import describe_params
 
-    table = Table(title=f"top configurations of {escape(report.study_name)}")
     wanted = ["validity", *(m.lstrip("_") for m in objective)]
     names = list(dict.fromkeys(m for m in wanted if report.top and m in report.top[0]["metrics"]))
-    for col in ["trial", "role", "score", "params", *names]:
-        table.add_column(col)
-    for row in report.top:
-        table.add_row(
+    rows = [
+        [
             str(row["trial"]),
             str(row["role"]),
             f"{row['score']:.4f}",
             describe_params(row["params"]),
             *[f"{row['metrics'].get(n, float('nan')):.4g}" for n in names],
-        )
-    return table
+        ]
+        for row in report.top
+    ]
+    return output.table(
+        f"top configurations of {report.study_name}",
+        ["trial", "role", "score", "params", *names],
+        rows,
+        keep={"params"},
+    )
 
 
 def search(
@@ -458,20 +461,20 @@ def studies(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table(title="studies")
-    for col in ("study", "task", "target", "method", "trials", "best", "finished"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            escape(r["study"]),
-            escape(str(r["task"])),
-            escape(str(r["target"])),
-            escape(str(r["method"])),
+    cells = [
+        [
+            r["study"],
+            str(r["task"]),
+            str(r["target"]),
+            str(r["method"]),
             str(r["trials"]),
             "-" if r["best"] is None else f"{r['best']:.4f}",
             "yes" if r["finished"] else "no",
-        )
-    out.print(table)
+        ]
+        for r in rows
+    ]
+    columns = ["study", "task", "target", "method", "trials", "best", "finished"]
+    out.print(output.table("studies", columns, cells, keep={"study", "task", "target", "method"}))
 
 
 def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:

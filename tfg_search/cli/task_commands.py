@@ -74,48 +74,20 @@ def cmd_tasks(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """List the registered tasks with their targets, metrics and default objective."""
-    from rich.console import Console
-    from rich.table import Table
 
-    from tasks import get_task, task_names
+    from tasks import describe, task_names
+    from tfg_search.cli import output
 
-    rows = []
-    for name in task_names():
-        try:
-            rows.append(get_task(name).describe())
-        except TFGSearchError as err:  # e.g. custom without options: describe the class instead
-            rows.append(_describe_class(name, err))
+    rows = [describe(name) for name in task_names()]  # the catalog: no model, no torch
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="tfg-search tasks")
-    for col in ("task", "targets", "metrics", "objective", "description"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["targets"],
-            ", ".join(r["metrics"]),
-            ", ".join(r["objective"]),
-            r["description"],
-        )
-    Console().print(table)
-
-
-def _describe_class(name: str, err: Exception) -> dict[str, Any]:
-    from tasks.registry import task_factory
-
-    try:
-        cls = task_factory(name)
-    except TFGSearchError:
-        cls = None
-    return {
-        "name": name,
-        "description": getattr(cls, "description", "") or str(err),
-        "targets": getattr(cls, "targets_hint", "(needs task options)"),
-        "metrics": list(getattr(cls, "metrics", ("validity",))),
-        "objective": list(getattr(cls, "objective", ("validity",))),
-    }
+    cells = [
+        [r["name"], r["targets"], ", ".join(r["metrics"]), ", ".join(r["objective"]), r["description"]]
+        for r in rows
+    ]
+    columns = ["task", "targets", "metrics", "objective", "description"]
+    output.console().print(output.table("tfg-search tasks", columns, cells, keep={"task"}))
 
 
 def cmd_train(
@@ -279,18 +251,14 @@ def cmd_evaluate(
 
 
 def _print_metrics(task: Any, target: str, result: Any, total: float) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+
+    from tfg_search.cli import output
 
     title = f"{task.name} target {target} ({result.wall_time_s:.1f} s, {result.device})"
-    table = Table(title=escape(title))
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in result.metrics.items():
-        table.add_row(k, f"{v:.4f}")
-    table.add_row(f"score ({', '.join(task.objective)})", f"{total:.4f}", style="bold")
-    Console().print(table)
+    cells = [[k, f"{v:.4f}"] for k, v in result.metrics.items()]
+    cells.append([f"score ({', '.join(task.objective)})", f"{total:.4f}"])
+    table = output.table(title, ["metric", "value"], cells, keep={"metric"}, justify={"value": "right"})
+    output.console().print(table)
 
 
 def register(app: typer.Typer) -> None:
