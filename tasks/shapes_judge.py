@@ -180,3 +180,46 @@ def judge(x: torch.Tensor) -> Verdict:
         clean=torch.tensor([r[2] for r in results], dtype=torch.bool),
         features=torch.from_numpy(np.stack([r[3] for r in results])) if results else torch.zeros(0, 17),
     )
+
+
+def unguided_quality(
+    unet: torch.nn.Module, n: int = 256, steps: int = 50, seed: int = 4321
+) -> dict[str, object]:
+    """How unguided samples of ``unet`` compare with real images, by the judges.
+
+    Returns the share of clean objects, of samples with a readable colour and shape, the pair
+    distribution's total-variation distance to :data:`tasks.shapes_data.PAIR_RATES`, and each
+    measure on ``n`` real images for comparison.
+    """
+    from tasks.nets import make_scheduler
+    from tasks.shapes_data import PAIR_RATES, render_batch
+    from tfg_search.guidance.config import TFGConfig
+    from tfg_search.guidance.sampler import guided_sample
+
+    def stats(x: torch.Tensor) -> dict[str, float]:
+        v = judge(x)
+        ok = (v.colour >= 0) & (v.shape >= 0)
+        counts: dict[tuple[str, str], float] = dict.fromkeys(PAIR_RATES, 0.0)
+        for c, s in zip(v.colour[ok].tolist(), v.shape[ok].tolist(), strict=True):
+            counts[(COLOURS[c], SHAPES[s])] += 1.0 / len(x)
+        tv = 0.5 * sum(abs(counts[p] - r) for p, r in PAIR_RATES.items()) + 0.5 * float((~ok).float().mean())
+        return {
+            "clean_rate": float(v.clean.float().mean()),
+            "readable_rate": float(ok.float().mean()),
+            "pair_tv_distance": tv,
+            "shape_shares": {s: float((v.shape == i).float().mean()) for i, s in enumerate(SHAPES)},
+        }
+
+    gen = torch.Generator().manual_seed(seed)
+    zero = lambda y: y.flatten(1).sum(1) * 0.0  # noqa: E731 - unguided: log f plays no part
+    with torch.no_grad():
+        samples = guided_sample(
+            unet, make_scheduler(), zero, TFGConfig(), (n, 3, 32, 32), steps, generator=gen
+        )
+    real, _, _ = render_batch(n, seed)
+    return {
+        "quality_samples": n,
+        "quality_steps": steps,
+        "unguided": stats(samples),
+        "real": stats(real),
+    }

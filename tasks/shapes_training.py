@@ -149,7 +149,7 @@ def train_shapes_unet(
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         start, wall = int(state["step"]), float(state["train_wall_s"])
-        history = list(state.get("history", [])) + [{"at_step": start, "planned_steps": int(state["steps"])}]
+        history = [*state.get("history", []), {"at_step": start, "planned_steps": int(state["steps"])}]
     else:
         history = []
     sched = make_scheduler()
