@@ -181,7 +181,11 @@ def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage
         raise TFGSearchError(f"storage {shown} holds no tfg-search studies; run `tfg-search search` first")
     for attempt in range(3):
         try:
-            storage = optuna.storages.RDBStorage(raw, skip_table_creation=not create)
+            # Reading commands skip Optuna's schema check: it imports alembic (a third of a query's
+            # start-up); the launcher (create=True) still checks before it writes.
+            storage = optuna.storages.RDBStorage(
+                raw, skip_table_creation=not create, skip_compatibility_check=not create
+            )
             break
         except Exception as err:
             # Two launchers creating Optuna's tables in an empty database at once collide on

@@ -94,3 +94,11 @@ def device(value: str | None) -> str | None:
     except (RuntimeError, TypeError):
         raise TFGSearchError(f"--device {value!r} is not a device name; use cpu, cuda or cuda:N") from None
     return value
+
+
+def quiet_optuna() -> None:
+    """Optuna's INFO lines off (the command says what happens itself); called by the commands
+    that use Optuna, so that the others (``--help``, ``tasks``) never import it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)

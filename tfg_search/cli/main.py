@@ -51,9 +51,6 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         _register()
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI says what happens itself
         code = app(args=argv, standalone_mode=False)
     except SettingError as err:  # a library parameter: say it as the command's flag
         print(_one_line(f"error: --{err.param.replace('_', '-')} {err.detail}"), file=sys.stderr)

@@ -262,6 +262,7 @@ def search(
     Ctrl-C or SIGTERM stops it with exit code 130; its running trials are marked interrupted and
     the same command resumes the search.
     """
+    common.quiet_optuna()
     from tfg_search.executors import make_executor
     from tfg_search.search import hold_signals, run_search
     from tfg_search.settings import SearchSettings
@@ -454,6 +455,7 @@ def studies(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the searches in the storage with their task, target, method and best score."""
+    common.quiet_optuna()
     from tfg_search.storage import list_searches, open_storage
 
     common.text("--storage", storage, STORAGE_FIX)
@@ -478,6 +480,7 @@ def studies(
 
 
 def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
+    common.quiet_optuna()
     from tfg_search.storage import load_search
 
     common.text("--storage", storage, STORAGE_FIX)
