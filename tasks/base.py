@@ -171,3 +171,18 @@ def frozen(module: torch.nn.Module, device: torch.device | str | None) -> torch.
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def check_images(samples: torch.Tensor, shape: tuple[int, ...], task: str) -> torch.Tensor:
+    """Samples as float32 CPU images ``[B, *shape]`` clamped to [-1, 1].
+
+    Raises:
+        TFGSearchError: non-finite samples, or samples of another shape.
+    """
+    x = samples.detach().float().cpu()
+    if not torch.isfinite(x).all():
+        raise TFGSearchError("samples contain NaN/inf; cannot compute metrics")
+    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+        want = ", ".join(str(d) for d in shape)
+        raise TFGSearchError(f"{task} samples must have shape [B, {want}], got {tuple(x.shape)}")
+    return x.clamp(-1, 1)

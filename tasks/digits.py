@@ -33,11 +33,11 @@ from diffusers import UNet2DModel
 
 from searchers.lattice import Lattice
 from tasks.base import LogF, Task, cached, exp_fidelity, frozen
+from tasks.base import check_images as base_check_images
 from tasks.digits_data import digits_tensors
 from tasks.digits_eval import digits_evaluator
 from tasks.nets import DigitsCNN, make_scheduler
 from tasks.weights import load_weights, weights_dir
-from tfg_search.errors import TFGSearchError
 
 DIGITS_SPACE: dict[str, Lattice] = {
     "rho": Lattice(0.02, 2.0, 0.64),
@@ -190,10 +190,5 @@ class DigitsTask(Task):
 
 
 def check_images(samples: torch.Tensor) -> torch.Tensor:
-    """Samples as float32 CPU images clamped to [-1, 1]; non-finite samples are a user-facing error."""
-    x = samples.detach().float().cpu()
-    if not torch.isfinite(x).all():
-        raise TFGSearchError("samples contain NaN/inf; cannot compute metrics")
-    if x.dim() != 4 or tuple(x.shape[1:]) != (1, 8, 8):
-        raise TFGSearchError(f"digits samples must have shape [B, 1, 8, 8], got {tuple(x.shape)}")
-    return x.clamp(-1, 1)
+    """Digits samples ``[B, 1, 8, 8]`` as float32 CPU images in [-1, 1] (:func:`tasks.base.check_images`)."""
+    return base_check_images(samples, (1, 8, 8), "digits")

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from searchers.lattice import Lattice
-from tasks.base import LogF, Task, cached, exp_fidelity, frozen
+from tasks.base import LogF, Task, cached, check_images, exp_fidelity, frozen
 from tasks.nets import ShapesCNN
 from tasks.shapes_data import (
     COLOURS,
@@ -116,18 +116,9 @@ def frechet_distance(samples: torch.Tensor, target: str) -> float:
 
 
 @lru_cache(maxsize=64)
-def _fd_scale(target: str) -> float:
+def fd_scale(target: str) -> float:
+    """The Frechet distance of a perfect unconditional sampler (the whole skewed data) to ``target``."""
     return frechet_distance(reference_images("*"), target)
-
-
-def check_images(samples: torch.Tensor) -> torch.Tensor:
-    """Samples as float32 CPU images clamped to [-1, 1]; non-finite samples are a user-facing error."""
-    x = samples.detach().float().cpu()
-    if not torch.isfinite(x).all():
-        raise TFGSearchError("samples contain NaN/inf; cannot compute metrics")
-    if x.dim() != 4 or tuple(x.shape[1:]) != (3, 32, 32):
-        raise TFGSearchError(f"shapes samples must have shape [B, 3, 32, 32], got {tuple(x.shape)}")
-    return x.clamp(-1, 1)
 
 
 class ShapesTask(Task):
@@ -228,7 +219,7 @@ class ShapesTask(Task):
     def compute_metrics(self, samples: torch.Tensor, target: str) -> dict[str, float]:
         colour, shape = self.parse_target(target)
         key = str(target).strip().lower()
-        x = check_images(samples)
+        x = check_images(samples, self.sample_shape, self.name)
         verdict = judge(x)
         with torch.no_grad():
             guide_c = self.guide("colour", "cpu")(x).argmax(1) if colour is not None else verdict.colour
@@ -243,5 +234,5 @@ class ShapesTask(Task):
             "clean_rate": float(verdict.clean.double().mean()),
             "guide_accuracy": float(labels_match(guide_c, guide_s, (colour, shape)).double().mean()),
             "fd": fd,
-            "fidelity": exp_fidelity(fd, _fd_scale(key)),
+            "fidelity": exp_fidelity(fd, fd_scale(key)),
         }

@@ -74,23 +74,9 @@ _FIELDS = (
     "node",
     "attempts",
 )
-# Layout 1 stored each field as its own user attr under these names (no "failure": an
-# "error" of "interrupted" meant an interrupted trial, any other error a failed configuration).
-_LEGACY_KEYS = (
-    "role",
-    "round",
-    "config",
-    "samples",
-    "seed",
-    "steps",
-    "source_trial",
-    "metrics",
-    "error",
-    "wall_time_s",
-    "device",
-    "node",
-    "attempts",
-)
+# Layout 1 stored each field but "failure" as its own user attr, under the same names (an "error"
+# of "interrupted" meant an interrupted trial, any other error a failed configuration).
+_LEGACY_KEYS = tuple(name for name in _FIELDS if name != "failure")
 
 
 def search_study_name(name: str) -> str:
