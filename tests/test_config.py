@@ -116,3 +116,11 @@ def test_preset_overrides_and_errors() -> None:
         TFGConfig.preset("dps", -1.0)
     with pytest.raises(ValueError, match="n_recur must be an integer >= 1"):
         TFGConfig.preset("dps", 1.0, n_recur=0)
+
+
+def test_the_sampler_knows_the_same_schedules() -> None:
+    """searchers stands alone (an OptunaHub package): its list must equal the guidance one."""
+    from searchers import SCHEDULES
+    from tfg_search import STRUCTURES
+
+    assert SCHEDULES == STRUCTURES

@@ -24,6 +24,7 @@ from rich.table import Table
 from tfg_search.cli import common, output
 from tfg_search.cli.task_commands import parse_options
 from tfg_search.errors import TFGSearchError
+from tfg_search.guidance.config import METHODS
 from tfg_search.paths import safe_name
 
 console = output.console(stderr=True)
@@ -202,7 +203,7 @@ def _top_table(report: Any, objective: list[str]) -> Table:
 def search(
     task: str = typer.Option(..., "--task", help="task name (see `tfg-search tasks`)"),
     target: str = typer.Option(..., "--target", help="target of the task (e.g. a class)"),
-    method: str = typer.Option("tfg", "--method", help="tfg | dps | lgd | freedom | mpgd | ugd"),
+    method: str = typer.Option("tfg", "--method", help=" | ".join(METHODS)),
     storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     study: str | None = typer.Option(None, "--study", help="study name (default: derived from settings)"),
     samples: int | None = typer.Option(
@@ -270,7 +271,7 @@ def search(
 
     common.text("--task", task, "give a task name (see `tfg-search tasks`)")
     common.text("--target", target, "give one of the task's targets (see `tfg-search tasks`)")
-    common.text("--method", method, "choose one of tfg, dps, lgd, freedom, mpgd, ugd")
+    common.text("--method", method, f"choose one of {', '.join(METHODS)}")
     common.text("--storage", storage, STORAGE_FIX)
     resolve_storage(storage)
     common.study(study, "give a name, or leave --study out for the name derived from the settings", new=True)
@@ -280,8 +281,8 @@ def search(
     folder = common.path("--out-dir", out_dir, "give a folder, or leave --out-dir out for tfg-output/STUDY")
     if folder is not None and folder.exists() and not folder.is_dir():
         raise TFGSearchError(f"--out-dir {folder} is a file, not a folder; choose another --out-dir")
-    if method not in ("tfg", "dps", "lgd", "freedom", "mpgd", "ugd"):
-        raise TFGSearchError(f"unknown method {method!r}; choose one of tfg, dps, lgd, freedom, mpgd, ugd")
+    if method not in METHODS:
+        raise TFGSearchError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if not math.isfinite(eta) or not 0 <= eta <= 1:
         raise TFGSearchError(f"--eta must be a number in [0, 1], got {eta}")
     if gpus_per_trial < 0 or cpus_per_trial <= 0 or (workers is not None and workers < 1):

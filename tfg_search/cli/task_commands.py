@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from tfg_search.errors import TFGSearchError
+from tfg_search.guidance.config import EVAL_METHODS
 
 TaskOption = Annotated[
     list[str] | None,
@@ -167,7 +168,7 @@ def _trainer_spec(name: str) -> str | None:
 def cmd_evaluate(
     task: Annotated[str, typer.Option("--task", help="task name (see `tfg-search tasks`)")],
     target: Annotated[str, typer.Option("--target", help="target of the task")],
-    method: Annotated[str, typer.Option(help="unguided, tfg, dps, lgd, freedom, mpgd or ugd")] = "tfg",
+    method: Annotated[str, typer.Option(help=f"one of {', '.join(EVAL_METHODS)}")] = "tfg",
     strength: Annotated[str | None, typer.Option(help="the method's single strength (tfg: rho = mu)")] = None,
     rho: Annotated[str | None, typer.Option(help="variance-guidance strength")] = None,
     mu: Annotated[str | None, typer.Option(help="mean-guidance strength")] = None,
@@ -199,7 +200,7 @@ def cmd_evaluate(
 
     common.text("--task", task, "give a task name (see `tfg-search tasks`)")
     common.text("--target", target, "give one of the task's targets (see `tfg-search tasks`)")
-    common.text("--method", method, "choose unguided, tfg, dps, lgd, freedom, mpgd or ugd")
+    common.text("--method", method, f"choose one of {', '.join(EVAL_METHODS)}")
     common.device(device)
     grid_file = common.path("--save-grid", save_grid, "give a .png file, or leave --save-grid out")
     n = parse_number("--samples", samples, int, 1)
