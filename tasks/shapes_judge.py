@@ -183,7 +183,7 @@ def judge(x: torch.Tensor) -> Verdict:
 
 
 def unguided_quality(
-    unet: torch.nn.Module, n: int = 256, steps: int = 50, seed: int = 4321
+    unet: torch.nn.Module, scheduler: object, n: int = 256, steps: int = 50, seed: int = 4321
 ) -> dict[str, object]:
     """How unguided samples of ``unet`` compare with real images, by the judges.
 
@@ -191,7 +191,6 @@ def unguided_quality(
     distribution's total-variation distance to :data:`tasks.shapes_data.PAIR_RATES`, and each
     measure on ``n`` real images for comparison.
     """
-    from tasks.nets import make_scheduler
     from tasks.shapes_data import PAIR_RATES, render_batch
     from tfg_search.guidance.config import TFGConfig
     from tfg_search.guidance.sampler import guided_sample
@@ -213,9 +212,7 @@ def unguided_quality(
     gen = torch.Generator().manual_seed(seed)
     zero = lambda y: y.flatten(1).sum(1) * 0.0  # noqa: E731 - unguided: log f plays no part
     with torch.no_grad():
-        samples = guided_sample(
-            unet, make_scheduler(), zero, TFGConfig(), (n, 3, 32, 32), steps, generator=gen
-        )
+        samples = guided_sample(unet, scheduler, zero, TFGConfig(), (n, 3, 32, 32), steps, generator=gen)
     real, _, _ = render_batch(n, seed)
     return {
         "quality_samples": n,

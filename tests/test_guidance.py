@@ -270,3 +270,29 @@ def test_predictor_and_unet_passes_match_the_floor(cfg: TFGConfig) -> None:
     assert paper.predictor_forward_backward == want.predictor_forward_backward + (
         7 * cfg.n_recur * cfg.n_mc if lower else 0
     )
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_models_that_predict_v_or_x0_sample_the_same_chain(prediction_type: str) -> None:
+    """An epsilon model rewritten to predict v (or x0) under a scheduler saying so gives the same
+    samples (float64): the sampler reads the scheduler's prediction_type."""
+    unet = tiny_unet(seed=3).double()
+    sched_eps = ddim()
+    acp = sched_eps.alphas_cumprod.to(torch.float64)
+
+    def as_other(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = unet(x, t).sample
+        a = acp[t].reshape(-1, 1, 1, 1)
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * x0 if prediction_type == "v_prediction" else x0
+
+    def log_f(x: torch.Tensor) -> torch.Tensor:
+        return -((x - 0.2) ** 2).sum((1, 2, 3))
+
+    cfg = TFGConfig(rho=0.2, mu=0.3, n_iter=2, clip_x0=False)
+    shape = (2, 1, 8, 8)
+    x_t = torch.randn(shape, generator=_gen(9), dtype=torch.float64)
+    want = guided_sample(unet, sched_eps, log_f, cfg, shape, 6, generator=_gen(0), latents=x_t)
+    other = ddim(prediction_type=prediction_type)
+    got = guided_sample(as_other, other, log_f, cfg, shape, 6, generator=_gen(0), latents=x_t)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

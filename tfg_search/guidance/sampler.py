@@ -54,11 +54,15 @@ class Chain:
         timesteps: model timesteps t_i, shape [K], long.
         alphas_cumprod: a_i, shape [K].
         alphas_cumprod_prev: a'_i (the next, less noisy step; the scheduler's final value last).
+        prediction_type: what the model predicts (the scheduler's ``prediction_type``):
+            ``"epsilon"`` (the noise), ``"v_prediction"`` (v = sqrt(a) eps - sqrt(1 - a) x0) or
+            ``"sample"`` (x0); :func:`tweedie` turns each into the clean estimate.
     """
 
     timesteps: torch.Tensor
     alphas_cumprod: torch.Tensor
     alphas_cumprod_prev: torch.Tensor
+    prediction_type: str = "epsilon"
 
     def __len__(self) -> int:
         return int(self.timesteps.numel())
@@ -88,11 +92,37 @@ def ddim_chain(
     final = torch.as_tensor(sched.final_alpha_cumprod, dtype=torch.float64)
     a = acp[timesteps]
     a_prev = torch.where(prev_t >= 0, acp[prev_t.clamp(min=0)], final)
+    prediction = str(getattr(sched.config, "prediction_type", "epsilon"))
+    if prediction not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type {prediction!r} is not supported; supported: {PREDICTION_TYPES}")
     return Chain(
         timesteps=timesteps.to(device),
         alphas_cumprod=a.to(device=device, dtype=dtype),
         alphas_cumprod_prev=a_prev.to(device=device, dtype=dtype),
+        prediction_type=prediction,
     )
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+"""What a diffusers model may predict (its scheduler's ``prediction_type``)."""
+
+
+def tweedie(output: torch.Tensor, x: torch.Tensor, a: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The clean estimate x0(x_t) from the model's output at a step with abar = ``a``.
+
+    epsilon: x0 = (x - sqrt(1 - a) eps) / sqrt(a); v_prediction: x0 = sqrt(a) x - sqrt(1 - a) v;
+    sample: x0 is the output.
+
+    Example:
+        >>> x, a = torch.ones(1, 2), torch.tensor(0.25)
+        >>> tweedie(torch.zeros(1, 2), x, a, "epsilon").tolist(), tweedie(x, x, a, "sample").tolist()
+        ([[2.0, 2.0]], [[1.0, 1.0]])
+    """
+    if prediction_type == "epsilon":
+        return (x - (1 - a).sqrt() * output) / a.sqrt()
+    if prediction_type == "v_prediction":
+        return a.sqrt() * x - (1 - a).sqrt() * output
+    return output
 
 
 class _Noise:
@@ -127,7 +157,7 @@ class _Noise:
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=len(lead))
 
 
-def _eps(model: Callable[..., object], x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def _model_output(model: Callable[..., object], x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     out = model(x, t.expand(x.shape[0]))
     if hasattr(out, "sample"):
         out = out.sample
@@ -232,7 +262,7 @@ def _run(
             # Tweedie estimate x0 = (x - sqrt(1 - a) eps) / sqrt(a), with its graph when rho_i > 0.
             with torch.enable_grad() if use_var else torch.no_grad():
                 x_in = x.detach().requires_grad_(use_var)
-                x0_graph = (x_in - sqrt_1ma * _eps(model, x_in, t)) / sqrt_a
+                x0_graph = tweedie(_model_output(model, x_in, t), x_in, a, chain.prediction_type)
                 if structure.clip_x0:
                     x0_graph = x0_graph.clamp(-1.0, 1.0)
             x0 = x0_graph.detach()
