@@ -71,11 +71,11 @@ TASKS: dict[str, dict[str, Any]] = {
         "steps": 10,
     },
     "shapes": {
-        "space": GridSpace({"rho": z(0.25, 2, 8), "mu": z(0.06, 2, 1), "gamma": z(0.01, 10, 0.1)}),
+        "space": GridSpace({"rho": z(0.25, 2, 4), "mu": z(0.06, 2, 0.48), "gamma": z(0.01, 10, 0.01)}),
         "targets": ["cyan-triangle", "yellow-triangle", "blue-square"],
         "samples": 32,
         "final_samples": 64,
-        "steps": 20,
+        "steps": 15,
     },
     "gmm2d": {
         "space": GridSpace({"rho": z(0.002, 2, 0.032), "mu": z(0.002, 2, 0.032), "gamma": z(0.001, 10, 0.1)}),
@@ -186,13 +186,43 @@ def run_target(ev: ChunkEvaluator, task_name: str, target: str, args: argparse.N
             )
         log(f"{task_name} {target} seed {seed}: " + ", ".join(f"{r.name} {r.evaluations} ev" for r in runs))
     ev.flush()
+    check = fidelity_check(ev, task_name, target, grid0.known) if args.fidelity_check else None
+    if check is not None:
+        log(f"{task_name} {target}: reduced vs full fidelity, Spearman {check['spearman']:.2f}")
     return {
+        "fidelity_check": check,
         "grid": {
             "size": len(keys),
             "best": {"params": space.params(grid_best_key), "final_score": grid_best},
         },
         "runs": records,
         "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def fidelity_check(
+    ev: ChunkEvaluator, task_name: str, target: str, grid: dict[Key, float], n: int = 8
+) -> dict[str, Any]:
+    """Does the reduced fidelity rank like the full one? ``n`` grid points spread over the
+    reduced-fidelity ranking, re-scored at the task's own steps on 64 samples (seed 0)."""
+    from scipy.stats import spearmanr
+
+    space: GridSpace = TASKS[task_name]["space"]
+    ranked = sorted(grid, key=lambda k: -grid[k])
+    picks = [ranked[round(i * (len(ranked) - 1) / (n - 1))] for i in range(n)]
+    full_ev = ChunkEvaluator(task_name, chunk=ev.chunk, cache=ev.use_cache)
+    base = SearchSettings(task=task_name, target=target, steps=full_ev.steps).resolve(full_ev.task)
+    res = full_ev.evaluate(target, [(base.config(space.params(k)), 0, 64 // ev.chunk) for k in picks])
+    full_ev.flush()
+    rho = spearmanr([grid[k] for k in picks], [r.score for r in res]).statistic
+    return {
+        "points": [
+            {"params": space.params(k), "reduced": grid[k], "full": r.score}
+            for k, r in zip(picks, res, strict=True)
+        ],
+        "full_steps": full_ev.steps,
+        "full_samples": 64,
+        "spearman": float(rho),
     }
 
 
@@ -235,6 +265,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--grid-top", type=int, default=6)
     p.add_argument("--full-grid", action="store_true", help="evaluate the whole grid at every seed first")
+    p.add_argument(
+        "--fidelity-check", action="store_true", help="re-score 8 grid points at the task's full fidelity"
+    )
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the evaluation cache")
     p.add_argument("--quick", action="store_true", help="gmm2d, one target, one seed")
