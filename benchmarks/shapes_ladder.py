@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 from _common import print_table, write_json
 
 from tasks import get_task
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--grid", type=Path, default=None, help="also write a PNG: real, unguided, guided rows")
     args = p.parse_args(argv)
     task = get_task("shapes")
     pairs = args.pairs.split(",") if args.pairs else rare_pairs(args.below)
@@ -92,6 +94,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         timing[name] = {"samples": n, "steps": steps, "wall_s": round(r.wall_time_s, 2)}
     print_table("one guided trial (rho 1, mu 0.25, n_iter 4)", ["", "samples", "steps", "wall s"],
                 [[k, v["samples"], v["steps"], v["wall_s"]] for k, v in timing.items()])  # fmt: skip
+    if args.grid is not None:
+        from tasks.shapes_data import render_batch
+        from tfg_search.cli.images import save_samples
+
+        rows = [render_batch(16, 1)[0]]  # two rows of real training images
+        rows.append(evaluate(task, pairs[0], TFGConfig(), 24, 1, return_samples=True).samples)
+        for pair in pairs[:2]:  # guided at its best rung
+            best = results[pair]["best"]
+            cfg = TFGConfig(rho=best["rho"], mu=best["mu"], gamma=0.001)
+            rows.append(evaluate(task, pair, cfg, 8, 1, return_samples=True).samples)
+        save_samples(torch.cat(rows), args.grid, ncol=8)
+        print(
+            f"wrote {args.grid} (rows: 2 real, 3 unguided, then {', '.join(pairs[:2])} guided)",
+            file=sys.stderr,
+        )
     payload = {
         "settings": {"samples": args.samples, "steps": args.steps, "seed": args.seed, "ladder": LADDER},
         "results": results,
