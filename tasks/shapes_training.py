@@ -35,7 +35,7 @@ from tasks.training import Progress, ema_update, lr_at, no_progress
 from tasks.weights import FORMAT_VERSION, save_weights
 from tfg_search.errors import TFGSearchError
 
-UNET_STEPS = 8000
+UNET_STEPS = 9000
 UNET_BATCH = 64
 UNET_LR = 1e-3
 PHASE_2_FROM = 6000
@@ -49,6 +49,8 @@ scheduler is saved with ``prediction_type="v_prediction"``, which the guided sam
 starts from phase 1's EMA weights with a fresh optimizer, cosine learning rate from PHASE_2_LR."""
 PHASE_2_LR = 5e-4
 EMA_DECAY = 0.999
+EMA_WARMUP = 200
+"""Steps at the start of each phase during which the EMA copies the model (decay 0)."""
 GUIDE_STEPS = 1500
 GUIDE_BATCH = 128
 GUIDE_NOISE_STD = 0.1
@@ -188,7 +190,9 @@ def train_shapes_unet(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ema_update(ema, model, EMA_DECAY if step > 200 else 0.0)
+        # The EMA restarts with each phase (a phase-2 average must not keep epsilon weights).
+        phase_start = PHASE_2_FROM if step >= PHASE_2_FROM else 0
+        ema_update(ema, model, EMA_DECAY if step - phase_start > EMA_WARMUP else 0.0)
         progress(step + 1, steps, {"loss": float(loss.detach())})
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             _save_checkpoint(
