@@ -20,12 +20,13 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.samplers import BaseSampler, RandomSampler
+from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from . import optuna_internals as internals
 from .lattice import DEFAULT_SPACE, Lattice
-from .planner import Key, KeySpace, Outcome, Record, RoundPlan, plan_round
+from .planner import Key, KeySpace, Outcome, Planner, Record, RoundPlan
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -35,7 +36,9 @@ __all__ = ["SCHEDULES", "BeamPlan", "TFGBeamSampler"]
 #: Beam modes: "reference" (tfg-algorithm.md section 5: neighbours step up) and "refined" (a
 #: neighbour may also step one exponent down; docs/searchers.md has the measurements).
 MODES: tuple[str, ...] = ("reference", "refined")
-#: Schedule structures, in the order used for structure indices in keys and for neighbours.
+#: Schedule structures, in the order used for structure indices in keys and for neighbours. The
+#: same list as ``tfg_search.guidance.config.STRUCTURES`` (searchers stands alone as an OptunaHub
+#: package, so it cannot import it; tests/test_config.py checks they agree).
 SCHEDULES: tuple[str, ...] = ("increase", "decrease", "constant")
 #: Reference default structures (tfg-algorithm.md, section 3); other parameters start "constant".
 _DEFAULT_STRUCTURES = {"rho": "increase", "mu": "increase", "gamma": "decrease"}
@@ -51,6 +54,79 @@ _REQUEUE = _PREFIX + "requeue"
 _SURPLUS = _PREFIX + "surplus"  # str: why this trial got no candidate (it is pruned unevaluated)
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING)
+_CLAIMS_KEPT = 4096  # claims remembered for the suggest calls that follow them (only recent ones matter)
+_VIEWS_KEPT = 8  # studies whose replay a sampler keeps
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What :meth:`TFGBeamSampler.before_trial` wrote on a trial (read back without a query)."""
+
+    storage: BaseStorage
+    number: int
+    key: Key | None
+    round: int | None
+    surplus: str | None
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One trial as the replay uses it; kept for finished trials, which never change."""
+
+    number: int
+    state: TrialState
+    complete: Any  # datetime_complete: with number and state, tells a reused trial id apart
+    record: Record | None  # None: not a beam trial of this space, or a key outside it
+    fail: bool  # state FAIL: the record drops out when the trial is requeued or retried
+    flagged: bool  # its own TFGBeamSampler:requeue attribute
+    retries: tuple[int, ...]  # trial numbers it retries (retry_history), for beam trials
+
+
+class _View:
+    """What a sampler last read of one study: its beam records, and a planner over them.
+
+    The records are split in ``base``, from the leading run of finished trials (``prefix``, which
+    the next read compares by identity and does not classify again), and ``tail``, from the
+    trials after it (the running ones of the current round, and any finished after them).
+    """
+
+    def __init__(self, storage: BaseStorage, planner: Planner) -> None:
+        self.storage = storage
+        self.planner = planner
+        self.read = False  # whether base / tail hold a read yet
+        self.seen: dict[int, _Seen] = {}  # trial id -> finished trial
+        self.prefix: list[FrozenTrial] = []
+        self.prefix_kept: list[Record] = []  # records of the prefix that never drop out
+        self.prefix_fails: list[tuple[Record, int, bool]] = []  # (record, trial id, flagged) of FAIL ones
+        self.prefix_retries: set[int] = set()
+        self.requeued: set[int] = set()  # trial ids requeued by study attribute, as last read
+        self.retried: set[int] = set()  # trial numbers retried, as last read
+        self.base: list[Record] = []
+        self.tail: list[Record] = []
+
+    def plan(self, records: list[Record]) -> RoundPlan:
+        """The planner's plan over ``records`` (records of the view: their prefix part is stable)."""
+        return self.planner.plan(records, len(self.prefix_kept))
+
+    def records(self, without: int | None = None) -> list[Record]:
+        """The beam records as last read (and changed since by this sampler), optionally without
+        those of trial number ``without``."""
+        if without is None:
+            return self.base + self.tail
+        return self.base + [r for r in self.tail if r.number != without]
+
+    def finish(self, number: int, seen: _Seen, trial_id: int) -> bool:
+        """Replace the running record of trial ``number`` by its finished one; False when the
+        last read did not have it running (then only a new read can tell)."""
+        live = [i for i, r in enumerate(self.tail) if r.number == number and r.outcome is Outcome.RUNNING]
+        if not live:
+            return False
+        tail = self.tail[: live[0]] + self.tail[live[0] + 1 :]
+        dropped = seen.fail and (seen.flagged or trial_id in self.requeued or number in self.retried)
+        if seen.record is not None and not dropped:
+            tail.append(seen.record)
+        self.tail = tail
+        return True
 
 
 @dataclass(frozen=True)
@@ -125,7 +201,11 @@ class TFGBeamSampler(BaseSampler):
         two trials that wrote the same key, the later writer's re-read sees the earlier claim
         (storage writes are ordered), so at most one keeps it. Both may yield; the random
         back-off makes a repeat unlikely. For a deterministic objective, parallel use evaluates
-        the same configurations as sequential use, each once.
+        the same configurations as sequential use, each once. The candidate is picked from the
+        plan of the sampler's last read (kept up to date with its own claims and results), so a
+        claim costs one read; the claim is kept only if the re-read's plan, without it, picks the
+        same candidate, else it is yielded and the candidate picked again from the re-read (at
+        once: the stale plan was the sampler's, not a race).
 
         A trial that starts once the search is exhausted calls ``study.stop()`` and is not
         evaluated: the first ``suggest_*`` call raises :class:`optuna.TrialPruned`, so such
@@ -136,15 +216,17 @@ class TFGBeamSampler(BaseSampler):
         :meth:`~optuna.study.Study.optimize`; ask-and-tell users check :meth:`is_exhausted`.
 
     Restarts:
-        Nothing is kept in the sampler between trials: the key, round and search-space
-        fingerprint of each trial are stored as system attributes prefixed with
-        ``"TFGBeamSampler:"``, and the plan is recomputed from the stored trials, so a new
-        process with a new sampler continues the same search. Trials of another search space
-        (another fingerprint) are ignored. Trials enqueued with
-        :meth:`~optuna.study.Study.enqueue_trial` (``"fixed_params"``) are not part of the beam,
-        except retries made by :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`
-        (formerly ``RetryFailedTrialCallback``), which copy the beam key and take the failed
-        trial's place. :meth:`requeue` returns a trial's
+        The search state is in storage: the key, round and search-space fingerprint of each
+        trial are stored as system attributes prefixed with ``"TFGBeamSampler:"``, and the plan
+        is recomputed from the stored trials, so a new process with a new sampler continues the
+        same search. (A sampler keeps what it read of finished trials, which never change, and
+        the replay of the rounds already complete, and reuses them while storage shows the
+        same: see :class:`~searchers.planner.Planner`.) Trials of another search space (another
+        fingerprint) are ignored. Trials enqueued with :meth:`~optuna.study.Study.enqueue_trial`
+        (``"fixed_params"``) are not part of the beam, except retries made by
+        :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` (formerly
+        ``RetryFailedTrialCallback``), which copy the beam key and take the failed trial's
+        place. :meth:`requeue` returns a trial's
         configuration to the current round (for trials a killed process left RUNNING).
 
     Args:
@@ -260,17 +342,22 @@ class TFGBeamSampler(BaseSampler):
         self._fallback = RandomSampler(seed=seed)
         self._backoff = random.Random()
         self._lock = threading.Lock()
+        self._views: dict[tuple[int, int, bool], _View] = {}
+        self._claims: dict[int, _Claim] = {}  # trial id -> claim
 
     # ---------------------------------------------------------------- pickling (Ray, spawn)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_lock"]
+        for name in ("_lock", "_views", "_claims"):  # caches of storages: rebuilt from storage
+            del state[name]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._views = {}
+        self._claims = {}
 
     # ---------------------------------------------------------------- public inspection API
 
@@ -291,7 +378,7 @@ class TFGBeamSampler(BaseSampler):
 
     def plan(self, study: Study) -> BeamPlan:
         """Where the search stands, recomputed from the study's storage."""
-        plan = self._replay(study, self._all_trials(study))
+        plan = self._fresh_plan(study)
         return BeamPlan(
             round=plan.round,
             candidates=[self._params(key) for key in plan.candidates],
@@ -303,10 +390,13 @@ class TFGBeamSampler(BaseSampler):
 
     def is_exhausted(self, study: Study) -> bool:
         """Whether the search is over (no configuration is left to evaluate)."""
-        return self._replay(study, self._all_trials(study)).exhausted
+        return self._fresh_plan(study).exhausted
 
     def trial_key(self, trial: FrozenTrial | optuna.Trial) -> Key | None:
         """The integer key of the candidate a trial evaluates, or ``None`` outside the beam."""
+        claim = self._claim_of(trial)
+        if claim is not None:
+            return claim.key
         attrs = _system_attrs(trial)
         key = attrs.get(_KEY)
         if key is None or attrs.get(_SPACE) != self._fingerprint:
@@ -315,6 +405,9 @@ class TFGBeamSampler(BaseSampler):
 
     def trial_round(self, trial: FrozenTrial | optuna.Trial) -> int | None:
         """The round of a trial's candidate, or ``None`` outside the beam."""
+        claim = self._claim_of(trial)
+        if claim is not None:
+            return claim.round
         if self.trial_key(trial) is None:
             return None
         return int(_system_attrs(trial)[_ROUND])
@@ -377,30 +470,55 @@ class TFGBeamSampler(BaseSampler):
         deadline = None
         if self._barrier_timeout is not None:
             deadline = time.monotonic() + self._barrier_timeout
+        # "view": plan from what this sampler last read (checked after the claim); "read": read
+        # first; "fresh": the view was read just now (no wait since).
+        source = "view"
         while True:
+            delay: float | None = self._poll_interval
             with self._lock:
-                plan = self._replay(study, self._all_trials(study))
+                view = self._view(study)
+                fresh = source != "view" or not view.read
+                records = self._read(study, view) if source == "read" or not view.read else view.records()
+                plan = view.plan(records)
+                if not fresh and not plan.pending:  # nothing to claim in the view: ask storage
+                    fresh = True
+                    plan = view.plan(self._read(study, view))
                 if plan.exhausted:
                     storage.set_trial_system_attr(trial_id, _SURPLUS, "exhausted")
+                    self._remember(storage, trial, None, None, "exhausted")
                     _stop(study)
                     return
-                delay = self._poll_interval
                 if plan.pending:
                     key = plan.pending[0]
                     storage.set_trial_system_attr(trial_id, _SPACE, self._fingerprint)
                     storage.set_trial_system_attr(trial_id, _ROUND, plan.round)
                     storage.set_trial_system_attr(trial_id, _KEY, list(key))
-                    holders = self._records(study, self._all_trials(study))
-                    if not any(r.key == key and r.number != trial.number for r in holders):
+                    holders = self._read(study, view)
+                    if fresh:  # planned from storage: keep the key unless another trial holds it
+                        kept = not any(r.key == key and r.number != trial.number for r in holders)
+                    else:  # planned from the view: keep it only if storage would have chosen it
+                        check = view.plan(view.records(without=trial.number))
+                        kept = check.round == plan.round and check.pending[:1] == (key,)
+                    if kept:
+                        self._remember(storage, trial, key, plan.round, None)
                         return
                     storage.set_trial_system_attr(trial_id, _KEY, None)  # yield the claim
-                    delay = self._backoff.uniform(0.0, self._poll_interval)
+                    view.tail = [r for r in view.tail if r.number != trial.number]
+                    # Planned from storage: back off. From the view: it was stale and is fresh
+                    # now, so pick again at once.
+                    delay = self._backoff.uniform(0.0, self._poll_interval) if fresh else None
+            if delay is None:
+                source = "fresh"
+                continue
             if deadline is not None and time.monotonic() > deadline:
                 storage.set_trial_system_attr(trial_id, _SURPLUS, "barrier-timeout")
+                with self._lock:
+                    self._remember(storage, trial, None, None, "barrier-timeout")
                 _stop(study)
                 return
             _record_heartbeat(study, trial_id)
             time.sleep(delay)
+            source = "read"
 
     def sample_independent(
         self,
@@ -419,12 +537,16 @@ class TFGBeamSampler(BaseSampler):
             ValueError: If the distribution does not contain the configuration's value.
         """
         _check_single_objective(study)
-        reason = trial.system_attrs.get(_SURPLUS)
+        claim = self._claims.get(internals.trial_id(trial))
+        if claim is not None and claim.storage is internals.storage(study) and claim.number == trial.number:
+            reason, key = claim.surplus, claim.key  # what before_trial wrote: no storage read
+        else:
+            reason = trial.system_attrs.get(_SURPLUS)
+            key = None if reason is not None else self.trial_key(trial)
         if reason is not None:
             raise optuna.TrialPruned(
                 f"TFGBeamSampler gave trial {trial.number} no configuration ({reason}); it is not evaluated."
             )
-        key = self.trial_key(trial)
         value = None if key is None else self._params(key).get(param_name)
         if value is None:
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
@@ -440,10 +562,22 @@ class TFGBeamSampler(BaseSampler):
         """Stop the study when this trial completes the search (no trial beyond the search)."""
         if len(study.directions) > 1:
             return
-        trials = [
-            _finished(t, state, values) if t.number == trial.number else t for t in self._all_trials(study)
-        ]
-        if self._replay(study, trials).exhausted:
+        finished = _finished(trial, state, values)
+        with self._lock:
+            view = self._view(study)
+            trial_id = internals.trial_id(trial)
+            # The view with this trial finished: exact in sequential use. Trials of other processes
+            # may have finished since it was read, so it is only trusted when it says the search
+            # goes on (at worst a later trial of this process then finds it exhausted and is
+            # pruned as surplus); "exhausted" is checked against storage.
+            if (
+                view.read
+                and view.finish(trial.number, self._see(finished), trial_id)
+                and not view.plan(view.records()).exhausted
+            ):
+                return
+            exhausted = view.plan(self._read(study, view, finished)).exhausted
+        if exhausted:
             _stop(study)
 
     # ---------------------------------------------------------------- internals
@@ -452,47 +586,138 @@ class TFGBeamSampler(BaseSampler):
         # Read the storage directly, not study.get_trials (see GridSampler: pruners may filter).
         return internals.all_trials(study)
 
-    def _records(self, study: Study, trials: Sequence[FrozenTrial]) -> list[Record]:
-        """The beam trials as planner records (requeued and retried failures left out)."""
-        ours = [
-            t
-            for t in trials
-            if t.system_attrs.get(_SPACE) == self._fingerprint and t.system_attrs.get(_KEY) is not None
-        ]
-        requeued = {
+    def _view(self, study: Study) -> _View:
+        """The replay cache of this study (one per storage object and study)."""
+        storage = internals.storage(study)
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        name = (id(storage), internals.study_id(study), maximize)
+        view = self._views.get(name)
+        if view is None or view.storage is not storage:
+            planner = Planner(self._keyspace, self._top_k, self._max_rounds, maximize, self._seeds)
+            view = self._views[name] = _View(storage, planner)
+            while len(self._views) > _VIEWS_KEPT:
+                del self._views[next(iter(self._views))]
+        return view
+
+    def _fresh_plan(self, study: Study) -> RoundPlan:
+        with self._lock:
+            view = self._view(study)
+            return view.plan(self._read(study, view))
+
+    def _remember(
+        self,
+        storage: BaseStorage,
+        trial: FrozenTrial,
+        key: Key | None,
+        round_: int | None,
+        surplus: str | None,
+    ) -> None:
+        self._claims[internals.trial_id(trial)] = _Claim(storage, trial.number, key, round_, surplus)
+        while len(self._claims) > _CLAIMS_KEPT:
+            del self._claims[next(iter(self._claims))]
+
+    def _claim_of(self, trial: FrozenTrial | optuna.Trial) -> _Claim | None:
+        """This sampler's claim on a live trial (an ``optuna.Trial``), if it made one."""
+        if isinstance(trial, FrozenTrial):
+            return None
+        claim = self._claims.get(internals.trial_id(trial))
+        if claim is None or claim.storage is not trial.storage or claim.number != trial.number:
+            return None
+        return claim
+
+    def _see(self, t: FrozenTrial) -> _Seen:
+        """Classify one trial for the planner (requeue and retries are applied by :meth:`_read`)."""
+        attrs = t.system_attrs
+        raw = attrs.get(_KEY)
+        if raw is None or attrs.get(_SPACE) != self._fingerprint:
+            return _Seen(t.number, t.state, t.datetime_complete, None, False, False, ())
+        key = tuple(raw)
+        record = None
+        if self._keyspace.is_valid(key):
+            if t.state in _LIVE:
+                record = Record(t.number, key, Outcome.RUNNING)
+            elif t.state == TrialState.COMPLETE and t.values and not math.isnan(t.values[0]):
+                record = Record(t.number, key, Outcome.COMPLETE, float(t.values[0]))
+            else:
+                record = Record(t.number, key, Outcome.FAILED)
+        retries = tuple(attrs.get("retry_history", ()))
+        return _Seen(
+            t.number,
+            t.state,
+            t.datetime_complete,
+            record,
+            t.state == TrialState.FAIL,
+            bool(attrs.get(_REQUEUE)),
+            retries,
+        )
+
+    def _seen(self, view: _View, t: FrozenTrial) -> _Seen:
+        """:meth:`_see`, kept for finished trials (a reused trial id is noticed and seen again)."""
+        if not t.state.is_finished():
+            return self._see(t)
+        trial_id = internals.trial_id(t)
+        seen = view.seen.get(trial_id)
+        if (
+            seen is None
+            or seen.number != t.number
+            or seen.state != t.state
+            or seen.complete != t.datetime_complete
+        ):
+            seen = view.seen[trial_id] = self._see(t)
+        return seen
+
+    def _read(self, study: Study, view: _View, finishing: FrozenTrial | None = None) -> list[Record]:
+        """Read the study's trials into ``view`` and return its beam records: trials of this space
+        with a key, less FAIL trials that were requeued or that a retry replaces.
+
+        ``finishing`` is a trial being told, as it will be stored (after_trial runs before Optuna
+        stores the new state).
+        """
+        trials = self._all_trials(study)
+        view.requeued = {
             int(name[len(_REQUEUE) + 1 :])
             for name in internals.study_system_attrs(study)
             if name.startswith(_REQUEUE + ":")
         }
-        retried = set()
-        for t in ours:
-            retried.update(t.system_attrs.get("retry_history", []))
-        records = []
-        for t in ours:
-            key = tuple(t.system_attrs[_KEY])
-            if not self._keyspace.is_valid(key):
-                continue
-            if t.state == TrialState.FAIL and (
-                t.system_attrs.get(_REQUEUE) or internals.trial_id(t) in requeued or t.number in retried
-            ):
-                continue
-            if t.state in _LIVE:
-                records.append(Record(t.number, key, Outcome.RUNNING))
-            elif t.state == TrialState.COMPLETE and t.values and not math.isnan(t.values[0]):
-                records.append(Record(t.number, key, Outcome.COMPLETE, float(t.values[0])))
+        done = len(view.prefix)
+        if len(trials) < done or trials[:done] != view.prefix:  # not the trials read before
+            view.prefix, view.prefix_kept, view.prefix_fails, view.prefix_retries = [], [], [], set()
+            done = 0
+        while done < len(trials) and trials[done].state.is_finished():
+            t = trials[done]
+            seen = self._seen(view, t)
+            view.prefix.append(t)
+            view.prefix_retries.update(seen.retries)
+            if seen.record is not None:
+                if seen.fail:
+                    view.prefix_fails.append((seen.record, internals.trial_id(t), seen.flagged))
+                else:
+                    view.prefix_kept.append(seen.record)
+            done += 1
+        later: list[tuple[_Seen, int]] = []
+        retried = set(view.prefix_retries)
+        for t in trials[done:]:
+            if finishing is not None and t.number == finishing.number:
+                seen = self._see(finishing)
             else:
-                records.append(Record(t.number, key, Outcome.FAILED))
-        return records
-
-    def _replay(self, study: Study, trials: Sequence[FrozenTrial]) -> RoundPlan:
-        return plan_round(
-            self._keyspace,
-            self._records(study, trials),
-            self._top_k,
-            self._max_rounds,
-            maximize=study.direction == StudyDirection.MAXIMIZE,
-            seeds=self._seeds,
-        )
+                seen = self._seen(view, t)
+            retried.update(seen.retries)
+            later.append((seen, internals.trial_id(t)))
+        view.retried = retried
+        requeued = view.requeued
+        view.base = view.prefix_kept + [
+            record
+            for record, trial_id, flagged in view.prefix_fails
+            if not (flagged or trial_id in requeued or record.number in retried)
+        ]
+        view.tail = [
+            seen.record
+            for seen, trial_id in later
+            if seen.record is not None
+            and not (seen.fail and (seen.flagged or trial_id in requeued or seen.number in retried))
+        ]
+        view.read = True
+        return view.records()
 
     def _params(self, key: Key) -> dict[str, float | str]:
         n = len(self._names)

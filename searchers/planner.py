@@ -4,8 +4,10 @@ tfg-algorithm.md, section 5. A candidate is a :data:`Key`: one integer lattice e
 searched parameter, followed (when schedule structures are searched) by one structure index per
 parameter. Given the records of every trial so far, :func:`plan_round` replays the search from
 round 0 and says which round is current, which of its candidates are done, handed out or still
-free, and whether the search is over. Nothing else is remembered between calls, which is what
-makes the sampler restartable from storage.
+free, and whether the search is over. Its result depends on the records alone, which is what
+makes the sampler restartable from storage. :class:`Planner` gives the same result for a study
+that grows: it keeps the replay of the rounds already complete and reuses it while their records
+are unchanged, so a call costs about the current round, not every round behind it.
 
 Procedure replayed here:
 
@@ -23,14 +25,18 @@ the round), which is the trial order of a sequential run.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import enum
+import itertools
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 Key = tuple[int, ...]
 
-__all__ = ["Key", "KeySpace", "Outcome", "Record", "RoundPlan", "plan_round"]
+__all__ = ["Key", "KeySpace", "Outcome", "Planner", "Record", "RoundPlan", "plan_round"]
 
 
 class Outcome(enum.Enum):
@@ -170,14 +176,21 @@ class RoundPlan:
     order: dict[Key, int]
 
 
-def _resolve(records: Iterable[Record]) -> dict[Key, Record]:
-    """One representative record per key: COMPLETE beats FAILED beats RUNNING, then lower number."""
-    priority = {Outcome.COMPLETE: 0, Outcome.FAILED: 1, Outcome.RUNNING: 2}
-    best: dict[Key, Record] = {}
+_PRIORITY = {Outcome.COMPLETE: 0, Outcome.FAILED: 1, Outcome.RUNNING: 2}
+
+
+def _resolve(records: Iterable[Record], best: dict[Key, Record] | None = None) -> dict[Key, Record]:
+    """One representative record per key: COMPLETE beats FAILED beats RUNNING, then lower number.
+
+    With ``best`` (the resolution of other records), the records are resolved into it.
+    """
+    best = {} if best is None else best
     for record in records:
         current = best.get(record.key)
-        rank = (priority[record.outcome], record.number)
-        if current is None or rank < (priority[current.outcome], current.number):
+        if current is None or (_PRIORITY[record.outcome], record.number) < (
+            _PRIORITY[current.outcome],
+            current.number,
+        ):
             best[record.key] = record
     return best
 
@@ -221,44 +234,174 @@ def plan_round(
     Returns:
         The plan of the current round.
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}.")
-    if max_rounds < 1:
-        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}.")
-    status = _resolve(records)
-    order: dict[Key, int] = {}
-    done: list[Key] = []
-    candidates = [space.start]
-    for key in [*space.neighbours(space.start), *seeds]:
-        if key not in candidates and space.is_valid(tuple(key)):
-            candidates.append(tuple(key))
-    round_index = 0
-    while True:
-        for key in candidates:
-            order[key] = len(order)
-        pending = [k for k in candidates if k not in status]
-        running = [k for k in candidates if k in status and status[k].outcome is Outcome.RUNNING]
-        done.extend(k for k in candidates if k in status and k not in running)
-        ranking = _rank(done, status, order, maximize)
-        beam = tuple(status[k].number for k in ranking[:top_k])
-        if pending or running:
-            return RoundPlan(
-                round_index,
-                tuple(candidates),
-                tuple(pending),
-                tuple(running),
-                False,
-                tuple(ranking),
-                beam,
-                order,
-            )
-        following: list[Key] = []
-        if round_index + 1 < max_rounds:
-            for member in ranking[:top_k]:
-                for key in space.neighbours(member):
-                    if key not in order and key not in following:
-                        following.append(key)
-        if not following:
-            return RoundPlan(round_index, tuple(candidates), (), (), True, tuple(ranking), beam, order)
-        candidates = following
-        round_index += 1
+    return Planner(space, top_k, max_rounds, maximize, seeds).plan(records)
+
+
+SortKey = tuple[int, float, int]
+_SECOND = operator.itemgetter(1)
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """The replay after the last round found complete; valid while its rounds' records hold.
+
+    Attributes:
+        rounds: Per complete round, its candidates and the record each was resolved to.
+        order: Position of every candidate of those rounds (never mutated once stored).
+        ranked: Their done candidates with sort keys, best first (never mutated once stored).
+        following: The candidates of the round after them (empty: the search is exhausted).
+    """
+
+    rounds: tuple[tuple[tuple[Key, ...], tuple[Record, ...]], ...]
+    order: dict[Key, int]
+    ranked: list[tuple[SortKey, Key]]
+    following: list[Key]
+
+
+class Planner:
+    """:func:`plan_round` for a growing study: rounds already complete are not replayed again.
+
+    The replay up to the last complete round depends only on the records its candidates resolve
+    to, so the planner keeps that state and reuses it for as long as every one of those candidates
+    still resolves to the same record (compared by identity, then by value); otherwise it replays
+    from round 0. The result is always that of :func:`plan_round` over the same records, so the
+    cost of a call grows with the current round, not with the number of rounds behind it. Not
+    thread-safe: callers serialise their calls.
+
+    Args:
+        space, top_k, max_rounds, maximize, seeds: as for :func:`plan_round`.
+    """
+
+    def __init__(
+        self,
+        space: KeySpace,
+        top_k: int,
+        max_rounds: int,
+        maximize: bool = True,
+        seeds: Sequence[Key] = (),
+    ) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}.")
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be >= 1, got {max_rounds}.")
+        self.space = space
+        self.top_k = top_k
+        self.max_rounds = max_rounds
+        self.maximize = maximize
+        candidates = [space.start]
+        for key in [*space.neighbours(space.start), *seeds]:
+            if key not in candidates and space.is_valid(tuple(key)):
+                candidates.append(tuple(key))
+        self._round0 = candidates
+        self._settled: _Settled | None = None
+        self._stable: list[Record] = []  # leading records of the last call that callers keep
+        self._stable_status: dict[Key, Record] = {}  # their resolution
+
+    def _sort_key(self, record: Record, position: int) -> SortKey:
+        # As _rank: completed candidates by value, failed ones (and NaN) after them, then order.
+        value = record.value
+        if record.outcome is not Outcome.COMPLETE or value is None or math.isnan(value):
+            return (1, 0.0, position)
+        return (0, -value if self.maximize else value, position)
+
+    def _holds(self, settled: _Settled, status: dict[Key, Record]) -> bool:
+        """Whether every candidate of the settled rounds still resolves to the same record."""
+        rounds = None
+        for i, (candidates, resolved) in enumerate(settled.rounds):
+            if all(map(operator.is_, resolved, map(status.get, candidates))):
+                continue
+            if any(status.get(key) != record for key, record in zip(candidates, resolved, strict=True)):
+                return False
+            # Equal, not the same objects (the caller made new ones): keep these, so that the
+            # next call compares by identity again.
+            rounds = rounds or list(settled.rounds)
+            rounds[i] = (candidates, tuple(status[key] for key in candidates))
+        if rounds is not None:
+            self._settled = dataclasses.replace(settled, rounds=tuple(rounds))
+        return True
+
+    def _status(self, records: Sequence[Record], stable: int) -> dict[Key, Record]:
+        """:func:`_resolve` of ``records``, reusing that of their first ``stable`` ones when the
+        previous call began with the same records."""
+        known = self._stable
+        if stable >= len(known) and list(records[: len(known)]) == known:  # identical: compared in C
+            if stable > len(known):
+                added = list(records[len(known) : stable])
+                self._stable_status = _resolve(added, dict(self._stable_status))
+                self._stable = known + added
+        else:
+            self._stable = list(records[:stable])
+            self._stable_status = _resolve(self._stable)
+        return _resolve(records[stable:], dict(self._stable_status))
+
+    def plan(self, records: Sequence[Record], stable: int = 0) -> RoundPlan:
+        """The plan of the current round over ``records`` (see :func:`plan_round`).
+
+        ``stable``: a hint that the first ``stable`` records will also lead the records of later
+        calls (e.g. those of finished trials, which never change); their resolution is then kept.
+        The result does not depend on it.
+        """
+        status = self._status(records, stable)
+        settled = self._settled
+        if settled is not None and self._holds(settled, status):
+            settled = self._settled
+            assert settled is not None
+            if not settled.following:  # exhausted at the last complete round
+                ranking = tuple(map(_SECOND, settled.ranked))
+                beam = tuple(status[k].number for k in ranking[: self.top_k])
+                last = settled.rounds[-1][0]
+                return RoundPlan(
+                    len(settled.rounds) - 1, last, (), (), True, ranking, beam, dict(settled.order)
+                )
+            rounds = list(settled.rounds)
+            order = dict(settled.order)
+            ranked = settled.ranked
+            candidates = settled.following
+        else:
+            settled = None
+            rounds, order, ranked, candidates = [], {}, [], self._round0
+        new_settled: tuple[int, list[tuple[SortKey, Key]], list[Key]] | None = None
+        while True:
+            round_index = len(rounds)
+            for key in candidates:
+                order[key] = len(order)
+            pending = [k for k in candidates if k not in status]
+            running = [k for k in candidates if k in status and status[k].outcome is Outcome.RUNNING]
+            done = [k for k in candidates if k in status and status[k].outcome is not Outcome.RUNNING]
+            if done:
+                ranked = list(ranked)  # a copy: a stored ranking is never changed
+                for k in done:  # few per round: insert each, rather than sort everything again
+                    bisect.insort(ranked, (self._sort_key(status[k], order[k]), k))
+            ranking = tuple(map(_SECOND, ranked))
+            beam = tuple(status[k].number for k in ranking[: self.top_k])
+            if pending or running:
+                plan = RoundPlan(
+                    round_index,
+                    tuple(candidates),
+                    tuple(pending),
+                    tuple(running),
+                    False,
+                    ranking,
+                    beam,
+                    order,
+                )
+                break
+            rounds.append((tuple(candidates), tuple(status[k] for k in candidates)))
+            following: list[Key] = []
+            if round_index + 1 < self.max_rounds:
+                for member in ranking[: self.top_k]:
+                    for key in self.space.neighbours(member):
+                        if key not in order and key not in following:
+                            following.append(key)
+            new_settled = (len(order), ranked, following)
+            if not following:
+                plan = RoundPlan(round_index, tuple(candidates), (), (), True, ranking, beam, order)
+                break
+            candidates = following
+        if new_settled is not None:
+            size, settled_ranked, settled_following = new_settled
+            settled_order = order if size == len(order) else dict(itertools.islice(order.items(), size))
+            self._settled = _Settled(tuple(rounds), dict(settled_order), settled_ranked, settled_following)
+        elif settled is None:
+            self._settled = None
+        return plan
