@@ -49,16 +49,19 @@ CHUNK = 16
 
 
 def weights_fingerprint(task_name: str) -> str:
-    """8 hex digits of the names, sizes and modification times of the task's weight files."""
+    """8 hex digits of the contents of the task's weight files (``tasks/weights/<family>/``).
+
+    Contents, not modification times: a fresh clone of the same weights keeps its cache, and
+    retrained weights start a new one.
+    """
     root = Path(__file__).resolve().parents[1] / "tasks" / "weights"
-    folder = root / ("gmm2d" if task_name == "gmm2d" else "digits")
-    if task_name not in ("gmm2d",) and not task_name.startswith("digits"):
-        folder = root
-    parts = []
+    family = task_name.split("-")[0]
+    folder = root / family if (root / family).is_dir() else root
+    digest = hashlib.sha1()
     for path in sorted(folder.rglob("*.safetensors")):
-        st = path.stat()
-        parts.append(f"{path.relative_to(root)}:{st.st_size}:{int(st.st_mtime)}")
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def config_key(config: TFGConfig) -> str:

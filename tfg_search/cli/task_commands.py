@@ -91,6 +91,40 @@ def cmd_tasks(
     output.console().print(output.table("tfg-search tasks", columns, cells, keep={"task"}))
 
 
+class LineProgress:
+    """Training progress as plain lines (for a log file): one per percent of a stage, at most one
+    every ``every_s`` seconds, and the last step of each stage.
+
+    Example:
+        >>> import io
+        >>> from rich.console import Console
+        >>> out = io.StringIO()
+        >>> p = LineProgress("shapes", Console(file=out, width=200), every_s=0.0)
+        >>> p(1, 2, {"loss": 0.5}); p(2, 2, {"loss": 0.25})
+        >>> out.getvalue().splitlines()[-1].startswith("training shapes: 2/2 steps, loss 0.2500")
+        True
+    """
+
+    def __init__(self, task: str, console: Any, every_s: float = 60.0) -> None:
+        import time
+
+        self.task, self.console, self.every_s = task, console, every_s
+        self._clock = time.monotonic
+        self._start = self._last = self._clock()
+
+    def __call__(self, done: int, total: int, info: dict[str, float]) -> None:
+        now = self._clock()
+        due = done == total or (done % max(1, total // 100) == 0 and now - self._last >= self.every_s)
+        if due:
+            self._last = now
+            loss = info.get("loss", float("nan"))
+            self.console.print(
+                f"training {self.task}: {done}/{total} steps, loss {loss:.4f}, {now - self._start:.0f} s",
+                markup=False,
+                highlight=False,
+            )
+
+
 def cmd_train(
     task: Annotated[str, typer.Argument(help="task to train (see `tfg-search tasks`)")],
     seed: Annotated[str, typer.Option(help="random seed")] = "0",
@@ -139,19 +173,24 @@ def cmd_train(
             raise TFGSearchError(f"--epochs does not apply to task {task!r} (its trainer counts steps)")
         kwargs["epochs"] = parse_number("--epochs", epochs, int, 1)
     folder = out_dir or weights_dir(task)
-    with Progress(
-        TextColumn(f"training {task}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-    ) as bar:
-        handle = bar.add_task(task, total=None, loss=float("nan"))
+    err = Console(stderr=True)
+    if not err.is_terminal:  # a log file or a pipe: plain lines, about one per percent or minute
+        meta = trainer(out=folder, progress=LineProgress(task, err), **kwargs)
+    else:
+        with Progress(
+            TextColumn(f"training {task}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            console=err,
+        ) as bar:
+            handle = bar.add_task(task, total=None, loss=float("nan"))
 
-        def progress(done: int, total: int, info: dict[str, float]) -> None:
-            bar.update(handle, completed=done, total=total, loss=info.get("loss", float("nan")))
+            def progress(done: int, total: int, info: dict[str, float]) -> None:
+                bar.update(handle, completed=done, total=total, loss=info.get("loss", float("nan")))
 
-        meta = trainer(out=folder, progress=progress, **kwargs)
+            meta = trainer(out=folder, progress=progress, **kwargs)
     Console().print(f"wrote {escape(str(folder))}")
     Console().print_json(json.dumps(meta))
 
