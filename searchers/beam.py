@@ -44,9 +44,13 @@ SCHEDULES: tuple[str, ...] = ("increase", "decrease", "constant")
 _DEFAULT_STRUCTURES = {"rho": "increase", "mu": "increase", "gamma": "decrease"}
 
 _PREFIX = "TFGBeamSampler:"
-_KEY = _PREFIX + "key"  # list[int] | None: the claimed candidate (None after yielding a claim)
-_ROUND = _PREFIX + "round"  # int: the round the candidate belongs to
-_SPACE = _PREFIX + "space"  # str: fingerprint of the search space; other spaces are ignored
+# The claim, one write: {"key": list[int] | None (None after yielding it), "round": int (the round the
+# candidate belongs to), "space": str (fingerprint of the search space; other spaces are ignored)}.
+_CLAIM = _PREFIX + "claim"
+# The same three fields as three attributes, as versions before the claim attribute wrote them (read).
+_KEY = _PREFIX + "key"
+_ROUND = _PREFIX + "round"
+_SPACE = _PREFIX + "space"
 # True: this FAIL trial's candidate is to be evaluated again. Set on the trial when it was
 # RUNNING; for a trial already finished (read-only) as the study system attr
 # f"{_REQUEUE}:{trial_id}".
@@ -397,9 +401,8 @@ class TFGBeamSampler(BaseSampler):
         claim = self._claim_of(trial)
         if claim is not None:
             return claim.key
-        attrs = _system_attrs(trial)
-        key = attrs.get(_KEY)
-        if key is None or attrs.get(_SPACE) != self._fingerprint:
+        key, _, space = _stored_claim(_system_attrs(trial))
+        if key is None or space != self._fingerprint:
             return None
         return tuple(key)
 
@@ -408,9 +411,10 @@ class TFGBeamSampler(BaseSampler):
         claim = self._claim_of(trial)
         if claim is not None:
             return claim.round
-        if self.trial_key(trial) is None:
+        key, round_, space = _stored_claim(_system_attrs(trial))
+        if key is None or space != self._fingerprint:
             return None
-        return int(_system_attrs(trial)[_ROUND])
+        return int(round_)
 
     @staticmethod
     def is_requeued(study: Study, trial: FrozenTrial) -> bool:
@@ -463,7 +467,7 @@ class TFGBeamSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Claim the next configuration of the current round for ``trial`` (waiting if needed)."""
         _check_single_objective(study)
-        if trial.system_attrs.get(_KEY) is not None or "fixed_params" in trial.system_attrs:
+        if _stored_claim(trial.system_attrs)[0] is not None or "fixed_params" in trial.system_attrs:
             return  # a retry that already carries its key, or an enqueued trial (not ours)
         storage = internals.storage(study)
         trial_id = internals.trial_id(trial)
@@ -490,9 +494,8 @@ class TFGBeamSampler(BaseSampler):
                     return
                 if plan.pending:
                     key = plan.pending[0]
-                    storage.set_trial_system_attr(trial_id, _SPACE, self._fingerprint)
-                    storage.set_trial_system_attr(trial_id, _ROUND, plan.round)
-                    storage.set_trial_system_attr(trial_id, _KEY, list(key))
+                    claim = {"key": list(key), "round": plan.round, "space": self._fingerprint}
+                    storage.set_trial_system_attr(trial_id, _CLAIM, claim)
                     holders = self._read(study, view)
                     if fresh:  # planned from storage: keep the key unless another trial holds it
                         kept = not any(r.key == key and r.number != trial.number for r in holders)
@@ -502,7 +505,7 @@ class TFGBeamSampler(BaseSampler):
                     if kept:
                         self._remember(storage, trial, key, plan.round, None)
                         return
-                    storage.set_trial_system_attr(trial_id, _KEY, None)  # yield the claim
+                    storage.set_trial_system_attr(trial_id, _CLAIM, {**claim, "key": None})  # yield it
                     view.tail = [r for r in view.tail if r.number != trial.number]
                     # Planned from storage: back off. From the view: it was stale and is fresh
                     # now, so pick again at once.
@@ -628,8 +631,8 @@ class TFGBeamSampler(BaseSampler):
     def _see(self, t: FrozenTrial) -> _Seen:
         """Classify one trial for the planner (requeue and retries are applied by :meth:`_read`)."""
         attrs = t.system_attrs
-        raw = attrs.get(_KEY)
-        if raw is None or attrs.get(_SPACE) != self._fingerprint:
+        raw, _, space = _stored_claim(attrs)
+        if raw is None or space != self._fingerprint:
             return _Seen(t.number, t.state, t.datetime_complete, None, False, False, ())
         key = tuple(raw)
         record = None
@@ -674,11 +677,6 @@ class TFGBeamSampler(BaseSampler):
         stores the new state).
         """
         trials = self._all_trials(study)
-        view.requeued = {
-            int(name[len(_REQUEUE) + 1 :])
-            for name in internals.study_system_attrs(study)
-            if name.startswith(_REQUEUE + ":")
-        }
         done = len(view.prefix)
         if len(trials) < done or trials[:done] != view.prefix:  # not the trials read before
             view.prefix, view.prefix_kept, view.prefix_fails, view.prefix_retries = [], [], [], set()
@@ -704,6 +702,15 @@ class TFGBeamSampler(BaseSampler):
             retried.update(seen.retries)
             later.append((seen, internals.trial_id(t)))
         view.retried = retried
+        # Study-level requeue marks only concern FAIL trials: read them only when there are some.
+        if view.prefix_fails or any(seen.fail and seen.record is not None for seen, _ in later):
+            view.requeued = {
+                int(name[len(_REQUEUE) + 1 :])
+                for name in internals.study_system_attrs(study)
+                if name.startswith(_REQUEUE + ":")
+            }
+        else:
+            view.requeued = set()
         requeued = view.requeued
         view.base = view.prefix_kept + [
             record
@@ -789,6 +796,15 @@ def _finished(trial: FrozenTrial, state: TrialState, values: Sequence[float] | N
         intermediate_values=trial.intermediate_values,
         trial_id=internals.trial_id(trial),
     )
+
+
+def _stored_claim(attrs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """A trial's claim as stored, ``(key, round, space)``: the claim attribute, else the three
+    attributes of earlier versions (a study they wrote is continued), else ``None``s."""
+    claim = attrs.get(_CLAIM)
+    if isinstance(claim, Mapping):
+        return claim.get("key"), claim.get("round"), claim.get("space")
+    return attrs.get(_KEY), attrs.get(_ROUND), attrs.get(_SPACE)
 
 
 def _system_attrs(trial: FrozenTrial | optuna.Trial) -> Mapping[str, Any]:

@@ -29,6 +29,7 @@ __all__ = [
     "OptunaInternalsError",
     "all_trials",
     "contains",
+    "new_trial",
     "set_study_system_attr",
     "storage",
     "study_id",
@@ -111,6 +112,22 @@ def all_trials(study: Study) -> list[FrozenTrial]:
     ``GridSampler`` does by reading the storage.
     """
     return storage(study).get_all_trials(study_id(study), deepcopy=False)
+
+
+def new_trial(study: Study) -> Trial:
+    """A new RUNNING trial of the study, as ``study.ask()`` makes one, without first looking for
+    enqueued (WAITING) trials to run instead.
+
+    ``Study.ask`` first reads the study's WAITING trials (``_pop_waiting_trial_id``: a storage read
+    that also re-reads every running trial) and runs the first one it can take; only then does it
+    create a trial. A caller that never enqueues trials in a study (tfg-search's beam study holds
+    beam trials only; final re-runs are enqueued in the main study) can skip that read: this
+    creates the trial in storage and builds the :class:`optuna.Trial` the way ``ask`` does (its
+    constructor reads the trial and runs the sampler's ``before_trial``). Public API only
+    (``BaseStorage.create_new_trial``, the ``optuna.Trial`` constructor), on the private
+    :func:`storage` and :func:`study_id`; tests/test_optuna_internals.py checks it against ``ask``.
+    """
+    return optuna.Trial(study, storage(study).create_new_trial(study_id(study)))
 
 
 def contains(distribution: BaseDistribution, value: Any) -> bool:

@@ -246,13 +246,15 @@ class _Settled:
     """The replay after the last round found complete; valid while its rounds' records hold.
 
     Attributes:
-        rounds: Per complete round, its candidates and the record each was resolved to.
+        rounds: The candidates of each complete round.
+        resolved: The record each of their candidates resolved to (never mutated once stored).
         order: Position of every candidate of those rounds (never mutated once stored).
         ranked: Their done candidates with sort keys, best first (never mutated once stored).
         following: The candidates of the round after them (empty: the search is exhausted).
     """
 
-    rounds: tuple[tuple[tuple[Key, ...], tuple[Record, ...]], ...]
+    rounds: tuple[tuple[Key, ...], ...]
+    resolved: dict[Key, Record]
     order: dict[Key, int]
     ranked: list[tuple[SortKey, Key]]
     following: list[Key]
@@ -264,9 +266,11 @@ class Planner:
     The replay up to the last complete round depends only on the records its candidates resolve
     to, so the planner keeps that state and reuses it for as long as every one of those candidates
     still resolves to the same record (compared by identity, then by value); otherwise it replays
-    from round 0. The result is always that of :func:`plan_round` over the same records, so the
-    cost of a call grows with the current round, not with the number of rounds behind it. Not
-    thread-safe: callers serialise their calls.
+    from round 0. Which candidates to compare: only those whose records changed since the previous
+    call, when the call's records begin with the previous call's ``stable`` ones; else all. The
+    result is always that of :func:`plan_round` over the same records, so the cost of a call grows
+    with the current round, not with the number of rounds behind it. Not thread-safe: callers
+    serialise their calls.
 
     Args:
         space, top_k, max_rounds, maximize, seeds: as for :func:`plan_round`.
@@ -296,6 +300,7 @@ class Planner:
         self._settled: _Settled | None = None
         self._stable: list[Record] = []  # leading records of the last call that callers keep
         self._stable_status: dict[Key, Record] = {}  # their resolution
+        self._tail_keys: set[Key] = set()  # keys of the last call's other records
 
     def _sort_key(self, record: Record, position: int) -> SortKey:
         # As _rank: completed candidates by value, failed ones (and NaN) after them, then order.
@@ -304,35 +309,53 @@ class Planner:
             return (1, 0.0, position)
         return (0, -value if self.maximize else value, position)
 
-    def _holds(self, settled: _Settled, status: dict[Key, Record]) -> bool:
-        """Whether every candidate of the settled rounds still resolves to the same record."""
-        rounds = None
-        for i, (candidates, resolved) in enumerate(settled.rounds):
-            if all(map(operator.is_, resolved, map(status.get, candidates))):
+    def _holds(self, settled: _Settled, status: dict[Key, Record], changed: set[Key] | None) -> bool:
+        """Whether every candidate of the settled rounds still resolves to the same record.
+
+        ``changed``: the keys whose resolution may differ from the previous call's (None: any);
+        the settled state held then, so only those need comparing.
+        """
+        resolved = settled.resolved
+        if changed is None:
+            if all(map(operator.is_, resolved.values(), map(status.get, resolved))):
+                return True
+            keys: Iterable[Key] = resolved
+        else:
+            keys = [key for key in changed if key in resolved]
+        same: dict[Key, Record] = {}
+        for key in keys:
+            now = status.get(key)
+            if now is resolved[key]:
                 continue
-            if any(status.get(key) != record for key, record in zip(candidates, resolved, strict=True)):
+            if now != resolved[key]:
                 return False
-            # Equal, not the same objects (the caller made new ones): keep these, so that the
-            # next call compares by identity again.
-            rounds = rounds or list(settled.rounds)
-            rounds[i] = (candidates, tuple(status[key] for key in candidates))
-        if rounds is not None:
-            self._settled = dataclasses.replace(settled, rounds=tuple(rounds))
+            same[key] = now  # equal, not the same object (the caller made a new one)
+        if same:  # keep the new objects, so that the next full check compares by identity again
+            self._settled = dataclasses.replace(settled, resolved={**resolved, **same})
         return True
 
-    def _status(self, records: Sequence[Record], stable: int) -> dict[Key, Record]:
+    def _status(self, records: Sequence[Record], stable: int) -> tuple[dict[Key, Record], set[Key] | None]:
         """:func:`_resolve` of ``records``, reusing that of their first ``stable`` ones when the
-        previous call began with the same records."""
+        previous call began with the same records; and the keys whose resolution may have changed
+        since the previous call (None: unknown)."""
         known = self._stable
+        changed: set[Key] | None
         if stable >= len(known) and list(records[: len(known)]) == known:  # identical: compared in C
+            changed = set(self._tail_keys)
             if stable > len(known):
                 added = list(records[len(known) : stable])
+                changed.update(record.key for record in added)
                 self._stable_status = _resolve(added, dict(self._stable_status))
                 self._stable = known + added
         else:
+            changed = None
             self._stable = list(records[:stable])
             self._stable_status = _resolve(self._stable)
-        return _resolve(records[stable:], dict(self._stable_status))
+        tail = records[stable:]
+        self._tail_keys = {record.key for record in tail}
+        if changed is not None:
+            changed |= self._tail_keys
+        return _resolve(tail, dict(self._stable_status)), changed
 
     def plan(self, records: Sequence[Record], stable: int = 0) -> RoundPlan:
         """The plan of the current round over ``records`` (see :func:`plan_round`).
@@ -341,15 +364,15 @@ class Planner:
         calls (e.g. those of finished trials, which never change); their resolution is then kept.
         The result does not depend on it.
         """
-        status = self._status(records, stable)
+        status, changed = self._status(records, stable)
         settled = self._settled
-        if settled is not None and self._holds(settled, status):
+        if settled is not None and self._holds(settled, status, changed):
             settled = self._settled
             assert settled is not None
             if not settled.following:  # exhausted at the last complete round
                 ranking = tuple(map(_SECOND, settled.ranked))
                 beam = tuple(status[k].number for k in ranking[: self.top_k])
-                last = settled.rounds[-1][0]
+                last = settled.rounds[-1]
                 return RoundPlan(
                     len(settled.rounds) - 1, last, (), (), True, ranking, beam, dict(settled.order)
                 )
@@ -360,6 +383,7 @@ class Planner:
         else:
             settled = None
             rounds, order, ranked, candidates = [], {}, [], self._round0
+        resolved: dict[Key, Record] = {}  # of the rounds completed in this call
         new_settled: tuple[int, list[tuple[SortKey, Key]], list[Key]] | None = None
         while True:
             round_index = len(rounds)
@@ -386,7 +410,8 @@ class Planner:
                     order,
                 )
                 break
-            rounds.append((tuple(candidates), tuple(status[k] for k in candidates)))
+            rounds.append(tuple(candidates))
+            resolved.update((k, status[k]) for k in candidates)
             following: list[Key] = []
             if round_index + 1 < self.max_rounds:
                 for member in ranking[: self.top_k]:
@@ -401,7 +426,11 @@ class Planner:
         if new_settled is not None:
             size, settled_ranked, settled_following = new_settled
             settled_order = order if size == len(order) else dict(itertools.islice(order.items(), size))
-            self._settled = _Settled(tuple(rounds), dict(settled_order), settled_ranked, settled_following)
+            if settled is not None:
+                resolved = {**settled.resolved, **resolved}
+            self._settled = _Settled(
+                tuple(rounds), resolved, dict(settled_order), settled_ranked, settled_following
+            )
         elif settled is None:
             self._settled = None
         return plan

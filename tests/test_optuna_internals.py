@@ -110,6 +110,39 @@ def test_all_trials_reads_every_trial_of_the_study(study: optuna.Study) -> None:
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
 
 
+class _Recorder(optuna.samplers.RandomSampler):
+    """A sampler that notes the trials its before_trial saw."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.before: list[int] = []
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.before.append(trial.number)
+
+
+def test_new_trial_is_made_as_ask_makes_it_less_the_queue(storage: BaseStorage) -> None:
+    sampler = _Recorder()
+    study = optuna.create_study(study_name="queue", storage=storage, sampler=sampler)
+    asked = study.ask()
+    made = internals.new_trial(study)
+    assert isinstance(made, optuna.Trial) and made.study is study and made.storage is internals.storage(study)
+    assert (asked.number, made.number) == (0, 1), changed("trial numbers of ask and create_new_trial")
+    assert sampler.before == [0, 1], changed("the optuna.Trial constructor runs the sampler's before_trial")
+    made.suggest_float("x", 0, 1)
+    study.tell(made, 0.5)
+    assert study.trials[1].state == TrialState.COMPLETE and study.trials[1].params == made.params
+    study.enqueue_trial({"x": 0.25})  # a queued trial is left for ask, not taken
+    made = internals.new_trial(study)
+    assert [t.state for t in study.trials] == [
+        TrialState.RUNNING,
+        TrialState.COMPLETE,
+        TrialState.WAITING,
+        TrialState.RUNNING,
+    ]
+    assert study.ask().number == 2, changed("Study.ask takes the queued trial")
+
+
 @pytest.mark.parametrize(
     ("distribution", "inside", "outside"),
     [

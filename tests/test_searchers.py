@@ -329,6 +329,27 @@ def test_restart_with_new_sampler_continues(tmp_path, stop_after: int, kind: str
     assert all(t.state == TrialState.COMPLETE for t in resumed.trials)
 
 
+@pytest.mark.parametrize("stop_after", [3, 9])
+def test_a_study_written_with_three_claim_attributes_is_continued(stop_after: int) -> None:
+    """Versions before the one claim attribute wrote key, round and space as three attributes."""
+    objective = objective_for(spread, NAMES)
+    first = optuna.create_study(direction="maximize", sampler=TFGBeamSampler())
+    first.optimize(objective, n_trials=stop_after)
+    study = optuna.create_study(direction="maximize", sampler=TFGBeamSampler())
+    for t in first.trials:  # the same trials, their claims as the earlier versions stored them
+        claim = t.system_attrs["TFGBeamSampler:claim"]
+        old = {f"TFGBeamSampler:{field}": claim[field] for field in ("key", "round", "space")}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions, value=t.value, system_attrs=old
+            )
+        )
+    assert TFGBeamSampler().plan(study) == TFGBeamSampler().plan(first)
+    study.optimize(objective)
+    assert same_configs(evaluated(study), reference_search(DEFAULT, 2, 6, spread))
+    assert all("TFGBeamSampler:key" not in t.system_attrs for t in study.trials[stop_after:])
+
+
 @pytest.mark.slow
 def test_requeue_of_a_trial_left_running(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'q.db'}"
@@ -470,8 +491,9 @@ ZERO_SPACE = {
 
 
 def test_the_step_down_to_zero_reaches_the_methods_that_switch_a_mechanism_off() -> None:
-    study = _zero_study(TFGBeamSampler(ZERO_SPACE))
-    round0 = [t.params for t in study.trials if t.system_attrs["TFGBeamSampler:round"] == 0]
+    sampler = TFGBeamSampler(ZERO_SPACE)
+    study = _zero_study(sampler)
+    round0 = [t.params for t in study.trials if sampler.trial_round(t) == 0]
     # start, then per parameter: one up, and (where 0 is a value) down to 0
     assert round0 == [
         {"rho": 0.25, "mu": 0.25, "gamma": 0.001},
@@ -490,8 +512,9 @@ def test_the_step_down_to_zero_reaches_the_methods_that_switch_a_mechanism_off()
 
 def test_seed_configs_join_round_zero_on_the_nearest_lattice_points() -> None:
     seeds = [{"rho": 3.0, "mu": 0.0, "gamma": 0.0}, {"rho": 100.0, "mu": 0.3}]
-    study = _zero_study(TFGBeamSampler(ZERO_SPACE, seed_configs=seeds))
-    round0 = [t.params for t in study.trials if t.system_attrs["TFGBeamSampler:round"] == 0]
+    sampler = TFGBeamSampler(ZERO_SPACE, seed_configs=seeds)
+    study = _zero_study(sampler)
+    round0 = [t.params for t in study.trials if sampler.trial_round(t) == 0]
     assert round0[-2:] == [{"rho": 4.0, "mu": 0.0, "gamma": 0.0}, {"rho": 8.0, "mu": 0.25, "gamma": 0.0}]
     # a warm start is another search: its trials are not mixed with the plain one's
     assert (

@@ -139,7 +139,7 @@ class RacingStorage(optuna.storages.InMemoryStorage):
 
     def set_trial_system_attr(self, trial_id: int, key: str, value) -> None:
         super().set_trial_system_attr(trial_id, key, value)
-        if key == "TFGBeamSampler:key" and value is not None and self.rival is None:
+        if key == "TFGBeamSampler:claim" and value["key"] is not None and self.rival is None:
             study_id = self.get_all_studies()[0]._study_id
             self.rival = self.create_new_trial(study_id)
             for name, attr in self.get_trial_system_attrs(trial_id).items():

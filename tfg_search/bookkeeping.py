@@ -151,9 +151,13 @@ class SearchBook:
         )
 
     def ask_beam(self) -> Pending | None:
-        """The next beam candidate of the current round, or None (surplus: nothing to hand out)."""
+        """The next beam candidate of the current round, or None (surplus: nothing to hand out).
+
+        The trial is made as ``study.ask()`` makes it, less the look for enqueued trials (nothing
+        is ever enqueued in a search study; :func:`searchers.optuna_internals.new_trial`).
+        """
         study = self.studies.search
-        trial = study.ask()
+        trial = optuna_internals.new_trial(study) if not self.studies.legacy else study.ask()
         try:
             params = suggest(trial, self.resolved)
         except optuna.TrialPruned:
