@@ -3,7 +3,9 @@
 Default: an SQLite file ``tfg-studies.db`` in the current folder; ``--storage`` or the environment
 variable ``TFG_SEARCH_STORAGE`` give another URL (e.g. ``postgresql+psycopg://user:pw@host/db``).
 URLs are only ever shown through :func:`redact` (no password). The database is plain Optuna: the
-optuna CLI and optuna-dashboard read it unchanged.
+optuna CLI and optuna-dashboard read it unchanged. The URL handling and the checked connection
+are in :mod:`tfg_search.database` (without Optuna; re-exported here), the query commands' direct
+reads in :mod:`tfg_search.query`.
 
 Example:
     >>> redact("postgresql+psycopg://tfg:secret@db:5432/tfg")
@@ -12,18 +14,24 @@ Example:
 
 from __future__ import annotations
 
-import os
 import time
-import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from sqlalchemy.engine import make_url
 
-from tfg_search.errors import SettingError, TFGSearchError
+from tfg_search.database import (
+    DEFAULT_STORAGE,
+    MAX_STUDY_NAME,
+    STORAGE_ENV,
+    check_study_name,
+    connection,
+    is_sqlite_file,
+    redact,
+    resolve_storage,
+)
+from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.trials import (
     BEAM,
@@ -37,90 +45,21 @@ from tfg_search.trials import (
     search_study_name,
 )
 
-DEFAULT_STORAGE = "sqlite:///tfg-studies.db"
-STORAGE_ENV = "TFG_SEARCH_STORAGE"
-
-
-MAX_STUDY_NAME = 512 - len(SEARCH_SUFFIX)
-"""The longest study name: Optuna's study table holds names of up to 512 characters
-(PostgreSQL and MySQL enforce it, SQLite does not), and a search also writes study ``N:search``."""
-
-
-def resolve_storage(url: str | None) -> str:
-    """The storage URL to use: the given one, else $TFG_SEARCH_STORAGE, else the SQLite default.
-
-    An empty (or blank) ``$TFG_SEARCH_STORAGE`` counts as unset; an empty ``url`` is an error.
-
-    Raises:
-        SettingError: ``url`` is empty or blank.
-    """
-    if url is not None and not url.strip():
-        raise SettingError(
-            "storage",
-            f"is empty; pass a URL such as {DEFAULT_STORAGE}, or leave it out for the default "
-            f"(${STORAGE_ENV}, else {DEFAULT_STORAGE})",
-        )
-    return url or os.environ.get(STORAGE_ENV, "").strip() or DEFAULT_STORAGE
-
-
-def check_study_name(name: str) -> str:
-    """``name`` if every storage can hold it as a study name, exactly as given.
-
-    Any printable text is kept as it is (slashes, ``..``, quotes, non-ASCII: a name is data; its
-    output folder comes from :func:`tfg_search.paths.safe_name`). Refused: an empty name, control
-    characters (NUL, which PostgreSQL cannot store, newline, tab, ...: a name is shown on one
-    line), text that is not valid Unicode (lone surrogates, from undecodable bytes on a command
-    line), and more than :data:`MAX_STUDY_NAME` characters.
-
-    Example:
-        >>> check_study_name("../Zürich/a b")
-        '../Zürich/a b'
-
-    Raises:
-        SettingError: (param ``study``) one of the cases above.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise SettingError("study", "is empty; give a study name")
-    for i, ch in enumerate(name):
-        kind = unicodedata.category(ch)
-        if kind == "Cc":
-            raise SettingError(
-                "study",
-                f"contains the control character U+{ord(ch):04X} at position {i}; study names are "
-                "one line of printable text (PostgreSQL cannot store NUL); choose another name",
-            )
-        if kind == "Cs":
-            raise SettingError(
-                "study", f"is not valid UTF-8 text (undecodable byte at position {i}); choose another name"
-            )
-    if len(name) > MAX_STUDY_NAME:
-        raise SettingError(
-            "study",
-            f"is {len(name)} characters long; at most {MAX_STUDY_NAME} fit in Optuna's study table "
-            f"(512, less {SEARCH_SUFFIX!r} for the search's beam study); choose a shorter name",
-        )
-    return name
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced by ``***`` (safe to print or log)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable storage URL>"
-
-
-def _sqlite_path(url: sqlalchemy.engine.URL) -> Path | None:
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
-
-
-def _check_sqlite_file(path: Path, shown: str) -> None:
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head and head != b"SQLite format 3\x00":
-        raise TFGSearchError(f"{path} is not an SQLite database (storage {shown}); pass another --storage")
+__all__ = [
+    "DEFAULT_STORAGE",
+    "MAX_STUDY_NAME",
+    "STORAGE_ENV",
+    "SearchStudies",
+    "check_study_name",
+    "list_searches",
+    "load_best",
+    "load_search",
+    "load_study",
+    "open_storage",
+    "redact",
+    "resolve_storage",
+    "study_info",
+]
 
 
 def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage:
@@ -136,49 +75,10 @@ def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage
         TFGSearchError: malformed URL, missing driver, unreachable server, a file that is not a
             database, or (create=False) a database that holds no studies.
     """
+    with connection(url, create=create):  # the checks, and their messages
+        pass
     raw = resolve_storage(url)
-    try:
-        parsed = make_url(raw)
-    except Exception:
-        source = f" (from ${STORAGE_ENV})" if not url and raw != DEFAULT_STORAGE else ""
-        raise TFGSearchError(
-            f"malformed storage URL{source}; expected e.g. sqlite:///tfg-studies.db or "
-            "postgresql+psycopg://user:password@host:5432/db"
-        ) from None
     shown = redact(raw)
-    path = _sqlite_path(parsed)
-    if path is not None:
-        if path.exists():
-            if path.is_dir():
-                raise TFGSearchError(f"{path} is a folder, not a database file (storage {shown})")
-            _check_sqlite_file(path, shown)
-        elif not create:
-            raise TFGSearchError(
-                f"no study database at {path}; run `tfg-search search` first or pass --storage"
-            )
-        elif not path.parent.exists():
-            raise TFGSearchError(f"folder {path.parent} does not exist (storage {shown})")
-    try:
-        engine = sqlalchemy.create_engine(raw, poolclass=sqlalchemy.pool.NullPool)
-    except ModuleNotFoundError as err:
-        raise TFGSearchError(
-            f"the database driver {err.name!r} is not installed for storage {shown}; "
-            "for PostgreSQL install tfg-search[postgres]"
-        ) from None
-    except Exception as err:
-        raise TFGSearchError(f"cannot use storage {shown}: {type(err).__name__}") from None
-    try:
-        with engine.connect() as conn:
-            has_tables = sqlalchemy.inspect(conn).has_table("studies")
-    except Exception as err:
-        reason = str(getattr(err, "orig", err)).splitlines()[0] if str(err) else type(err).__name__
-        if parsed.password:
-            reason = reason.replace(parsed.password, "***")
-        raise TFGSearchError(f"cannot connect to storage {shown}: {reason}") from None
-    finally:
-        engine.dispose()
-    if not has_tables and not create:
-        raise TFGSearchError(f"storage {shown} holds no tfg-search studies; run `tfg-search search` first")
     for attempt in range(3):
         try:
             # Reading commands skip Optuna's schema check: it imports alembic (a third of a query's
@@ -195,7 +95,7 @@ def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage
                     f"cannot open storage {shown} as an Optuna database: {type(err).__name__}"
                 ) from None
             time.sleep(0.2 * (attempt + 1))
-    if path is not None:
+    if is_sqlite_file(raw):
         _tune_sqlite(storage)
     return storage
 

@@ -19,6 +19,9 @@ Studies written before layout 2 (one study holding beam and final trials, with o
 field: ``role``, ``config``, ``metrics``, ...) are read by :func:`read` just the same, and a
 resumed search of such a study keeps writing into it.
 
+The names and the decoding of the attrs live in :mod:`tfg_search.layout` (no Optuna there, for the
+query commands) and are re-exported here; this module adds the record on Optuna's trials.
+
 Example:
     >>> attrs = record(role="beam", round=0, config={"rho": 0.5}, samples=64, seed=0, steps=50,
     ...                metrics={"validity": 0.8}, wall_time_s=1.5, device="cpu", node="n1")
@@ -37,78 +40,45 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tfg_search.guidance.config import TFGConfig
-
-STUDY_ATTR = "tfg_search"
-"""Study user attr: what the study is (task, target, method, settings, versions, layout, role)."""
-TRIAL_ATTR = "tfg_search:trial"
-"""Trial user attr (layout 2): one JSON object with every field of :class:`TrialRecord`."""
-LAYOUT = 2
-"""The layout this version writes (see the module docstring); legacy studies have none."""
-SEARCH_SUFFIX = ":search"
-"""The beam trials of study ``N`` live in study ``N + SEARCH_SUFFIX``."""
-
-BEAM = "beam"
-FINAL = "final"
-
-FAILURE_TRIAL = "trial"
-"""The configuration itself failed (e.g. its samples went non-finite): final, never retried."""
-FAILURE_ENVIRONMENT = "environment"
-"""The machine failed the trial (device, import, memory, a dead worker): retried on resume."""
-FAILURE_INTERRUPTED = "interrupted"
-"""The launcher was stopped (Ctrl-C, SIGTERM, kill -9) while the trial ran: retried on resume."""
-RETRIED_ON_RESUME = (FAILURE_ENVIRONMENT, FAILURE_INTERRUPTED)
-
-_FIELDS = (
-    "role",
-    "round",
-    "config",
-    "samples",
-    "seed",
-    "steps",
-    "source_trial",
-    "metrics",
-    "error",
-    "failure",
-    "wall_time_s",
-    "device",
-    "node",
-    "attempts",
+from tfg_search.layout import (
+    BEAM,
+    FAILURE_ENVIRONMENT,
+    FAILURE_INTERRUPTED,
+    FAILURE_TRIAL,
+    FINAL,
+    LAYOUT,
+    RETRIED_ON_RESUME,
+    SEARCH_SUFFIX,
+    STUDY_ATTR,
+    TRIAL_ATTR,
+    final_marker,
+    record,
+    record_fields,
+    search_study_name,
 )
-# Layout 1 stored each field but "failure" as its own user attr, under the same names (an "error"
-# of "interrupted" meant an interrupted trial, any other error a failed configuration).
-_LEGACY_KEYS = tuple(name for name in _FIELDS if name != "failure")
 
-
-def search_study_name(name: str) -> str:
-    """The name of the study that holds the beam trials of study ``name``.
-
-    Example:
-        >>> search_study_name("digits-3-tfg-1a2b3c4d")
-        'digits-3-tfg-1a2b3c4d:search'
-    """
-    return name + SEARCH_SUFFIX
-
-
-def record(**fields: Any) -> dict[str, Any]:
-    """The user attrs of a trial: ``{TRIAL_ATTR: {...}}`` with the given fields (None dropped).
-
-    Raises:
-        ValueError: an unknown field name.
-    """
-    unknown = set(fields) - set(_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown trial record field(s): {', '.join(sorted(unknown))}")
-    body = {k: v for k, v in fields.items() if v is not None}
-    if isinstance(body.get("config"), TFGConfig):
-        body["config"] = body["config"].to_dict()
-    if "wall_time_s" in body:
-        body["wall_time_s"] = round(float(body["wall_time_s"]), 4)
-    return {TRIAL_ATTR: body}
-
-
-def final_marker(source_trial: int) -> dict[str, Any]:
-    """The user attrs a final re-run is enqueued with (its role and the beam trial it re-runs)."""
-    return record(role=FINAL, source_trial=source_trial)
+__all__ = [
+    "BEAM",
+    "FAILURE_ENVIRONMENT",
+    "FAILURE_INTERRUPTED",
+    "FAILURE_TRIAL",
+    "FINAL",
+    "LAYOUT",
+    "RETRIED_ON_RESUME",
+    "SEARCH_SUFFIX",
+    "STUDY_ATTR",
+    "TRIAL_ATTR",
+    "TrialRecord",
+    "best",
+    "final_marker",
+    "outcome_record",
+    "ranked",
+    "read",
+    "read_all",
+    "record",
+    "record_fields",
+    "search_study_name",
+]
 
 
 @dataclass(frozen=True)
@@ -175,16 +145,7 @@ def read(trial: FrozenTrial, study_name: str = "", role: str | None = None) -> T
     ``role`` is what the trial's study implies (the search study holds beam trials) when the
     trial itself does not say (a beam trial not yet told).
     """
-    attrs = trial.user_attrs
-    body = attrs.get(TRIAL_ATTR)
-    if isinstance(body, Mapping):
-        fields = {k: body.get(k) for k in _FIELDS}
-    else:
-        fields = {k: attrs.get(k) for k in _LEGACY_KEYS}
-        if trial.state == TrialState.FAIL:
-            error = fields.get("error")
-            fields["failure"] = FAILURE_INTERRUPTED if error == FAILURE_INTERRUPTED else FAILURE_TRIAL
-    fields["role"] = fields.get("role") or role
+    fields = record_fields(trial.user_attrs, failed=trial.state == TrialState.FAIL, role=role)
     value = trial.value if trial.state == TrialState.COMPLETE else None
     return TrialRecord(
         number=trial.number,

@@ -456,11 +456,8 @@ def studies(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the searches in the storage with their task, target, method and best score."""
-    common.quiet_optuna()
-    from tfg_search.storage import list_searches, open_storage
-
     common.text("--storage", storage, STORAGE_FIX)
-    rows = list_searches(open_storage(storage, create=False))
+    rows = _searches(storage)
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -480,29 +477,46 @@ def studies(
     out.print(output.table("studies", columns, cells, keep={"study", "task", "target", "method"}))
 
 
+def _searches(storage: str | None) -> list[dict[str, Any]]:
+    """The rows of ``studies``: read directly (:mod:`tfg_search.query`), else through Optuna."""
+    from tfg_search import query
+
+    try:
+        return query.list_searches(storage)
+    except query.Unanswered:
+        pass
+    common.quiet_optuna()
+    from tfg_search.storage import list_searches, open_storage
+
+    return list_searches(open_storage(storage, create=False))
+
+
 def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
+    """A search's best configuration (:func:`tfg_search.query.payload`): read directly
+    (:mod:`tfg_search.query`), else through Optuna (the same answer)."""
+    from tfg_search import query
+
+    common.text("--storage", storage, STORAGE_FIX)
+    try:
+        return query.best_payload(storage, study_name)
+    except query.Unanswered:
+        pass
     common.quiet_optuna()
     from tfg_search.storage import load_search
 
-    common.text("--storage", storage, STORAGE_FIX)
     studies = load_search(storage, study_name)
-    info = studies.info
     found = studies.best()
-    return {
-        "study": studies.name,
-        "task": info["task"],
-        "target": info["target"],
-        "method": info["method"],
-        "task_options": info["settings"].get("task_options", {}),
-        "steps": info["settings"]["steps"],
-        "role": found.role,
-        "trial": found.number,
-        "score": found.value,
-        "params": dict(found.params),
-        "config": found.config,
-        "metrics": found.metrics or {},
-        "samples": found.samples,
-    }
+    return query.payload(
+        studies.name,
+        studies.info,
+        role=found.role,
+        trial=found.number,
+        score=found.value,
+        params=found.params,
+        config=found.config,
+        metrics=found.metrics,
+        samples=found.samples,
+    )
 
 
 def best(
