@@ -18,7 +18,6 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tfg_search.cli import common, output
@@ -92,6 +91,9 @@ class _Display:
     """
 
     def __init__(self, rounds: int, quiet: bool) -> None:
+        # here, not at the top: only `search` shows progress (the query commands start faster)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.quiet = quiet
         self.best: tuple[float, int] | None = None
         self.best_text = ""
