@@ -8,11 +8,12 @@ result) for 2,000 trials of a wide beam (top-k 8) on fine lattices (factor 1.1, 
 does not run out of new configurations) on SQLite (WAL, as tfg-search opens it) and on PostgreSQL (a
 private throwaway server, as tests/pg.py starts it). It prints ms per trial for each block of 200;
 the target is last block <= 1.3x the first. On a shared machine the load drifts during the minutes
-this takes, so next to each block a *control* runs: the first ``--control`` trials of a new study of
-the same settings in the same database, which cost what the first block costs under the load of that
-moment. ``normalised`` is each block's cost over its control's, relative to the first block's:
-the growth with study size with the drift of the machine divided out. Client CPU time per trial
-(``time.process_time``, not counting the database server's) is recorded too.
+this takes, so each block has a *control*: the first 200 trials of a new study of the same settings
+in the same database, run in turns with the block (20 trials of one, 20 of the other), which costs
+what the first block costs under the load of that moment. ``normalised`` is each block's cost over
+its control's, relative to the first block's: the growth with study size, with the drift of the
+machine divided out. Client CPU time per trial (``time.process_time``, not counting the database
+server's) is recorded too.
 
 Queries: 50 searches are created in one database (gmm2d settings, the coordinator with a no-work
 trial function: beam and final re-runs, about 30 trials each), next to the 2,000-trial study. Then
@@ -26,7 +27,7 @@ whether the process imported torch, Optuna or SQLAlchemy is recorded too. Target
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 python benchmarks/scale.py            # about 12 min on a busy 2-core machine
+    OMP_NUM_THREADS=1 python benchmarks/scale.py            # about 10 min on a busy 2-core machine
     OMP_NUM_THREADS=1 python benchmarks/scale.py --quick    # 400 trials, 5 studies: a smoke run
 """
 
@@ -129,9 +130,10 @@ def _book(url: str, name: str) -> SearchBook:
     return SearchBook(studies, resolved)
 
 
-def grow(url: str, n_trials: int, block: int, control: int) -> dict[str, Any]:
-    """``n_trials`` beam trials in one study, by blocks; after each block, ``control`` trials of a
-    new study (the first-block cost under the load of that moment)."""
+def grow(url: str, n_trials: int, block: int, chunk: int) -> dict[str, Any]:
+    """``n_trials`` beam trials in one study, by blocks; each block has a control, the first
+    ``block`` trials of a new study, run in turns with it, ``chunk`` trials each (so that both
+    see the same load)."""
     book = _book(url, BIG_STUDY)
     walls: list[float] = []
     cpus: list[float] = []
@@ -139,9 +141,13 @@ def grow(url: str, n_trials: int, block: int, control: int) -> dict[str, Any]:
     rounds = 0
     began = time.perf_counter()
     while len(walls) < n_trials:
-        wall, cpu, n = _run(book, min(block, n_trials - len(walls)))
-        walls, cpus, rounds = walls + wall, cpus + cpu, rounds + n
-        controls.append(1000 * statistics.fmean(_run(_book(url, f"control-{len(controls)}"), control)[0]))
+        control, control_walls = _book(url, f"control-{len(controls)}"), []
+        size = min(block, n_trials - len(walls))
+        for start in range(0, size, chunk):
+            wall, cpu, n = _run(book, min(chunk, size - start))
+            walls, cpus, rounds = walls + wall, cpus + cpu, rounds + n
+            control_walls += _run(control, min(chunk, size - start))[0]
+        controls.append(1000 * statistics.fmean(control_walls))
     blocks = [1000 * statistics.fmean(walls[i : i + block]) for i in range(0, len(walls), block)]
     cpu_blocks = [1000 * statistics.fmean(cpus[i : i + block]) for i in range(0, len(cpus), block)]
     relative = [b / c for b, c in zip(blocks, controls, strict=True)]
@@ -151,7 +157,7 @@ def grow(url: str, n_trials: int, block: int, control: int) -> dict[str, Any]:
         "block": block,
         "blocks_ms": blocks,
         "last_over_first": blocks[-1] / blocks[0],
-        "control_trials": control,
+        "chunk": chunk,
         "control_ms": controls,
         "normalised": [r / relative[0] for r in relative],
         "normalised_last_over_first": relative[-1] / relative[0],
@@ -238,7 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--block", type=int, default=200)
-    parser.add_argument("--control", type=int, default=50, help="trials of each control study")
+    parser.add_argument("--chunk", type=int, default=20, help="trials per turn of a block and its control")
     parser.add_argument("--studies", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5, help="runs of each query command")
     parser.add_argument("--quick", action="store_true", help="400 trials, 5 studies, 1 repeat")
@@ -263,7 +269,7 @@ def main() -> None:
     timed: dict[str, Any] = {}
     try:
         for name, url in storages.items():
-            growth[name] = grow(url, args.trials, args.block, args.control)
+            growth[name] = grow(url, args.trials, args.block, args.chunk)
             row = growth[name]
             blocks = " ".join(f"{b:.1f}" for b in row["blocks_ms"])
             controls = " ".join(f"{b:.1f}" for b in row["control_ms"])
@@ -297,7 +303,8 @@ def main() -> None:
             "growth": "gmm2d, rho/mu/gamma lattices of factor 1.1, top_k 8, synthetic trial, SearchBook loop",
             "trials": args.trials,
             "block": args.block,
-            "control": f"after each block, {args.control} trials of a new study of the same settings",
+            "control": f"per block, the first {args.block} trials of a new study of the same settings, "
+            f"run in turns with the block, {args.chunk} trials each",
             "studies": f"{args.studies} x gmm2d defaults (top_k 2, 6 rounds, final_top 2), no-work trials",
         },
         "growth": growth,
