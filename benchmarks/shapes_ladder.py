@@ -32,6 +32,30 @@ from tfg_search.guidance.config import TFGConfig
 LADDER = ((0.25, 0.06), (1.0, 0.25), (4.0, 1.0), (16.0, 4.0))
 
 
+def judge_agreement(task: Any, steps: int, n_real: int = 1200, n_unguided: int = 256) -> dict[str, Any]:
+    """How often the analytic judges and the guiding CNNs read the same colour and shape: on fresh
+    real images (balanced pairs) and on unguided samples of the UNet."""
+    from tasks.shapes_data import render_batch
+    from tasks.shapes_judge import judge
+
+    real, _, _ = render_batch(n_real, seed=31_337, rates="uniform")
+    unguided = evaluate(
+        task, "red", TFGConfig(), n_unguided, 7, num_inference_steps=steps, return_samples=True
+    )
+    out = {}
+    for name, x in (("real (balanced)", real), ("unguided samples", unguided.samples)):
+        verdict = judge(x)
+        with torch.no_grad():
+            colour = task.guide("colour", "cpu")(x).argmax(1)
+            shape = task.guide("shape", "cpu")(x).argmax(1)
+        out[name] = {
+            "n": len(x),
+            "colour": float((colour == verdict.colour).float().mean()),
+            "shape": float((shape == verdict.shape).float().mean()),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pairs", default=None, help="comma list (default: every pair below --below)")
@@ -109,8 +133,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"wrote {args.grid} (rows: 2 real, 3 unguided, then {', '.join(pairs[:2])} guided)",
             file=sys.stderr,
         )
+    agreement = judge_agreement(task, args.steps)
+    print_table(
+        "judges vs guiding CNNs: share of images on which they read the same attribute",
+        ["images", "n", "colour", "shape"],
+        [[k, v["n"], f"{v['colour']:.3f}", f"{v['shape']:.3f}"] for k, v in agreement.items()],
+    )
     payload = {
         "settings": {"samples": args.samples, "steps": args.steps, "seed": args.seed, "ladder": LADDER},
+        "agreement": agreement,
         "results": results,
         "all_meet": all(r["meets"] for r in results.values()),
         "trial_time": timing,
