@@ -26,10 +26,11 @@ import pytest
 from tests.cli_util import run_cli
 from tests.test_search import SMALL
 from tfg_search import query
+from tfg_search.cli.search_commands import optuna_best_payload
 from tfg_search.executors import Executor
 from tfg_search.search import Coordinator, open_search_study, run_search
 from tfg_search.settings import SearchSettings
-from tfg_search.storage import list_searches, load_search, open_storage
+from tfg_search.storage import list_searches, open_storage
 from tfg_search.worker import TrialOutcome, TrialSpec
 
 LEGACY_DB = Path(__file__).parent / "data" / "legacy-v0.1.db"
@@ -82,22 +83,6 @@ def _fill(url: str) -> None:
             hand.add_trial(optuna.trial.create_trial(value=value))
 
 
-def _optuna_payload(url: str, name: str) -> dict[str, Any]:
-    studies = load_search(url, name)
-    found = studies.best()
-    return query.payload(
-        studies.name,
-        studies.info,
-        role=found.role,
-        trial=found.number,
-        score=found.value,
-        params=found.params,
-        config=found.config,
-        metrics=found.metrics,
-        samples=found.samples,
-    )
-
-
 def _outcome(fn: Any, *args: Any) -> Any:
     """A function's result, or the type and message of the error it raised."""
     try:
@@ -113,8 +98,10 @@ def _same_answers(url: str, names: Sequence[str]) -> None:
     assert query.list_searches(url) == list_searches(open_storage(url, create=False))
     for name in names:
         fast = _outcome(query.best_payload, url, name)
-        assert fast == _outcome(_optuna_payload, url, name), name
-        assert json.dumps(fast) == json.dumps(_outcome(_optuna_payload, url, name)), name  # same order too
+        assert fast == _outcome(optuna_best_payload, url, name), name
+        assert json.dumps(fast) == json.dumps(_outcome(optuna_best_payload, url, name)), (
+            name
+        )  # same order too
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +170,11 @@ def test_the_commands_answer_the_same_without_optuna_or_torch(sqlite_db: str, tm
     fast = run_cli(["studies", "--json", "--storage", sqlite_db], capsys)
     assert fast.code == 0 and json.loads(fast.out) == list_searches(open_storage(sqlite_db, create=False))
     fast = run_cli(["best", "--study", "finished", "--json", "--storage", sqlite_db], capsys)
-    assert fast.code == 0 and json.loads(fast.out) == _optuna_payload(sqlite_db, "finished")
+    assert fast.code == 0 and json.loads(fast.out) == optuna_best_payload(sqlite_db, "finished")
     out = tmp_path / "best.json"
     _probe("--help")
     _probe("tasks")
     _probe("studies", "--storage", sqlite_db)
     _probe("best", "--study", "finished", "--storage", sqlite_db)
     _probe("export", "--study", "finished", "--out", str(out), "--storage", sqlite_db)
-    assert json.loads(out.read_text()) == _optuna_payload(sqlite_db, "finished")
+    assert json.loads(out.read_text()) == optuna_best_payload(sqlite_db, "finished")

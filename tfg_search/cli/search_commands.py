@@ -502,7 +502,13 @@ def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
     try:
         return query.best_payload(storage, study_name)
     except query.Unanswered:
-        pass
+        return optuna_best_payload(storage, study_name)
+
+
+def optuna_best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
+    """:func:`_best_payload` through Optuna (what the direct reads must agree with)."""
+    from tfg_search import query
+
     common.quiet_optuna()
     from tfg_search.storage import load_search
 
