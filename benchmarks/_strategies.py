@@ -79,20 +79,42 @@ class GridSpace:
 
 @dataclass
 class Run:
-    """One search: the keys it evaluated (in order) with their scores."""
+    """One search: the keys it evaluated (in order) with their scores.
+
+    ``estimate`` (optional) replaces the scores for ranking, over the keys it holds (e.g. means
+    over re-evaluations); ``extra`` counts evaluations beyond one per key (re-evaluations).
+    """
 
     name: str
     evaluated: dict[Key, float] = field(default_factory=dict)
+    estimate: dict[Key, float] | None = None
+    extra: int = 0
 
     @property
     def evaluations(self) -> int:
+        """Distinct keys evaluated."""
         return len(self.evaluated)
 
+    @property
+    def total_evaluations(self) -> int:
+        """Every evaluation, re-evaluations included."""
+        return len(self.evaluated) + self.extra
+
     def top(self, n: int) -> list[Key]:
-        """The ``n`` best keys by search score (ties: first evaluated)."""
+        """The ``n`` best keys by search score, or by ``estimate`` where given (ties: first evaluated)."""
+        scores = self.estimate if self.estimate is not None else self.evaluated
         order = {k: i for i, k in enumerate(self.evaluated)}
-        ranked = sorted(self.evaluated, key=lambda k: (-_finite(self.evaluated[k]), order[k]))
+        ranked = sorted(scores, key=lambda k: (-_finite(scores[k]), order[k]))
         return ranked[:n]
+
+
+def reevaluated(run: Run, second: Oracle, m: int, name: str) -> Run:
+    """``run`` with its ``m`` best re-evaluated once by ``second`` (another search seed, common to
+    them: a paired re-evaluation), ranked among themselves by the mean of both scores."""
+    top = run.top(m)
+    again = second(top)
+    estimate = {k: 0.5 * (run.evaluated[k] + v) for k, v in zip(top, again, strict=True)}
+    return Run(name, dict(run.evaluated), estimate, run.extra + len(top))
 
 
 def _finite(v: float) -> float:

@@ -10,8 +10,12 @@ dimension) with common random numbers (every candidate of a search on the same s
   of the task's strength lattice) in round 0 (``--seed-presets``);
 * ``beam-refined``: ``TFGBeamSampler(mode="refined")`` with the same lattices and seeds
   (docs/searchers.md);
+* ``beam-reeval``: ``beam-refined``, then its ``REEVAL_TOP`` (6) best re-evaluated once on a second
+  search seed (common to the six: a paired re-evaluation) and ranked by the mean of both scores;
+  the re-evaluations count as evaluations;
 * ``tpe``, ``random``, ``gp``: Optuna's TPESampler, RandomSampler and GPSampler on the grid, with
-  as many distinct evaluations as ``beam-refined`` used on that target and seed.
+  as many distinct evaluations as the last beam variant run (``beam-reeval``: all its evaluations,
+  re-evaluations included) used on that target and seed.
 
 Each search's two best configurations (by search score) are re-run on ``--final-samples`` fresh
 samples (one seed shared by all searches); the better re-run is the search's answer, reported as a
@@ -44,7 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cache import ChunkEvaluator
 from _common import print_table, write_json
-from _strategies import GridSpace, Key, Run, beam, optuna_search
+from _strategies import GridSpace, Key, Run, beam, optuna_search, reevaluated
 
 from searchers import Lattice
 from tfg_search.guidance.config import TFGConfig, search_point
@@ -53,7 +57,11 @@ from tfg_search.warm_start import PRESET_METHODS, default_strength
 
 FINAL_SEED = 999
 """Search seed of every final re-run: fresh noise, shared by all searches (paired finals)."""
-METHODS = ("beam-reference", "beam-zero", "beam-refined", "tpe", "random", "gp")
+METHODS = ("beam-reference", "beam-zero", "beam-refined", "beam-reeval", "tpe", "random", "gp")
+REEVAL_TOP = 6
+"""``beam-reeval``: how many of ``beam-refined``'s best are re-evaluated on a second search seed."""
+REEVAL_SEED = 100
+"""``beam-reeval`` re-evaluates on search seed ``REEVAL_SEED + seed``."""
 
 
 def z(init: float, factor: float, cap: float) -> Lattice:
@@ -164,9 +172,12 @@ def run_target(ev: ChunkEvaluator, task_name: str, target: str, args: argparse.N
             beam(space, oracle, "beam-reference", sampler_space=reference_space),
             beam(space, oracle, "beam-zero", seeds=seeds_cfg),
         ]
-        if "beam-refined" in args.methods:
+        if "beam-refined" in args.methods or "beam-reeval" in args.methods:
             runs.append(beam(space, oracle, "beam-refined", seeds=seeds_cfg, mode="refined"))
-        budget = runs[-1].evaluations
+        if "beam-reeval" in args.methods:
+            second = GridOracle(ev, target, base, space, REEVAL_SEED + seed, chunks)
+            runs.append(reevaluated(runs[-1], second, REEVAL_TOP, "beam-reeval"))
+        budget = runs[-1].total_evaluations
         for kind in ("tpe", "random", "gp"):
             if kind in args.methods:
                 runs.append(optuna_search(space, oracle, kind, budget, seed))
@@ -179,6 +190,7 @@ def run_target(ev: ChunkEvaluator, task_name: str, target: str, args: argparse.N
                     "method": r.name,
                     "seed": seed,
                     "evaluations": r.evaluations,
+                    "total_evaluations": r.total_evaluations,
                     "chosen": space.params(chosen),
                     "final_score": finals[chosen],
                     "fraction": finals[chosen] / grid_best if grid_best > 0 else float("nan"),
@@ -240,19 +252,21 @@ def summarize(results: dict[str, Any], methods: list[str]) -> tuple[dict[str, An
                 "mean_fraction": statistics.mean(r["fraction"] for r in by[m].values()),
                 "min_fraction": min(r["fraction"] for r in by[m].values()),
                 "evaluations": statistics.mean(r["evaluations"] for r in by[m].values()),
+                "total_evaluations": statistics.mean(r["total_evaluations"] for r in by[m].values()),
                 "runs": len(by[m]),
             }
             for m in methods
             if m in by
         }
-        lead = "beam-refined" if "beam-refined" in by else "beam-zero"
-        keys = sorted(by[lead])
+        leads = [m for m in ("beam-reeval", "beam-refined") if m in by] or [next(iter(by))]
         pairs[task_name] = {
             f"{lead} - {m}": paired(
-                [by[lead][k]["fraction"] for k in keys], [by[m][k]["fraction"] for k in keys]
+                [by[lead][k]["fraction"] for k in sorted(by[lead])],
+                [by[m][k]["fraction"] for k in sorted(by[lead])],
             )
+            for lead in leads
             for m in methods
-            if m in by and m != lead
+            if m in by and m != lead and m not in leads[: leads.index(lead)]
         }
     return summary, pairs
 
@@ -292,13 +306,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[task_name] = {tg: run_target(ev, task_name, tg, args) for tg in targets[task_name]}
     summary, pairs = summarize(results, args.methods)
     rows = [
-        [t, m, s["runs"], f"{s['mean_fraction']:.4f}", f"{s['min_fraction']:.4f}", f"{s['evaluations']:.1f}"]
+        [
+            t,
+            m,
+            s["runs"],
+            f"{s['mean_fraction']:.4f}",
+            f"{s['min_fraction']:.4f}",
+            f"{s['evaluations']:.1f}",
+            f"{s['total_evaluations']:.1f}",
+        ]
         for t, per in summary.items()
         for m, s in per.items()
     ]
     print_table(
         "Search efficiency: chosen configuration's final score / grid best",
-        ["task", "method", "runs", "mean", "min", "evals"],
+        ["task", "method", "runs", "mean", "min", "distinct evals", "all evals"],
         rows,
     )
     prow = [

@@ -55,19 +55,30 @@ def test_search_efficiency_quick(efficiency: dict[str, Any]) -> None:
     assert {"machine", "settings", "summary", "paired", "results", "wall_s"} <= set(data)
     assert data["machine"]["cpu_count"] >= 1
     summary = data["summary"]["gmm2d"]
-    assert set(summary) == {"beam-reference", "beam-zero", "beam-refined", "tpe", "random", "gp"}
+    assert set(summary) == {
+        "beam-reference",
+        "beam-zero",
+        "beam-refined",
+        "beam-reeval",
+        "tpe",
+        "random",
+        "gp",
+    }
     for row in summary.values():
         assert 0 < row["mean_fraction"] <= 1.1 and row["min_fraction"] <= row["mean_fraction"] + 1e-12
         assert row["evaluations"] >= 1
     per_target = data["results"]["gmm2d"]["3"]
     assert per_target["grid"]["size"] == 6 * 6 * 4  # the quick grid: rho, mu with 0 and 5 values, gamma 4
     by_method = {r["method"]: r for r in per_target["runs"]}
-    for kind in ("tpe", "random", "gp"):  # equal budget: the refined beam's distinct evaluations
-        assert by_method[kind]["evaluations"] == by_method["beam-refined"]["evaluations"]
+    reeval = by_method["beam-reeval"]  # the refined beam's evaluations and 6 re-evaluations
+    assert reeval["evaluations"] == by_method["beam-refined"]["evaluations"]
+    assert reeval["total_evaluations"] == reeval["evaluations"] + 6
+    for kind in ("tpe", "random", "gp"):  # equal budget: every evaluation of beam-reeval
+        assert by_method[kind]["evaluations"] == reeval["total_evaluations"]
     assert by_method["beam-reference"]["chosen"]["mu"] > 0  # the reference lattices have no 0
     assert set(data["paired"]["gmm2d"]) == {
-        f"beam-refined - {m}" for m in ("beam-reference", "beam-zero", "tpe", "random", "gp")
-    }
+        f"beam-reeval - {m}" for m in ("beam-reference", "beam-zero", "beam-refined", "tpe", "random", "gp")
+    } | {f"beam-refined - {m}" for m in ("beam-reference", "beam-zero", "tpe", "random", "gp")}
 
 
 def test_guidance_quality_quick(quality: dict[str, Any]) -> None:
