@@ -105,7 +105,9 @@ class ChunkEvaluator:
         task_name: a registered task.
         steps: DDIM steps (default: the task's).
         chunk: samples per chunk.
-        max_batch_samples: most samples sampled in one ``guided_sample_many`` call.
+        max_batch_samples: most samples sampled in one ``guided_sample_many`` call (default:
+            about 128k pixels per batch, between 256 and 2,048 samples: 2,048 8x8 digits, 256
+            32x32 shapes; measured on shapes, 8.0 ms per sample and step at 256, 10.2 at 1,024).
         cache: use and fill the on-disk cache (off: everything is generated again, nothing saved).
         objective: metric names of the score (default: the task's objective).
     """
@@ -115,7 +117,7 @@ class ChunkEvaluator:
         task_name: str,
         steps: int | None = None,
         chunk: int = CHUNK,
-        max_batch_samples: int = 2048,
+        max_batch_samples: int | None = None,
         cache: bool = True,
         objective: Sequence[str] | None = None,
     ) -> None:
@@ -123,7 +125,8 @@ class ChunkEvaluator:
         self.task: Task = get_task(task_name)
         self.steps = int(steps or self.task.num_inference_steps)
         self.chunk = chunk
-        self.max_batch_samples = max_batch_samples
+        pixels = math.prod(self.task.sample_shape[1:]) if len(self.task.sample_shape) > 1 else 1
+        self.max_batch_samples = max_batch_samples or min(2048, max(256, 131_072 // pixels))
         self.objective = tuple(objective or self.task.objective)
         self.use_cache = cache
         self.folder = CACHE_ROOT / f"{task_name}-{weights_fingerprint(task_name)}"
