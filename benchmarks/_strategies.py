@@ -177,7 +177,9 @@ def beam(
 
 
 def optuna_search(space: GridSpace, oracle: Oracle, kind: str, budget: int, seed: int) -> Run:
-    """TPE, random or GP-BO over the grid until ``budget`` distinct keys are evaluated."""
+    """TPE, random or GP-BO over the grid until ``budget`` distinct keys are evaluated, or it has
+    asked ``10 x budget`` trials (a sampler that keeps proposing evaluated points, as GP-BO does
+    once a small grid is mostly evaluated, stops there: each of its asks refits the model)."""
     samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -187,7 +189,7 @@ def optuna_search(space: GridSpace, oracle: Oracle, kind: str, budget: int, seed
     run = Run(kind)
     budget = min(budget, space.size())
     asked = 0
-    while run.evaluations < budget and asked < 50 * budget:
+    while run.evaluations < budget and asked < 10 * budget:
         trial = study.ask()
         asked += 1
         ks = [

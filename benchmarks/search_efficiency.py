@@ -79,11 +79,11 @@ TASKS: dict[str, dict[str, Any]] = {
         "steps": 10,
     },
     "shapes": {
-        "space": GridSpace({"rho": z(0.25, 2, 4), "mu": z(0.06, 2, 0.48), "gamma": z(0.01, 10, 0.01)}),
+        "space": GridSpace({"rho": z(0.25, 2, 8), "mu": z(0.06, 2, 0.96), "gamma": z(0.01, 10, 0.1)}),
         "targets": ["cyan-triangle", "yellow-triangle", "blue-square"],
         "samples": 32,
         "final_samples": 64,
-        "steps": 15,
+        "steps": 10,
     },
     "gmm2d": {
         "space": GridSpace({"rho": z(0.002, 2, 0.032), "mu": z(0.002, 2, 0.032), "gamma": z(0.001, 10, 0.1)}),
