@@ -380,6 +380,17 @@ class TFGBeamSampler(BaseSampler):
         """The parameters whose schedule structure is searched (empty: none)."""
         return tuple(self._structured)
 
+    @property
+    def seed_points(self) -> tuple[dict[str, float | str], ...]:
+        """The warm-start configurations (``seed_configs``) as the lattice points round 0
+        evaluates, in order, without repeats; empty without a warm start.
+
+        Example:
+            >>> TFGBeamSampler({"rho": Lattice(0.25, 2.0, 8.0)}, seed_configs=[{"rho": 1.1}]).seed_points
+            ({'rho': 1.0},)
+        """
+        return tuple(self._params(key) for key in dict.fromkeys(self._seeds))
+
     def plan(self, study: Study) -> BeamPlan:
         """Where the search stands, recomputed from the study's storage."""
         plan = self._fresh_plan(study)

@@ -120,6 +120,27 @@ def test_more_rounds_extend_a_study_to_what_a_longer_search_finds(tmp_storage_ur
     assert info["settings"]["rounds"] == 3 and info["extended"][0]["rounds"] == [2, 3]
 
 
+def test_the_best_warm_start_point_is_always_re_run_with_the_top(tmp_storage_url: str) -> None:
+    # A far-off warm-start point scores low on the small samples: it is re-run anyway (the answer,
+    # chosen on the final samples, can then never be below the best warm-start configuration).
+    from tasks import get_task
+
+    lattices = _settings().resolve(get_task("gmm2d")).lattices()
+    far = {name: lattice.cap for name, lattice in lattices.items()}
+    report = run_search(_settings(rounds=2, final_top=1, seed_configs=(far,)), tmp_storage_url)
+    records = load_search(tmp_storage_url, report.study_name).records()
+    beam = sorted((r for r in records if r.role == "beam" and r.ok), key=lambda r: (-r.value, r.number))
+    warm = next(r for r in beam if all(r.params[n] == v for n, v in far.items()))
+    assert warm.number != beam[0].number  # ranked out by the search ...
+    finals = [r for r in records if r.role == "final"]
+    assert sorted(r.source_trial for r in finals) == sorted([beam[0].number, warm.number])  # ... re-run
+    assert report.best_score == max(r.value for r in finals)
+    # When the warm start is among the top, nothing extra is re-run.
+    again = run_search(_settings(rounds=2, final_top=len(beam), seed_configs=(far,)), tmp_storage_url)
+    finals = [r for r in load_search(tmp_storage_url, again.study_name).records() if r.role == "final"]
+    assert sorted(r.source_trial for r in finals) == sorted(r.number for r in beam)
+
+
 def test_failed_trials_are_stored_with_reason_and_search_goes_on(tmp_storage_url: str) -> None:
     # rho = 1e200 makes samples overflow: those trials FAIL with the reason; the others complete.
     from searchers import Lattice

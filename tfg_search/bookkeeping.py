@@ -166,13 +166,22 @@ class SearchBook:
         return Pending(trial, BEAM, self.sampler.trial_round(trial), params, self._spec(trial, params, BEAM))
 
     def final_sources(self) -> list[TrialRecord]:
-        """The top ``final_top`` beam configurations that have no final re-run yet.
+        """The beam configurations to re-run at full size that have no final re-run yet: the top
+        ``final_top``, and with a warm start (``seed_configs``, ``--seed-presets``) also the best
+        warm-start point when it is not among them, so that the answer, chosen on the final
+        samples, is never below the best warm-start configuration because a noisy small-sample
+        score ranked it out.
 
         A re-run that failed for the configuration's own reason counts as done; one that was
         interrupted or failed for the environment is due again.
         """
         records = self.records()
-        top = ranked(records, BEAM)[: self.resolved.final_top]
+        beam = ranked(records, BEAM)
+        top = beam[: self.resolved.final_top]
+        points = self.sampler.seed_points
+        warm = next((r for r in beam if any(_at(r.params, p) for p in points)), None)
+        if warm is not None and all(r.number != warm.number for r in top):
+            top.append(warm)
         done = {
             r.source_trial
             for r in records
@@ -288,3 +297,8 @@ class SearchBook:
                     TFGBeamSampler.requeue(study, t.number)
                     retried += 1
         return stale, retried
+
+
+def _at(params: dict[str, Any], point: dict[str, Any]) -> bool:
+    """Whether a trial's parameters are the lattice point ``point`` (values exactly as suggested)."""
+    return all(params.get(name) == value for name, value in point.items())
