@@ -9,16 +9,17 @@ For each task and target, two compute classes (model passes per sample and step 
 * **n_recur 2**: FreeDoM and UGD against TFG with n_recur 2 and n_iter 2 (UGD's cost).
 
 Each earlier method is searched over its single strength (the beam on the task's strength lattice);
-TFG is searched over rho, mu, gamma with 0 in each lattice and the rho and mu schedules as
-dimensions, so every earlier method of its class is a point of its space, warm-started with those
-points at their searched best strengths (``--seed-presets``) and the search mode given by
-``--mode``. Every search evaluates on ``samples`` samples with one seed (common random numbers); its
-two best are re-run on ``final_samples`` fresh samples (one seed for all), the better re-run is the
-method's answer; TFG's best warm-start point (by search score) is re-run with its two best, as the
-service's final re-runs do with ``--seed-presets`` (``--no-finals-with-seed``: only the two best).
-TFG's answer and the best earlier method's answer of its class are then re-run on two more final
-seeds; the paired difference over the three final seeds (a 95% t-interval) decides:
-TFG wins or ties when the interval's upper end is >= 0.
+TFG is searched over rho, mu, gamma with 0 in each lattice (the efficiency grid's lattices, rho's
+and mu's stretched to hold every strength of the earlier methods' lattice: :func:`tfg_space`) and
+the rho and mu schedules as dimensions, so every earlier method of its class is a point of its
+space, warm-started with those points at their searched best strengths (``--seed-presets``) and
+the search mode given by ``--mode``. Every search evaluates on ``samples`` samples with one seed
+(common random numbers); its two best are re-run on ``final_samples`` fresh samples (one seed for
+all), the better re-run is the method's answer; TFG's best warm-start point (by search score) is
+re-run with its two best, as the service's final re-runs do with ``--seed-presets``
+(``--no-finals-with-seed``: only the two best). TFG's answer and the best earlier method's answer
+of its class are then re-run on two more final seeds; the paired difference over the three final
+seeds (a 95% t-interval) decides: TFG wins or ties when the interval's upper end is >= 0.
 
 Summary (benchmarks/results/guidance_quality.json): per task ``targets``, ``tfg_wins_or_ties`` (a
 target counts when TFG wins or ties in both classes), ``mean_gain_pct`` (TFG's relative
@@ -46,6 +47,7 @@ from _common import print_table, write_json
 from _strategies import GridSpace, Key, beam
 from search_efficiency import FINAL_SEED, TASKS, GridOracle
 
+from searchers import Lattice
 from tfg_search.guidance.config import TFGConfig, search_point
 from tfg_search.guidance.sampler import pass_counts
 from tfg_search.settings import SearchSettings
@@ -94,6 +96,28 @@ def strength_search(ev: ChunkEvaluator, target: str, method: str, chunks: int, r
     return {"run": run, "space": space, "oracle": oracle}
 
 
+def tfg_space(grid: GridSpace, strength: Lattice) -> GridSpace:
+    """TFG's space here: the efficiency grid's lattices, rho's and mu's stretched (same factor) so
+    that every value of the earlier methods' strength lattice is on them, and the rho and mu
+    schedules searched: each earlier method at any of its strengths is then a point of the space.
+
+    Example (shapes: mu 0,0.06:2:0.96 and strengths 0.25:2:16 give mu 0,0.0625:2:16):
+        >>> g = GridSpace({"rho": Lattice(0.25, 2, 8, zero=True), "mu": Lattice(0.06, 2, 0.96, zero=True)})
+        >>> str(tfg_space(g, Lattice(0.25, 2, 16)).lattices["mu"])
+        '0,0.0625:2:16'
+    """
+    lattices = dict(grid.lattices)
+    for name in ("rho", "mu"):
+        lat = lattices[name]
+        if not math.isclose(lat.factor, strength.factor):
+            raise ValueError(f"{name}: lattice factor {lat.factor} differs from the strength lattice's")
+        init = strength.init
+        while init / lat.factor >= lat.init * (1 - 1e-9):
+            init /= lat.factor
+        lattices[name] = Lattice(init, lat.factor, max(lat.cap, strength.cap), zero=True)
+    return GridSpace(lattices, schedules=("rho", "mu"))
+
+
 def finals(ev: ChunkEvaluator, target: str, configs: list[TFGConfig], seed: int, chunks: int) -> list[float]:
     return [r.score for r in ev.evaluate(target, [(c, seed, chunks) for c in configs])]
 
@@ -121,7 +145,7 @@ def run_target(ev: ChunkEvaluator, task_name: str, target: str, args: argparse.N
                 "evaluations": run.evaluations,
             }
         # TFG: 0 in every lattice, rho and mu schedules searched, warm-started from the presets.
-        space = GridSpace(dict(grid.lattices), schedules=("rho", "mu"))
+        space = tfg_space(grid, ev.task.default_strength_space)
         resolved = SearchSettings(task=task_name, target=target, steps=ev.steps, **cls["tfg"]).resolve(
             ev.task
         )
@@ -255,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["task", "targets", "tfg wins or ties", "mean gain"],
         [[t, s["targets"], s["tfg_wins_or_ties"], f"{s['mean_gain_pct']:+.2f}%"] for t, s in summary.items()],
     )
+    strengths = {t: ChunkEvaluator(t, cache=False).task.default_strength_space for t in tasks}
     payload = {
         "settings": {
             "tasks": tasks,
@@ -264,10 +289,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "finals_with_seed": args.finals_with_seed,
             "classes": {k: {"tfg": v["tfg"], "methods": list(v["methods"])} for k, v in CLASSES.items()},
             "fidelity": {t: {k: TASKS[t][k] for k in ("samples", "final_samples", "steps")} for t in tasks},
-            "spaces": {t: {n: str(lat) for n, lat in TASKS[t]["space"].lattices.items()} for t in tasks},
-            "strength_spaces": {
-                t: str(ChunkEvaluator(t, cache=False).task.default_strength_space) for t in tasks
+            "tfg_spaces": {
+                t: {n: str(lat) for n, lat in tfg_space(TASKS[t]["space"], strengths[t]).lattices.items()}
+                for t in tasks
             },
+            "strength_spaces": {t: str(strengths[t]) for t in tasks},
         },
         "summary": summary,
         "results": results,
