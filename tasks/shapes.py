@@ -61,8 +61,8 @@ SHAPES_SPACE: dict[str, Lattice] = {
     "mu": Lattice(0.06, 2.0, 4.0),
     "gamma": Lattice(0.001, 10.0, 1.0),
 }
-"""Default lattice: seven values of rho and mu; the measured optimum (rho ~ 1, mu ~ 0.25) is two
-steps up each from the start, well within the default six rounds (docs/tasks.md)."""
+"""Default lattice: seven values of rho and mu, the acceptance ladder's range (0.25, 0.06) ..
+(16, 4); several rare pairs peak at its first rung, others at (4, 1) (docs/tasks.md)."""
 
 FEATURE_STD_FLOOR = 0.1
 FEATURE_CLIP = 4.0
