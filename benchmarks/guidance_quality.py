@@ -48,6 +48,7 @@ from _strategies import GridSpace, Key, beam
 from search_efficiency import FINAL_SEED, TASKS, GridOracle
 
 from searchers import Lattice
+from tasks import get_task
 from tfg_search.guidance.config import TFGConfig, search_point
 from tfg_search.guidance.sampler import pass_counts
 from tfg_search.settings import SearchSettings
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["task", "targets", "tfg wins or ties", "mean gain"],
         [[t, s["targets"], s["tfg_wins_or_ties"], f"{s['mean_gain_pct']:+.2f}%"] for t, s in summary.items()],
     )
-    strengths = {t: ChunkEvaluator(t, cache=False).task.default_strength_space for t in tasks}
+    strengths = {t: get_task(t).default_strength_space for t in tasks}
     payload = {
         "settings": {
             "tasks": tasks,

@@ -259,10 +259,10 @@ def summarize(results: dict[str, Any], methods: list[str]) -> tuple[dict[str, An
             if m in by
         }
         leads = [m for m in ("beam-reeval", "beam-refined") if m in by] or [next(iter(by))]
+        keys = {lead: sorted(by[lead]) for lead in leads}
         pairs[task_name] = {
             f"{lead} - {m}": paired(
-                [by[lead][k]["fraction"] for k in sorted(by[lead])],
-                [by[m][k]["fraction"] for k in sorted(by[lead])],
+                [by[lead][k]["fraction"] for k in keys[lead]], [by[m][k]["fraction"] for k in keys[lead]]
             )
             for lead in leads
             for m in methods
