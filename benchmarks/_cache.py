@@ -9,7 +9,7 @@ evaluation, which is what makes a cheaper-fidelity search cheap (it extends a ca
 starting it again) and its comparisons paired (two candidates on the same chunks share the noise).
 
 Chunks are generated with ``tfg_search.guidance.guided_sample_many`` (the engine behind
-``tfg_search.evaluation.evaluate_batch``): many (configuration, seed) entries in one batch, each
+``tfg_search.run.evaluation.evaluate_batch``): many (configuration, seed) entries in one batch, each
 drawing from its own generator exactly as it would alone.
 
 Cache layout (keep it out of git): ``benchmarks/results/cache/<task>-<weights fingerprint>/``
@@ -39,7 +39,7 @@ from tasks import get_task
 from tasks.base import Task
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.guidance.sampler import Structure, guided_sample_many
-from tfg_search.objective import score
+from tfg_search.run.objective import score
 
 CACHE_ROOT = Path(__file__).resolve().parent / "results" / "cache"
 STRIDE = 4096

@@ -1,8 +1,8 @@
 """Per-trial orchestration overhead of the coordinator (local and Ray executors, SQLite and PostgreSQL),
 and (``--digits``) the speed-up of a digits round on 2 Ray actors over the local executor.
 
-Overhead: the real coordinator (:class:`tfg_search.search.Coordinator` over
-:class:`tfg_search.bookkeeping.SearchBook`) runs a whole beam search of about 200 trials (gmm2d
+Overhead: the real coordinator (:class:`tfg_search.run.coordinator.Coordinator` over
+:class:`tfg_search.run.book.SearchBook`) runs a whole beam search of about 200 trials (gmm2d
 settings, 3 parameters on lattices of factor 1.1, top-k 8, 14 rounds) whose trials cost nothing: a
 trial function returns metrics computed from the configuration at once (so the beam keeps moving, as
 a real search does), and everything measured is orchestration. Per trial it adds up:
@@ -59,11 +59,11 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 
 from searchers import Lattice, optuna_internals  # noqa: E402
-from tfg_search.executors import Executor, LocalExecutor  # noqa: E402
-from tfg_search.search import Coordinator, open_search_study  # noqa: E402
-from tfg_search.settings import SearchSettings  # noqa: E402
-from tfg_search.storage import open_storage  # noqa: E402
-from tfg_search.worker import TrialOutcome, TrialSpec  # noqa: E402
+from tfg_search.run.coordinator import Coordinator, open_search_study  # noqa: E402
+from tfg_search.run.executors import Executor, LocalExecutor  # noqa: E402
+from tfg_search.run.settings import SearchSettings  # noqa: E402
+from tfg_search.run.worker import TrialOutcome, TrialSpec  # noqa: E402
+from tfg_search.store.studies import open_storage  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "executor_overhead.json"
 TARGETS_MS = {"sqlite": 20.0, "postgresql": 40.0}
@@ -291,7 +291,7 @@ def time_round(executor: Executor, specs: list[TrialSpec], repeats: int) -> dict
 
 def digits_round(repeats: int, batched: bool) -> dict[str, Any]:
     """Time a digits round on the local executor and on 2 Ray actors (models loaded)."""
-    from tfg_search.executors.ray_pool import RayExecutor
+    from tfg_search.run.executors.ray_pool import RayExecutor
 
     options, weights = digits_weights()
     specs = digits_specs(options)
@@ -345,7 +345,7 @@ def main() -> None:
     executors: list[tuple[str, Executor]] = [("local", InstantLocal())]
     ray_pool = None
     if not args.no_ray:
-        from tfg_search.executors.ray_pool import RayExecutor
+        from tfg_search.run.executors.ray_pool import RayExecutor
 
         ray_pool = RayExecutor(num_workers=2, cpus_per_trial=1, trial_fn=instant_trial)
         ray_pool.workers_info()  # actors started before timing

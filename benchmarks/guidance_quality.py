@@ -51,7 +51,7 @@ from searchers import Lattice
 from tasks import get_task
 from tfg_search.guidance.config import TFGConfig, search_point
 from tfg_search.guidance.sampler import pass_counts
-from tfg_search.settings import SearchSettings
+from tfg_search.run.settings import SearchSettings
 
 CLASSES: dict[str, dict[str, Any]] = {
     "n_recur 1": {"tfg": {"n_recur": 1, "n_iter": 1}, "methods": ("dps", "mpgd", "lgd")},

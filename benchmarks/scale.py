@@ -3,7 +3,7 @@ a database of 50 searches.
 
 Growth: a synthetic objective (no model: metrics computed from the configuration at once) runs
 through :class:`searchers.TFGBeamSampler` the way the coordinator drives it
-(:class:`tfg_search.bookkeeping.SearchBook`: plan a round, ask its trials, evaluate them, tell each
+(:class:`tfg_search.run.book.SearchBook`: plan a round, ask its trials, evaluate them, tell each
 result) for 2,000 trials of a wide beam (top-k 8) on fine lattices (factor 1.1, so that the search
 does not run out of new configurations) on SQLite (WAL, as tfg-search opens it) and on PostgreSQL (a
 private throwaway server, as tests/pg.py starts it). It prints ms per trial for each block of 200;
@@ -54,11 +54,11 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 
 from searchers import Lattice  # noqa: E402
-from tfg_search.bookkeeping import SearchBook  # noqa: E402
-from tfg_search.executors import Executor  # noqa: E402
-from tfg_search.search import Coordinator, open_search_study  # noqa: E402
-from tfg_search.settings import SearchSettings  # noqa: E402
-from tfg_search.worker import TrialOutcome, TrialSpec  # noqa: E402
+from tfg_search.run.book import SearchBook  # noqa: E402
+from tfg_search.run.coordinator import Coordinator, open_search_study  # noqa: E402
+from tfg_search.run.executors import Executor  # noqa: E402
+from tfg_search.run.settings import SearchSettings  # noqa: E402
+from tfg_search.run.worker import TrialOutcome, TrialSpec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "scale.json"
 GROWTH_TARGET = 1.3

@@ -52,8 +52,8 @@ from _strategies import GridSpace, Key, Run, beam, optuna_search, reevaluated
 
 from searchers import Lattice
 from tfg_search.guidance.config import TFGConfig, search_point
-from tfg_search.settings import SearchSettings
-from tfg_search.warm_start import PRESET_METHODS, default_strength
+from tfg_search.run.settings import SearchSettings
+from tfg_search.run.warm_start import PRESET_METHODS, default_strength
 
 FINAL_SEED = 999
 """Search seed of every final re-run: fresh noise, shared by all searches (paired finals)."""

@@ -26,8 +26,8 @@ from _common import print_table, write_json
 
 from tasks import get_task
 from tasks.shapes_data import rare_pairs, target_rate
-from tfg_search.evaluation import evaluate
 from tfg_search.guidance.config import TFGConfig
+from tfg_search.run.evaluation import evaluate
 
 LADDER = ((0.25, 0.06), (1.0, 0.25), (4.0, 1.0), (16.0, 4.0))
 

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from tasks import get_task  # noqa: E402
 from tfg_search.errors import NonFiniteSampleError  # noqa: E402
-from tfg_search.evaluation import evaluate  # noqa: E402
 from tfg_search.guidance.config import method_config  # noqa: E402
-from tfg_search.objective import score  # noqa: E402
+from tfg_search.run.evaluation import evaluate  # noqa: E402
+from tfg_search.run.objective import score  # noqa: E402
 
 TARGETS: dict[str, list[str]] = {
     "gmm2d": ["0", "5"],

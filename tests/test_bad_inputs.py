@@ -23,9 +23,9 @@ import pytest
 
 from tests.cli_util import run_cli, run_proc
 from tfg_search.paths import safe_name
-from tfg_search.search import run_search
-from tfg_search.settings import SearchSettings
-from tfg_search.storage import MAX_STUDY_NAME, load_search
+from tfg_search.run.coordinator import run_search
+from tfg_search.run.settings import SearchSettings
+from tfg_search.store.studies import MAX_STUDY_NAME, load_search
 
 STUDY = "s1"
 """The study of the shared database (a finished tiny gmm2d search)."""

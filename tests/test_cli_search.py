@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from tests.cli_util import run_cli, run_proc
-from tfg_search.storage import load_search
+from tfg_search.store.studies import load_search
 
 
 def payload_beam(cwd: Path, name: str) -> int:

@@ -11,9 +11,9 @@ from diffusers import DDIMScheduler
 from tasks import Task, get_task
 from tfg_search.cli.images import image_grid, save_samples
 from tfg_search.errors import NonFiniteSampleError, TFGSearchError
-from tfg_search.evaluation import evaluate
 from tfg_search.guidance.config import TFGConfig, method_config
-from tfg_search.objective import check_objective, score
+from tfg_search.run.evaluation import evaluate
+from tfg_search.run.objective import check_objective, score
 
 
 def test_score_orients_and_averages() -> None:

@@ -18,12 +18,12 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from tests.cli_util import cli_cmd, run_proc
-from tfg_search.bookkeeping import SearchBook
-from tfg_search.executors import LocalExecutor
-from tfg_search.search import SearchInterrupted, run_search
-from tfg_search.settings import SearchSettings
-from tfg_search.storage import load_search
-from tfg_search.worker import TrialOutcome, TrialSpec
+from tfg_search.run.book import SearchBook
+from tfg_search.run.coordinator import SearchInterrupted, run_search
+from tfg_search.run.executors import LocalExecutor
+from tfg_search.run.settings import SearchSettings
+from tfg_search.run.worker import TrialOutcome, TrialSpec
+from tfg_search.store.studies import load_search
 
 STUDY = "stopped"
 # Long enough to be caught mid-search (one candidate at a time: the trials of a round are RUNNING

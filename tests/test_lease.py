@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from tfg_search.errors import TFGSearchError
-from tfg_search.lease import LEASE_ATTR, StudyLease, read_lease
+from tfg_search.store.lease import LEASE_ATTR, StudyLease, read_lease
 
 
 @pytest.fixture

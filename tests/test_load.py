@@ -39,9 +39,9 @@ from typing import Any
 import pytest
 
 from searchers import Lattice
-from tfg_search.executors import Executor
-from tfg_search.settings import SearchSettings
-from tfg_search.worker import TrialOutcome, TrialSpec
+from tfg_search.run.executors import Executor
+from tfg_search.run.settings import SearchSettings
+from tfg_search.run.worker import TrialOutcome, TrialSpec
 
 pytest.importorskip("ray")
 
@@ -111,8 +111,8 @@ import functools, json, os, sys, time
 import ray
 from tests import test_load
 ray.cloudpickle.register_pickle_by_value(test_load)  # the workers get cheap_trial by value
-from tfg_search.executors.ray_pool import RayExecutor
-from tfg_search.search import run_search
+from tfg_search.run.executors.ray_pool import RayExecutor
+from tfg_search.run.coordinator import run_search
 
 url, address, markers, gates = sys.argv[1:5]
 plan = json.loads(sys.argv[5])
@@ -322,7 +322,7 @@ def _check_search(url: str, name: str, serial: dict[str, Any]) -> dict[str, int]
     """No trial RUNNING, no configuration twice, nothing lost, the serial run's best; the counts."""
     from optuna.trial import TrialState
 
-    from tfg_search.storage import load_best, load_search
+    from tfg_search.store.studies import load_best, load_search
 
     records = load_search(url, name).records()
     running = [r.number for r in records if not r.state.is_finished()]
@@ -344,8 +344,8 @@ def _serial(tmp_path: Path, name: str) -> dict[str, Any]:
     """The reference: the same search with the same seed, one trial at a time, in this process."""
     from optuna.trial import TrialState
 
-    from tfg_search.search import run_search
-    from tfg_search.storage import load_best, load_search
+    from tfg_search.run.coordinator import run_search
+    from tfg_search.store.studies import load_best, load_search
 
     url = f"sqlite:///{tmp_path}/serial-{name}.db"
     markers = tmp_path / "serial-markers"
@@ -364,7 +364,7 @@ def _span(url: str, names: Sequence[str]) -> tuple[int, float]:
     """Trials of these searches (beam and finals) and the seconds from the first start to the last end."""
     import optuna
 
-    from tfg_search.trials import search_study_name
+    from tfg_search.store.record import search_study_name
 
     trials = [
         t
@@ -391,7 +391,7 @@ def test_two_coordinators_eight_workers_and_dashboards_lose_nothing(
     import optuna
     from optuna.trial import TrialState
 
-    from tfg_search.storage import load_search
+    from tfg_search.store.studies import load_search
 
     began = time.monotonic()
     url = fresh_postgres_url

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from tests.pg import PostgresServer
-from tfg_search.lease import read_lease
+from tfg_search.store.lease import read_lease
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

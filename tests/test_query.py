@@ -1,4 +1,4 @@
-"""The query commands' direct reads (tfg_search.query) give the Optuna path's answers.
+"""The query commands' direct reads (tfg_search.store.query) give the Optuna path's answers.
 
 ``tfg-search studies``, ``best`` and ``export`` read the database through SQLAlchemy Core, without
 Optuna; these tests build databases with every kind of study the commands meet (searches finished
@@ -25,13 +25,13 @@ import pytest
 
 from tests.cli_util import run_cli
 from tests.test_search import SMALL
-from tfg_search import query
 from tfg_search.cli.search_commands import optuna_best_payload
-from tfg_search.executors import Executor
-from tfg_search.search import Coordinator, open_search_study, run_search
-from tfg_search.settings import SearchSettings
-from tfg_search.storage import list_searches, open_storage
-from tfg_search.worker import TrialOutcome, TrialSpec
+from tfg_search.run.coordinator import Coordinator, open_search_study, run_search
+from tfg_search.run.executors import Executor
+from tfg_search.run.settings import SearchSettings
+from tfg_search.run.worker import TrialOutcome, TrialSpec
+from tfg_search.store import query
+from tfg_search.store.studies import list_searches, open_storage
 
 LEGACY_DB = Path(__file__).parent / "data" / "legacy-v0.1.db"
 LEGACY_STUDY = "gmm2d-3-tfg-43e62bc5"

@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tfg_search.storage import load_search
+from tfg_search.store.studies import load_search
 
 pytest.importorskip("ray")
 

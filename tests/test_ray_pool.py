@@ -16,12 +16,12 @@ import optuna
 import pytest
 
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.worker import TrialOutcome, TrialSpec, run_trial
+from tfg_search.run.worker import TrialOutcome, TrialSpec, run_trial
 
 ray = pytest.importorskip("ray")
 
 from tfg_search.errors import TFGSearchError  # noqa: E402
-from tfg_search.executors.ray_pool import RayExecutor, default_num_workers, init_ray  # noqa: E402
+from tfg_search.run.executors.ray_pool import RayExecutor, default_num_workers, init_ray  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -128,8 +128,8 @@ def test_actor_killed_mid_trial_is_retried_on_a_fresh_actor(local_ray: None, tmp
 
 
 def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_storage_url: str) -> None:
-    from tfg_search.search import run_search
-    from tfg_search.settings import SearchSettings
+    from tfg_search.run.coordinator import run_search
+    from tfg_search.run.settings import SearchSettings
 
     settings = SearchSettings(
         task="gmm2d", target="3", samples=16, final_samples=16, final_top=1, rounds=1, steps=10
@@ -137,7 +137,7 @@ def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_stora
     trial_fn = functools.partial(dying_trial, str(tmp_path), frozenset({1}), frozenset({2}))
     with RayExecutor(num_workers=2, trial_fn=trial_fn) as pool:
         report = run_search(settings, tmp_storage_url, "faults", pool)
-    from tfg_search.storage import load_search
+    from tfg_search.store.studies import load_search
 
     records = load_search(tmp_storage_url, "faults").records()
     trials = {r.number: r for r in records if r.role == "beam"}

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
-from tfg_search.search import run_search
-from tfg_search.settings import SearchSettings
-from tfg_search.storage import load_search
-from tfg_search.trials import TrialRecord
+from tfg_search.run.coordinator import run_search
+from tfg_search.run.settings import SearchSettings
+from tfg_search.store.record import TrialRecord
+from tfg_search.store.studies import load_search
 
 pytest.importorskip("ray.tune")
 
-from tfg_search.tune import run_tune_search
+from tfg_search.run.tune import run_tune_search
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -16,10 +16,10 @@ from optuna.trial import TrialState
 
 from tests.cli_util import cli_cmd, run_cli
 from tfg_search.errors import TFGSearchError
-from tfg_search.search import run_search
-from tfg_search.settings import SearchSettings
-from tfg_search.storage import load_best, load_search
-from tfg_search.trials import TRIAL_ATTR
+from tfg_search.run.coordinator import run_search
+from tfg_search.run.settings import SearchSettings
+from tfg_search.store.record import TRIAL_ATTR
+from tfg_search.store.studies import load_best, load_search
 
 SMALL = dict(samples=16, final_samples=32, final_top=2, steps=10, rounds=3)
 LEGACY_DB = Path(__file__).parent / "data" / "legacy-v0.1.db"

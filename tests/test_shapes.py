@@ -22,8 +22,8 @@ from tasks.shapes_data import (
 from tasks.shapes_judge import FEATURE_NAMES, judge
 from tasks.weights import weights_dir
 from tfg_search.errors import TFGSearchError
-from tfg_search.evaluation import evaluate
 from tfg_search.guidance.config import TFGConfig
+from tfg_search.run.evaluation import evaluate
 
 
 def test_pair_rates_are_a_skewed_distribution() -> None:

@@ -19,8 +19,8 @@ from tasks.gmm2d import (
     sliced_wasserstein,
 )
 from tfg_search.errors import TFGSearchError
-from tfg_search.evaluation import evaluate
 from tfg_search.guidance.config import method_config
+from tfg_search.run.evaluation import evaluate
 
 BUNDLED = ["gmm2d", "digits", "digits-attrs", "digits-inpaint", "digits-superres", "digits-deblur"]
 TARGETS = {

@@ -133,7 +133,7 @@ def test_threads_option_sets_torch_threads(capsys) -> None:
     import torch
 
     from tests.cli_util import run_cli
-    from tfg_search.threads import cpu_share
+    from tfg_search.run.threads import cpu_share
 
     before = torch.get_num_threads()
     try:

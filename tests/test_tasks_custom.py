@@ -11,8 +11,8 @@ from diffusers import DDIMScheduler, UNet2DModel
 from tasks import get_task
 from tfg_search.cli import main
 from tfg_search.errors import TFGSearchError
-from tfg_search.evaluation import evaluate
 from tfg_search.guidance.config import method_config
+from tfg_search.run.evaluation import evaluate
 
 HERE = __name__
 

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from tasks import get_task
 from tasks.gmm2d import train_gmm2d
 from tasks.training import train_digits
-from tfg_search.evaluation import evaluate
 from tfg_search.guidance.config import method_config
+from tfg_search.run.evaluation import evaluate
 
 
 def _same(a, b) -> bool:

@@ -65,10 +65,10 @@ def output_file(flag: str, file: Path, force: bool) -> None:
 
 def study(value: str | None, fix: str, *, new: bool = False) -> str | None:
     """A ``--study`` value: not empty, and a name every storage can hold
-    (:func:`tfg_search.database.check_study_name`); ``new``: the name of a search to create or
+    (:func:`tfg_search.store.database.check_study_name`); ``new``: the name of a search to create or
     resume, which may not end in ``:search`` (the suffix of a search's beam study)."""
-    from tfg_search.database import check_study_name
-    from tfg_search.layout import SEARCH_SUFFIX
+    from tfg_search.store.database import check_study_name
+    from tfg_search.store.layout import SEARCH_SUFFIX
 
     if text("--study", value, fix) is None:
         return None

@@ -8,8 +8,8 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from tfg_search.storage import SearchStudies
-from tfg_search.trials import BEAM, FINAL, ranked
+from tfg_search.store.record import BEAM, FINAL, ranked
+from tfg_search.store.studies import SearchStudies
 
 
 def describe_params(params: dict[str, Any]) -> str:

@@ -87,7 +87,7 @@ class _Display:
     the round handed out, and the final re-runs still due (``final_top x final_samples``); it
     grows as each round is planned (the beam's length is not known in advance) and is exact once
     the final re-runs start. The live best is the best beam trial so far; of equal scores the
-    lower trial number, as in the summary (:func:`tfg_search.trials.ranked`).
+    lower trial number, as in the summary (:func:`tfg_search.store.record.ranked`).
     """
 
     def __init__(self, rounds: int, quiet: bool) -> None:
@@ -266,10 +266,10 @@ def search(
     the same command resumes the search.
     """
     common.quiet_optuna()
-    from tfg_search.executors import make_executor
-    from tfg_search.search import hold_signals, run_search
-    from tfg_search.settings import SearchSettings
-    from tfg_search.storage import resolve_storage
+    from tfg_search.run.coordinator import hold_signals, run_search
+    from tfg_search.run.executors import make_executor
+    from tfg_search.run.settings import SearchSettings
+    from tfg_search.store.studies import resolve_storage
 
     common.text("--task", task, "give a task name (see `tfg-search tasks`)")
     common.text("--target", target, "give one of the task's targets (see `tfg-search tasks`)")
@@ -329,7 +329,7 @@ def search(
             device=device,
         )
     if executor == "local":
-        from tfg_search.threads import set_threads
+        from tfg_search.run.threads import set_threads
 
         set_threads(threads)
     with _stopped_by_signals():  # from here on, Ctrl-C and SIGTERM end with exit code 130
@@ -355,7 +355,7 @@ def _finish(
     """The plots and the summary (or JSON) of a finished search; plots go to ``out_dir``, else to
     ``tfg-output/<safe_name(study)>`` (one folder inside tfg-output, whatever the study name)."""
     from tfg_search.cli.report import plot_search
-    from tfg_search.storage import load_search
+    from tfg_search.store.studies import load_search
 
     folder = out_dir or Path("tfg-output") / safe_name(report.study_name)
     try:
@@ -437,7 +437,7 @@ def _sample_grid(
 ) -> Path:
     from tasks import get_task
     from tfg_search.cli.images import save_samples
-    from tfg_search.evaluation import evaluate
+    from tfg_search.run.evaluation import evaluate
 
     task = get_task(task_name, task_options)
     result = evaluate(
@@ -480,23 +480,23 @@ def studies(
 
 
 def _searches(storage: str | None) -> list[dict[str, Any]]:
-    """The rows of ``studies``: read directly (:mod:`tfg_search.query`), else through Optuna."""
-    from tfg_search import query
+    """The rows of ``studies``: read directly (:mod:`tfg_search.store.query`), else through Optuna."""
+    from tfg_search.store import query
 
     try:
         return query.list_searches(storage)
     except query.Unanswered:
         pass
     common.quiet_optuna()
-    from tfg_search.storage import list_searches, open_storage
+    from tfg_search.store.studies import list_searches, open_storage
 
     return list_searches(open_storage(storage, create=False))
 
 
 def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
-    """A search's best configuration (:func:`tfg_search.query.payload`): read directly
-    (:mod:`tfg_search.query`), else through Optuna (the same answer)."""
-    from tfg_search import query
+    """A search's best configuration (:func:`tfg_search.store.query.payload`): read directly
+    (:mod:`tfg_search.store.query`), else through Optuna (the same answer)."""
+    from tfg_search.store import query
 
     common.text("--storage", storage, STORAGE_FIX)
     try:
@@ -507,10 +507,10 @@ def _best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
 
 def optuna_best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
     """:func:`_best_payload` through Optuna (what the direct reads must agree with)."""
-    from tfg_search import query
+    from tfg_search.store import query
 
     common.quiet_optuna()
-    from tfg_search.storage import load_search
+    from tfg_search.store.studies import load_search
 
     studies = load_search(storage, study_name)
     found = studies.best()
@@ -584,8 +584,8 @@ def sample(
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
     """Generate samples with a study's best configuration and save them as a grid."""
-    from tfg_search.evaluation import check_device
     from tfg_search.guidance.config import TFGConfig
+    from tfg_search.run.evaluation import check_device
 
     name = _study_arg(study)
     if n < 1 or seed < 0:

@@ -233,9 +233,9 @@ def cmd_evaluate(
     from tasks import get_task
     from tfg_search.cli import common
     from tfg_search.cli.images import save_samples
-    from tfg_search.evaluation import check_device, evaluate
     from tfg_search.guidance.config import method_config
-    from tfg_search.objective import score
+    from tfg_search.run.evaluation import check_device, evaluate
+    from tfg_search.run.objective import score
 
     common.text("--task", task, "give a task name (see `tfg-search tasks`)")
     common.text("--target", target, "give one of the task's targets (see `tfg-search tasks`)")
@@ -265,7 +265,7 @@ def cmd_evaluate(
     the_task = get_task(task, parse_options(option))
     the_task.parse_target(target)
     check_device(device)
-    from tfg_search.threads import set_threads
+    from tfg_search.run.threads import set_threads
 
     set_threads(n_threads)
     result = evaluate(

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from searchers import Lattice
 from tfg_search.errors import SettingError, TFGSearchError
 from tfg_search.guidance.config import METHODS, TFGConfig
-from tfg_search.objective import check_objective
+from tfg_search.run.objective import check_objective
 
 TFG_PARAMS = ("rho", "mu", "gamma")
 """What the TFG search varies; a baseline method varies one "strength"."""
@@ -61,7 +61,7 @@ class SearchSettings:
         seed_configs: warm start: configurations put into round 0.
         seed_presets: warm start from the earlier methods: their configurations (at their
             searched best in the storage when known) join round 0
-            (:func:`tfg_search.warm_start.preset_seeds`; fixed when the study is created).
+            (:func:`tfg_search.run.warm_start.preset_seeds`; fixed when the study is created).
         mode: "reference" (the paper's beam) or "refined" (:data:`MODES`).
         task_options: options of the task (e.g. the ``custom`` task's model folder).
     """

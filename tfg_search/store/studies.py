@@ -4,8 +4,8 @@ Default: an SQLite file ``tfg-studies.db`` in the current folder; ``--storage`` 
 variable ``TFG_SEARCH_STORAGE`` give another URL (e.g. ``postgresql+psycopg://user:pw@host/db``).
 URLs are only ever shown through :func:`redact` (no password). The database is plain Optuna: the
 optuna CLI and optuna-dashboard read it unchanged. The URL handling and the checked connection
-are in :mod:`tfg_search.database` (without Optuna; re-exported here), the query commands' direct
-reads in :mod:`tfg_search.query`.
+are in :mod:`tfg_search.store.database` (without Optuna; re-exported here), the query commands' direct
+reads in :mod:`tfg_search.store.query`.
 
 Example:
     >>> redact("postgresql+psycopg://tfg:secret@db:5432/tfg")
@@ -21,7 +21,9 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from tfg_search.database import (
+from tfg_search.errors import TFGSearchError
+from tfg_search.guidance.config import TFGConfig
+from tfg_search.store.database import (
     DEFAULT_STORAGE,
     MAX_STUDY_NAME,
     STORAGE_ENV,
@@ -31,9 +33,7 @@ from tfg_search.database import (
     redact,
     resolve_storage,
 )
-from tfg_search.errors import TFGSearchError
-from tfg_search.guidance.config import TFGConfig
-from tfg_search.trials import (
+from tfg_search.store.record import (
     BEAM,
     FINAL,
     LAYOUT,
@@ -144,7 +144,7 @@ def study_info(study: optuna.Study) -> dict[str, Any]:
 class SearchStudies:
     """The studies of one search: ``main`` holds the answer (final re-runs), ``search`` the beam.
 
-    For a study written before layout 2 (:mod:`tfg_search.trials`) both are the same study.
+    For a study written before layout 2 (:mod:`tfg_search.store.record`) both are the same study.
     """
 
     main: optuna.Study
@@ -170,7 +170,7 @@ class SearchStudies:
         return read_all(self.search, role=BEAM) + read_all(self.main, role=FINAL)
 
     def best(self) -> TrialRecord:
-        """The reported best (:func:`tfg_search.trials.best`), or TFGSearchError before any result."""
+        """The reported best (:func:`tfg_search.store.record.best`), or TFGSearchError before any result."""
         found = best(self.records())
         if found is None:
             raise TFGSearchError(f"study {self.name!r} has no completed trial yet")

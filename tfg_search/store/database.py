@@ -1,8 +1,8 @@
 """The study database without Optuna: storage URLs (which one, shown without its password, study
 names it can hold) and a checked connection (SQLAlchemy, imported only where a function needs it).
 
-:mod:`tfg_search.storage` opens the database as Optuna's storage on top of these checks; the query
-commands read it through :func:`connection` directly (:mod:`tfg_search.query`), so that they answer
+:mod:`tfg_search.store.studies` opens the database as Optuna's storage on top of these checks; the query
+commands read it through :func:`connection` directly (:mod:`tfg_search.store.query`), so that they answer
 without importing Optuna.
 
 Example:
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tfg_search.errors import SettingError, TFGSearchError
-from tfg_search.layout import SEARCH_SUFFIX
+from tfg_search.store.layout import SEARCH_SUFFIX
 
 if TYPE_CHECKING:
     import sqlalchemy

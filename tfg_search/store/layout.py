@@ -1,10 +1,10 @@
 """The stored layout of a search, without Optuna: study and attribute names, and how a trial's user
 attrs decode into the fields of its record.
 
-:mod:`tfg_search.trials` is the record as the library uses it (on Optuna's trials); this module is
+:mod:`tfg_search.store.record` is the record as the library uses it (on Optuna's trials); this module is
 its Optuna-free part, so that the query commands can read the database directly
-(:mod:`tfg_search.query`) and decode trials exactly as :func:`tfg_search.trials.read` does. The
-layouts themselves are described in :mod:`tfg_search.trials`.
+(:mod:`tfg_search.store.query`) and decode trials exactly as :func:`tfg_search.store.record.read` does. The
+layouts themselves are described in :mod:`tfg_search.store.record`.
 
 Example:
     >>> attrs = record(role="beam", round=0, config={"rho": 0.5}, samples=64, seed=0, steps=50,
@@ -25,9 +25,9 @@ from tfg_search.guidance.config import TFGConfig
 STUDY_ATTR = "tfg_search"
 """Study user attr: what the study is (task, target, method, settings, versions, layout, role)."""
 TRIAL_ATTR = "tfg_search:trial"
-"""Trial user attr (layout 2): one JSON object with every field of :class:`tfg_search.trials.TrialRecord`."""
+"""Trial user attr (layout 2): one JSON object with every field of :class:`tfg_search.store.record.TrialRecord`."""
 LAYOUT = 2
-"""The layout this version writes (see :mod:`tfg_search.trials`); legacy studies have none."""
+"""The layout this version writes (see :mod:`tfg_search.store.record`); legacy studies have none."""
 SEARCH_SUFFIX = ":search"
 """The beam trials of study ``N`` live in study ``N + SEARCH_SUFFIX``."""
 

@@ -19,7 +19,7 @@ Studies written before layout 2 (one study holding beam and final trials, with o
 field: ``role``, ``config``, ``metrics``, ...) are read by :func:`read` just the same, and a
 resumed search of such a study keeps writing into it.
 
-The names and the decoding of the attrs live in :mod:`tfg_search.layout` (no Optuna there, for the
+The names and the decoding of the attrs live in :mod:`tfg_search.store.layout` (no Optuna there, for the
 query commands) and are re-exported here; this module adds the record on Optuna's trials.
 
 Example:
@@ -40,7 +40,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.layout import (
+from tfg_search.store.layout import (
     BEAM,
     FAILURE_ENVIRONMENT,
     FAILURE_INTERRUPTED,

@@ -1,7 +1,7 @@
 """The coordinator: one process owns a search and runs the beam on it through an executor.
 
 Data flows one way: the beam sampler proposes a round, the executor evaluates it, each result is
-told as it arrives (:class:`~tfg_search.bookkeeping.SearchBook`), the sampler proposes the next
+told as it arrives (:class:`~tfg_search.run.book.SearchBook`), the sampler proposes the next
 round; when the beam is exhausted the top configurations are re-run at full size ("final" trials,
 in the main study) and the best of those is the answer. All search state is in the database, so a
 killed coordinator is restarted with the same command and continues: trials it left RUNNING are
@@ -16,8 +16,8 @@ SIGTERM held (:func:`hold_signals`), so a Ctrl-C (or a second one) cannot leave 
 the other or a trial RUNNING.
 
 Example:
-    >>> from tfg_search.search import run_search  # doctest: +SKIP
-    >>> from tfg_search.settings import SearchSettings  # doctest: +SKIP
+    >>> from tfg_search.run.coordinator import run_search  # doctest: +SKIP
+    >>> from tfg_search.run.settings import SearchSettings  # doctest: +SKIP
     >>> report = run_search(SearchSettings(task="gmm2d", target="3"), "sqlite:///s.db")  # doctest: +SKIP
     >>> report.best_config, report.best_metrics["validity"]  # doctest: +SKIP
 """
@@ -37,14 +37,13 @@ from typing import Any
 import optuna
 
 from searchers import TFGBeamSampler
-from tfg_search.bookkeeping import Counts, Pending, SearchBook
 from tfg_search.errors import TFGSearchError
-from tfg_search.executors import Executor, LocalExecutor
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.lease import StudyLease
-from tfg_search.settings import ResolvedSettings, SearchSettings
-from tfg_search.storage import SearchStudies, open_storage, redact, resolve_storage
-from tfg_search.trials import (
+from tfg_search.run.book import Counts, Pending, SearchBook
+from tfg_search.run.executors import Executor, LocalExecutor
+from tfg_search.run.settings import ResolvedSettings, SearchSettings
+from tfg_search.store.lease import StudyLease
+from tfg_search.store.record import (
     BEAM,
     FAILURE_ENVIRONMENT,
     FAILURE_INTERRUPTED,
@@ -55,6 +54,7 @@ from tfg_search.trials import (
     read,
     search_study_name,
 )
+from tfg_search.store.studies import SearchStudies, open_storage, redact, resolve_storage
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """Progress events: ("study", ...), ("round", ...), ("trial", ...), ("final", ...), ("done", ...)."""
@@ -150,7 +150,7 @@ def versions() -> dict[str, str]:
 
 def make_sampler(resolved: ResolvedSettings, warm_start: Sequence[dict[str, Any]] = ()) -> TFGBeamSampler:
     """The beam sampler a study of these settings uses (``warm_start``: the presets' points fixed
-    when the study was created, see :mod:`tfg_search.warm_start`)."""
+    when the study was created, see :mod:`tfg_search.run.warm_start`)."""
     seeds = [*resolved.seed_configs, *(w["params"] for w in warm_start)]
     return TFGBeamSampler(
         space=resolved.lattices(),
@@ -232,14 +232,14 @@ def open_search_study(
             history.append({"at": _now(), **{k: list(v) for k, v in extended.items()}})
             info["extended"] = history
             main.set_user_attr(STUDY_ATTR, info)
-        from tfg_search.storage import load_search
+        from tfg_search.store.studies import load_search
 
         sampler = make_sampler(resolved, stored.get("warm_start", []))
         return load_search(rdb, found, sampler=sampler), resolved, True
     name = study_name or resolved.study_name
     warm: list[dict[str, Any]] = []
     if resolved.seed_presets:
-        from tfg_search.warm_start import preset_seeds
+        from tfg_search.run.warm_start import preset_seeds
 
         warm = preset_seeds(rdb, resolved, task)
     sampler = make_sampler(resolved, warm)
@@ -420,7 +420,7 @@ def check_environment(settings: SearchSettings, device: str | None, load_models:
     import torch
 
     from tasks import get_task
-    from tfg_search.evaluation import check_device
+    from tfg_search.run.evaluation import check_device
 
     if not load_models:
         try:
@@ -428,7 +428,7 @@ def check_environment(settings: SearchSettings, device: str | None, load_models:
         except (RuntimeError, TypeError) as err:
             raise TFGSearchError(f"unknown device {device!r} ({err}); use cpu, cuda or cuda:N") from None
         return
-    from tfg_search.worker import pick_device
+    from tfg_search.run.worker import pick_device
 
     dev = check_device(device) if device else pick_device(None)
     task = get_task(settings.task, settings.task_options)

@@ -14,7 +14,7 @@ once on a fresh actor (``outcome.attempts == 2``); if that actor dies too the tr
 failed, with an error saying the actor died. The search goes on either way.
 
 Example:
-    >>> from tfg_search.executors.ray_pool import RayExecutor  # doctest: +SKIP
+    >>> from tfg_search.run.executors.ray_pool import RayExecutor  # doctest: +SKIP
     >>> with RayExecutor(num_workers=2) as pool:  # doctest: +SKIP
     ...     outcomes = list(pool.map(specs))
 """
@@ -33,8 +33,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tfg_search.errors import TFGSearchError
-from tfg_search.executors.base import Executor
-from tfg_search.worker import TrialOutcome, TrialSpec, run_trial
+from tfg_search.run.executors.base import Executor
+from tfg_search.run.worker import TrialOutcome, TrialSpec, run_trial
 
 MAX_ATTEMPTS = 2
 """A trial whose actor dies is run at most this many times in all."""
@@ -150,7 +150,7 @@ class RayExecutor(Executor):
         gpus_per_trial: GPUs each actor requests (fractional packs several actors per GPU).
         cpus_per_trial: CPUs each actor requests (also its torch thread count).
         device: device for specs that name none (default: "cuda" on an actor with a GPU, else "cpu").
-        trial_fn: what an actor runs per spec (default :func:`~tfg_search.worker.run_trial`); must be
+        trial_fn: what an actor runs per spec (default :func:`~tfg_search.run.worker.run_trial`); must be
             importable on the workers (a module-level function or a ``functools.partial`` of one).
 
     Raises:

@@ -4,9 +4,9 @@
 answer at once; importing Optuna (0.3 s) and SQLAlchemy (0.15 s) costs more than the answer
 itself. This module reads the few rows each answer needs from Optuna's tables with the database's
 own driver (``sqlite3`` for ``sqlite:///FILE``, psycopg for ``postgresql+psycopg://...``; the URL
-parsed as SQLAlchemy parses it) and decodes them as Optuna and :mod:`tfg_search.trials` do, so that
+parsed as SQLAlchemy parses it) and decodes them as Optuna and :mod:`tfg_search.store.record` do, so that
 its answers are those of
-:func:`tfg_search.storage.list_searches` and of ``load_search(...).best()``
+:func:`tfg_search.store.studies.list_searches` and of ``load_search(...).best()``
 (tests/test_query.py compares both paths on SQLite and PostgreSQL: searches finished and not, failed
 trials, foreign studies, a tfg-search 0.1 study). Where it cannot be sure of answering the same (a
 URL of another form or driver, a database it cannot open: the Optuna path then says why; a schema
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from tfg_search.database import resolve_storage
 from tfg_search.errors import TFGSearchError
-from tfg_search.layout import (
+from tfg_search.store.database import resolve_storage
+from tfg_search.store.layout import (
     BEAM,
     FINAL,
     LAYOUT,
@@ -143,7 +143,7 @@ class _Reader:
 
 @contextlib.contextmanager
 def _open(url: str | None) -> Iterator[_Reader]:
-    """A reader of the database at ``url`` (None: :func:`~tfg_search.database.resolve_storage`)
+    """A reader of the database at ``url`` (None: :func:`~tfg_search.store.database.resolve_storage`)
     whose schema is one of :data:`SCHEMAS`; :class:`Unanswered` when it is not one to read here
     or does not open (the Optuna path then opens it, or says why it cannot)."""
     target = _target(resolve_storage(url))
@@ -218,10 +218,10 @@ def payload(
 
 
 def list_searches(url: str | None) -> list[dict[str, Any]]:
-    """:func:`tfg_search.storage.list_searches` of the database at ``url``, in a few queries.
+    """:func:`tfg_search.store.studies.list_searches` of the database at ``url``, in a few queries.
 
     Raises:
-        TFGSearchError: the database cannot be read (as :func:`tfg_search.storage.open_storage`).
+        TFGSearchError: the database cannot be read (as :func:`tfg_search.store.studies.open_storage`).
         Unanswered: see the module docstring.
     """
     with _open(url) as db:
@@ -339,7 +339,7 @@ def _study_attrs(db: _Reader, key: str, study_id: int | None = None) -> dict[int
 
 def _load(db: _Reader, name: str) -> tuple[int, dict[str, Any]]:
     """The id and tfg-search info of study ``name``, with the messages of
-    :func:`tfg_search.storage.load_study` and :func:`tfg_search.storage.study_info`."""
+    :func:`tfg_search.store.studies.load_study` and :func:`tfg_search.store.studies.study_info`."""
     study_id = _study_id(db, name)
     if study_id is None:
         names = [n for _, n in db.rows(_STUDIES) if not n.endswith(SEARCH_SUFFIX)]
@@ -392,7 +392,7 @@ def _best_values(db: _Reader) -> Any:
 
 
 def _best(db: _Reader, studies: Sequence[tuple[int, str | None]]) -> _Candidate | None:
-    """The reported best (:func:`tfg_search.trials.best`) of the trials of ``studies`` (each a study
+    """The reported best (:func:`tfg_search.store.record.best`) of the trials of ``studies`` (each a study
     id with the role its trials have when they do not say), in the search's record order."""
     ids = [study_id for study_id, _ in studies]
     count = db.rows("SELECT count(*) FROM study_directions WHERE study_id IN :ids", ids=ids)[0][0]
@@ -430,7 +430,7 @@ def _best(db: _Reader, studies: Sequence[tuple[int, str | None]]) -> _Candidate 
 
 
 def _role(candidate: _Candidate) -> str | None:
-    """A candidate's role, decoded as :func:`tfg_search.layout.record_fields` decodes it."""
+    """A candidate's role, decoded as :func:`tfg_search.store.layout.record_fields` decodes it."""
     attrs: dict[str, Any] = {}
     if candidate.body is not None:
         attrs[TRIAL_ATTR] = json.loads(candidate.body)

@@ -1,7 +1,7 @@
 """A search's bookkeeping: which trials exist, what each evaluates, how its result is stored.
 
-One owner for both drivers of a search: the CLI coordinator (:mod:`tfg_search.search`, which runs
-rounds through an executor) and the Ray Tune searcher (:mod:`tfg_search.tune`, which hands Tune one
+One owner for both drivers of a search: the CLI coordinator (:mod:`tfg_search.run.coordinator`, which runs
+rounds through an executor) and the Ray Tune searcher (:mod:`tfg_search.run.tune`, which hands Tune one
 configuration at a time). Neither writes a trial attribute itself: they ask :class:`SearchBook` for
 trials (:meth:`~SearchBook.ask_beam`, :meth:`~SearchBook.ask_final`), run the specs, and tell the
 outcomes back (:meth:`~SearchBook.tell`: one user-attr write and the tell).
@@ -25,10 +25,10 @@ from optuna.trial import TrialState
 from searchers import TFGBeamSampler, optuna_internals
 from searchers.beam import BeamPlan
 from tfg_search.guidance.config import STRUCTURES
-from tfg_search.objective import score
-from tfg_search.settings import ResolvedSettings
-from tfg_search.storage import SearchStudies
-from tfg_search.trials import (
+from tfg_search.run.objective import score
+from tfg_search.run.settings import ResolvedSettings
+from tfg_search.run.worker import TrialOutcome, TrialSpec
+from tfg_search.store.record import (
     BEAM,
     FAILURE_ENVIRONMENT,
     FAILURE_INTERRUPTED,
@@ -40,7 +40,7 @@ from tfg_search.trials import (
     ranked,
     read,
 )
-from tfg_search.worker import TrialOutcome, TrialSpec
+from tfg_search.store.studies import SearchStudies
 
 
 @dataclass
@@ -87,7 +87,7 @@ def suggest(trial: optuna.Trial, resolved: ResolvedSettings) -> dict[str, Any]:
 
 
 class SearchBook:
-    """The trials of one search (its :class:`~tfg_search.storage.SearchStudies`).
+    """The trials of one search (its :class:`~tfg_search.store.studies.SearchStudies`).
 
     Args:
         studies: the search's studies; the search study's sampler is its

@@ -1,14 +1,14 @@
 """Where trials run: in this process (:class:`LocalExecutor`) or on Ray actors (``RayExecutor``).
 
-An executor takes a round of :class:`~tfg_search.worker.TrialSpec` at once and yields a
-:class:`~tfg_search.worker.TrialOutcome` for each as it finishes; the coordinator tells each
+An executor takes a round of :class:`~tfg_search.run.worker.TrialSpec` at once and yields a
+:class:`~tfg_search.run.worker.TrialOutcome` for each as it finishes; the coordinator tells each
 result to the study as it arrives.
 """
 
 from __future__ import annotations
 
-from tfg_search.executors.base import Executor
-from tfg_search.executors.local import LocalExecutor
+from tfg_search.run.executors.base import Executor
+from tfg_search.run.executors.local import LocalExecutor
 
 __all__ = ["Executor", "LocalExecutor", "make_executor"]
 
@@ -19,7 +19,7 @@ def make_executor(kind: str, **options: object) -> Executor:
     if kind == "local":
         return LocalExecutor(**options)  # type: ignore[arg-type]
     if kind == "ray":
-        from tfg_search.executors.ray_pool import RayExecutor
+        from tfg_search.run.executors.ray_pool import RayExecutor
 
         return RayExecutor(**options)  # type: ignore[arg-type]
     from tfg_search.errors import TFGSearchError

@@ -113,7 +113,7 @@ def failure_kind(err: BaseException) -> str:
 def outcome(
     spec: TrialSpec, result: Any, wall_time_s: float, device: str, node: str | None = None
 ) -> TrialOutcome:
-    """The outcome of ``spec`` from a :class:`~tfg_search.evaluation.TrialResult` or an exception."""
+    """The outcome of ``spec`` from a :class:`~tfg_search.run.evaluation.TrialResult` or an exception."""
     node = node or socket.gethostname()
     if isinstance(result, BaseException):
         return TrialOutcome(
@@ -131,7 +131,7 @@ def run_batch(specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
     missing weights, a bad device) is reported for each spec.
     """
     from tasks import get_task
-    from tfg_search.evaluation import evaluate_batch
+    from tfg_search.run.evaluation import evaluate_batch
 
     if len({s.batch_key() for s in specs}) > 1:
         raise ValueError("run_batch needs specs with one batch_key (group them first)")

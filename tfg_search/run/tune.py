@@ -1,6 +1,6 @@
 """Ray Tune entry point: the same beam search, run by ``ray.tune.Tuner`` on the same SQL study.
 
-The main path (:func:`tfg_search.search.run_search` with a :class:`~tfg_search.executors.ray_pool.
+The main path (:func:`tfg_search.run.coordinator.run_search` with a :class:`~tfg_search.run.executors.ray_pool.
 RayExecutor`) keeps warm actors; this module is for users who already run their experiments with
 Tune (its schedulers of resources, its result folders, its callbacks). The search itself is the
 project's: a small :class:`BeamSearcher` asks the Optuna study (ask/tell on the same storage, with
@@ -15,8 +15,8 @@ samples, seed, steps, metrics, wall_time_s, device, node, attempts), under the s
 ``tfg-search best`` / ``export``, optuna-dashboard and a later ``tfg-search search`` resume all work.
 
 Example:
-    >>> from tfg_search.settings import SearchSettings  # doctest: +SKIP
-    >>> from tfg_search.tune import run_tune_search  # doctest: +SKIP
+    >>> from tfg_search.run.settings import SearchSettings  # doctest: +SKIP
+    >>> from tfg_search.run.tune import run_tune_search  # doctest: +SKIP
     >>> study = run_tune_search(SearchSettings(task="gmm2d", target="3"), "sqlite:///s.db")  # doctest: +SKIP
     >>> study.best_trial.user_attrs["config"]  # doctest: +SKIP
 """
@@ -34,15 +34,15 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from tfg_search.bookkeeping import Pending, SearchBook
-from tfg_search.executors.ray_pool import default_num_workers, init_ray
-from tfg_search.lease import StudyLease
 from tfg_search.paths import safe_name as _safe_name
-from tfg_search.search import open_search_study
-from tfg_search.settings import ResolvedSettings, SearchSettings
-from tfg_search.storage import SearchStudies
-from tfg_search.trials import FAILURE_ENVIRONMENT, TrialRecord
-from tfg_search.worker import TrialOutcome, TrialSpec
+from tfg_search.run.book import Pending, SearchBook
+from tfg_search.run.coordinator import open_search_study
+from tfg_search.run.executors.ray_pool import default_num_workers, init_ray
+from tfg_search.run.settings import ResolvedSettings, SearchSettings
+from tfg_search.run.worker import TrialOutcome, TrialSpec
+from tfg_search.store.lease import StudyLease
+from tfg_search.store.record import FAILURE_ENVIRONMENT, TrialRecord
+from tfg_search.store.studies import SearchStudies
 
 METRIC = "score"
 """What each Tune trial reports as its objective (the study's score; higher is better)."""
@@ -58,8 +58,8 @@ def tune_trial(config: dict[str, Any]) -> dict[str, Any]:
     import ray
     import torch
 
-    from tfg_search.objective import score
-    from tfg_search.worker import run_trial
+    from tfg_search.run.objective import score
+    from tfg_search.run.worker import run_trial
 
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     spec: TrialSpec = config["spec"]
@@ -87,11 +87,11 @@ def tune_trial(config: dict[str, Any]) -> dict[str, Any]:
 class BeamSearcher(Searcher):
     """A Tune searcher over a tfg-search study: beam rounds (with their barrier), then final re-runs.
 
-    It hands out and tells trials through the same :class:`~tfg_search.bookkeeping.SearchBook` as
+    It hands out and tells trials through the same :class:`~tfg_search.run.book.SearchBook` as
     the CLI coordinator, so the study holds exactly what ``tfg-search search`` would write.
 
     Args:
-        studies: the search's studies (from :func:`tfg_search.search.open_search_study`).
+        studies: the search's studies (from :func:`tfg_search.run.coordinator.open_search_study`).
         resolved: its resolved settings.
         device: device of every evaluation (None: "cuda" on a trial with a GPU, else "cpu").
         cpus: CPUs of each trial (its torch threads).
@@ -173,7 +173,7 @@ def run_tune_search(
     """Run (or resume) a tfg-search study through ``ray.tune.Tuner``; returns its studies.
 
     Args:
-        settings, storage, study_name: as for :func:`tfg_search.search.run_search`.
+        settings, storage, study_name: as for :func:`tfg_search.run.coordinator.run_search`.
         address: Ray cluster to join ("auto", "host:port"); None starts a local Ray (shut down after).
         num_workers: concurrent Tune trials (default: what the cluster's resources allow).
         cpus_per_trial, gpus_per_trial: resources of each Tune trial.

@@ -14,9 +14,9 @@ from typing import Any
 import optuna
 
 from tfg_search.guidance.config import METHODS, TFGConfig, search_point
-from tfg_search.settings import ResolvedSettings
-from tfg_search.storage import load_search
-from tfg_search.trials import STUDY_ATTR
+from tfg_search.run.settings import ResolvedSettings
+from tfg_search.store.record import STUDY_ATTR
+from tfg_search.store.studies import load_search
 
 PRESET_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "tfg")
 
