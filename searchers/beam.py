@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import threading
 import time
@@ -21,12 +20,12 @@ from optuna.distributions import (
 )
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.storages import BaseStorage
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from . import optuna_internals as internals
 from .lattice import DEFAULT_SPACE, Lattice
-from .planner import Key, KeySpace, Outcome, Planner, Record, RoundPlan
+from .planner import Key, KeySpace, RoundPlan
+from .replay import CLAIM, REQUEUE, SURPLUS, Replay, stored_claim
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -43,23 +42,7 @@ SCHEDULES: tuple[str, ...] = ("increase", "decrease", "constant")
 #: Reference default structures (tfg-algorithm.md, section 3); other parameters start "constant".
 _DEFAULT_STRUCTURES = {"rho": "increase", "mu": "increase", "gamma": "decrease"}
 
-_PREFIX = "TFGBeamSampler:"
-# The claim, one write: {"key": list[int] | None (None after yielding it), "round": int (the round the
-# candidate belongs to), "space": str (fingerprint of the search space; other spaces are ignored)}.
-_CLAIM = _PREFIX + "claim"
-# The same three fields as three attributes, as versions before the claim attribute wrote them (read).
-_KEY = _PREFIX + "key"
-_ROUND = _PREFIX + "round"
-_SPACE = _PREFIX + "space"
-# True: this FAIL trial's candidate is to be evaluated again. Set on the trial when it was
-# RUNNING; for a trial already finished (read-only) as the study system attr
-# f"{_REQUEUE}:{trial_id}".
-_REQUEUE = _PREFIX + "requeue"
-_SURPLUS = _PREFIX + "surplus"  # str: why this trial got no candidate (it is pruned unevaluated)
-
-_LIVE = (TrialState.RUNNING, TrialState.WAITING)
-_CLAIMS_KEPT = 4096  # claims remembered for the suggest calls that follow them (only recent ones matter)
-_VIEWS_KEPT = 8  # studies whose replay a sampler keeps
+CLAIMS_KEPT = 4096  # claims remembered for the suggest calls that follow them (only recent ones matter)
 
 
 @dataclass(frozen=True)
@@ -71,66 +54,6 @@ class _Claim:
     key: Key | None
     round: int | None
     surplus: str | None
-
-
-@dataclass(frozen=True)
-class _Seen:
-    """One trial as the replay uses it; kept for finished trials, which never change."""
-
-    number: int
-    state: TrialState
-    complete: Any  # datetime_complete: with number and state, tells a reused trial id apart
-    record: Record | None  # None: not a beam trial of this space, or a key outside it
-    fail: bool  # state FAIL: the record drops out when the trial is requeued or retried
-    flagged: bool  # its own TFGBeamSampler:requeue attribute
-    retries: tuple[int, ...]  # trial numbers it retries (retry_history), for beam trials
-
-
-class _View:
-    """What a sampler last read of one study: its beam records, and a planner over them.
-
-    The records are split in ``base``, from the leading run of finished trials (``prefix``, which
-    the next read compares by identity and does not classify again), and ``tail``, from the
-    trials after it (the running ones of the current round, and any finished after them).
-    """
-
-    def __init__(self, storage: BaseStorage, planner: Planner) -> None:
-        self.storage = storage
-        self.planner = planner
-        self.read = False  # whether base / tail hold a read yet
-        self.seen: dict[int, _Seen] = {}  # trial id -> finished trial
-        self.prefix: list[FrozenTrial] = []
-        self.prefix_kept: list[Record] = []  # records of the prefix that never drop out
-        self.prefix_fails: list[tuple[Record, int, bool]] = []  # (record, trial id, flagged) of FAIL ones
-        self.prefix_retries: set[int] = set()
-        self.requeued: set[int] = set()  # trial ids requeued by study attribute, as last read
-        self.retried: set[int] = set()  # trial numbers retried, as last read
-        self.base: list[Record] = []
-        self.tail: list[Record] = []
-
-    def plan(self, records: list[Record]) -> RoundPlan:
-        """The planner's plan over ``records`` (records of the view: their prefix part is stable)."""
-        return self.planner.plan(records, len(self.prefix_kept))
-
-    def records(self, without: int | None = None) -> list[Record]:
-        """The beam records as last read (and changed since by this sampler), optionally without
-        those of trial number ``without``."""
-        if without is None:
-            return self.base + self.tail
-        return self.base + [r for r in self.tail if r.number != without]
-
-    def finish(self, number: int, seen: _Seen, trial_id: int) -> bool:
-        """Replace the running record of trial ``number`` by its finished one; False when the
-        last read did not have it running (then only a new read can tell)."""
-        live = [i for i, r in enumerate(self.tail) if r.number == number and r.outcome is Outcome.RUNNING]
-        if not live:
-            return False
-        tail = self.tail[: live[0]] + self.tail[live[0] + 1 :]
-        dropped = seen.fail and (seen.flagged or trial_id in self.requeued or number in self.retried)
-        if seen.record is not None and not dropped:
-            tail.append(seen.record)
-        self.tail = tail
-        return True
 
 
 @dataclass(frozen=True)
@@ -346,21 +269,20 @@ class TFGBeamSampler(BaseSampler):
         self._fallback = RandomSampler(seed=seed)
         self._backoff = random.Random()
         self._lock = threading.Lock()
-        self._views: dict[tuple[int, int, bool], _View] = {}
+        self._replay = Replay(self._keyspace, top_k, max_rounds, self._seeds, self._fingerprint)
         self._claims: dict[int, _Claim] = {}  # trial id -> claim
 
     # ---------------------------------------------------------------- pickling (Ray, spawn)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_lock", "_views", "_claims"):  # caches of storages: rebuilt from storage
+        for name in ("_lock", "_claims"):  # caches of storages: rebuilt from storage (the replay's too)
             del state[name]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        self._views = {}
         self._claims = {}
 
     # ---------------------------------------------------------------- public inspection API
@@ -412,7 +334,7 @@ class TFGBeamSampler(BaseSampler):
         claim = self._claim_of(trial)
         if claim is not None:
             return claim.key
-        key, _, space = _stored_claim(_system_attrs(trial))
+        key, _, space = stored_claim(_system_attrs(trial))
         if key is None or space != self._fingerprint:
             return None
         return tuple(key)
@@ -422,7 +344,7 @@ class TFGBeamSampler(BaseSampler):
         claim = self._claim_of(trial)
         if claim is not None:
             return claim.round
-        key, round_, space = _stored_claim(_system_attrs(trial))
+        key, round_, space = stored_claim(_system_attrs(trial))
         if key is None or space != self._fingerprint:
             return None
         return int(round_)
@@ -430,10 +352,10 @@ class TFGBeamSampler(BaseSampler):
     @staticmethod
     def is_requeued(study: Study, trial: FrozenTrial) -> bool:
         """Whether a FAIL trial's configuration was given back to the search (:meth:`requeue`)."""
-        if trial.system_attrs.get(_REQUEUE):
+        if trial.system_attrs.get(REQUEUE):
             return True
         attrs = internals.study_system_attrs(study)
-        return bool(attrs.get(f"{_REQUEUE}:{internals.trial_id(trial)}"))
+        return bool(attrs.get(f"{REQUEUE}:{internals.trial_id(trial)}"))
 
     @staticmethod
     def requeue(study: Study, trial_number: int) -> None:
@@ -455,10 +377,10 @@ class TFGBeamSampler(BaseSampler):
                 f"Trial {trial_number} is {state.name}; only RUNNING or FAIL trials can be requeued."
             )
         if state == TrialState.RUNNING:
-            storage.set_trial_system_attr(trial_id, _REQUEUE, True)
+            storage.set_trial_system_attr(trial_id, REQUEUE, True)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
         else:  # a finished trial's attributes are read-only: mark it in the study instead
-            internals.set_study_system_attr(study, f"{_REQUEUE}:{trial_id}", True)
+            internals.set_study_system_attr(study, f"{REQUEUE}:{trial_id}", True)
 
     # ---------------------------------------------------------------- BaseSampler interface
 
@@ -478,7 +400,7 @@ class TFGBeamSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Claim the next configuration of the current round for ``trial`` (waiting if needed)."""
         _check_single_objective(study)
-        if _stored_claim(trial.system_attrs)[0] is not None or "fixed_params" in trial.system_attrs:
+        if stored_claim(trial.system_attrs)[0] is not None or "fixed_params" in trial.system_attrs:
             return  # a retry that already carries its key, or an enqueued trial (not ours)
         storage = internals.storage(study)
         trial_id = internals.trial_id(trial)
@@ -491,23 +413,25 @@ class TFGBeamSampler(BaseSampler):
         while True:
             delay: float | None = self._poll_interval
             with self._lock:
-                view = self._view(study)
+                view = self._replay.view(study)
                 fresh = source != "view" or not view.read
-                records = self._read(study, view) if source == "read" or not view.read else view.records()
+                records = (
+                    self._replay.read(study, view) if source == "read" or not view.read else view.records()
+                )
                 plan = view.plan(records)
                 if not fresh and not plan.pending:  # nothing to claim in the view: ask storage
                     fresh = True
-                    plan = view.plan(self._read(study, view))
+                    plan = view.plan(self._replay.read(study, view))
                 if plan.exhausted:
-                    storage.set_trial_system_attr(trial_id, _SURPLUS, "exhausted")
+                    storage.set_trial_system_attr(trial_id, SURPLUS, "exhausted")
                     self._remember(storage, trial, None, None, "exhausted")
                     _stop(study)
                     return
                 if plan.pending:
                     key = plan.pending[0]
                     claim = {"key": list(key), "round": plan.round, "space": self._fingerprint}
-                    storage.set_trial_system_attr(trial_id, _CLAIM, claim)
-                    holders = self._read(study, view)
+                    storage.set_trial_system_attr(trial_id, CLAIM, claim)
+                    holders = self._replay.read(study, view)
                     if fresh:  # planned from storage: keep the key unless another trial holds it
                         kept = not any(r.key == key and r.number != trial.number for r in holders)
                     else:  # planned from the view: keep it only if storage would have chosen it
@@ -516,7 +440,7 @@ class TFGBeamSampler(BaseSampler):
                     if kept:
                         self._remember(storage, trial, key, plan.round, None)
                         return
-                    storage.set_trial_system_attr(trial_id, _CLAIM, {**claim, "key": None})  # yield it
+                    storage.set_trial_system_attr(trial_id, CLAIM, {**claim, "key": None})  # yield it
                     view.tail = [r for r in view.tail if r.number != trial.number]
                     # Planned from storage: back off. From the view: it was stale and is fresh
                     # now, so pick again at once.
@@ -525,7 +449,7 @@ class TFGBeamSampler(BaseSampler):
                 source = "fresh"
                 continue
             if deadline is not None and time.monotonic() > deadline:
-                storage.set_trial_system_attr(trial_id, _SURPLUS, "barrier-timeout")
+                storage.set_trial_system_attr(trial_id, SURPLUS, "barrier-timeout")
                 with self._lock:
                     self._remember(storage, trial, None, None, "barrier-timeout")
                 _stop(study)
@@ -555,7 +479,7 @@ class TFGBeamSampler(BaseSampler):
         if claim is not None and claim.storage is internals.storage(study) and claim.number == trial.number:
             reason, key = claim.surplus, claim.key  # what before_trial wrote: no storage read
         else:
-            reason = trial.system_attrs.get(_SURPLUS)
+            reason = trial.system_attrs.get(SURPLUS)
             key = None if reason is not None else self.trial_key(trial)
         if reason is not None:
             raise optuna.TrialPruned(
@@ -578,7 +502,7 @@ class TFGBeamSampler(BaseSampler):
             return
         finished = _finished(trial, state, values)
         with self._lock:
-            view = self._view(study)
+            view = self._replay.view(study)
             trial_id = internals.trial_id(trial)
             # The view with this trial finished: exact in sequential use. Trials of other processes
             # may have finished since it was read, so it is only trusted when it says the search
@@ -586,37 +510,20 @@ class TFGBeamSampler(BaseSampler):
             # pruned as surplus); "exhausted" is checked against storage.
             if (
                 view.read
-                and view.finish(trial.number, self._see(finished), trial_id)
+                and view.finish(trial.number, self._replay.see(finished), trial_id)
                 and not view.plan(view.records()).exhausted
             ):
                 return
-            exhausted = view.plan(self._read(study, view, finished)).exhausted
+            exhausted = view.plan(self._replay.read(study, view, finished)).exhausted
         if exhausted:
             _stop(study)
 
     # ---------------------------------------------------------------- internals
 
-    def _all_trials(self, study: Study) -> list[FrozenTrial]:
-        # Read the storage directly, not study.get_trials (see GridSampler: pruners may filter).
-        return internals.all_trials(study)
-
-    def _view(self, study: Study) -> _View:
-        """The replay cache of this study (one per storage object and study)."""
-        storage = internals.storage(study)
-        maximize = study.direction == StudyDirection.MAXIMIZE
-        name = (id(storage), internals.study_id(study), maximize)
-        view = self._views.get(name)
-        if view is None or view.storage is not storage:
-            planner = Planner(self._keyspace, self._top_k, self._max_rounds, maximize, self._seeds)
-            view = self._views[name] = _View(storage, planner)
-            while len(self._views) > _VIEWS_KEPT:
-                del self._views[next(iter(self._views))]
-        return view
-
     def _fresh_plan(self, study: Study) -> RoundPlan:
         with self._lock:
-            view = self._view(study)
-            return view.plan(self._read(study, view))
+            view = self._replay.view(study)
+            return view.plan(self._replay.read(study, view))
 
     def _remember(
         self,
@@ -627,7 +534,7 @@ class TFGBeamSampler(BaseSampler):
         surplus: str | None,
     ) -> None:
         self._claims[internals.trial_id(trial)] = _Claim(storage, trial.number, key, round_, surplus)
-        while len(self._claims) > _CLAIMS_KEPT:
+        while len(self._claims) > CLAIMS_KEPT:
             del self._claims[next(iter(self._claims))]
 
     def _claim_of(self, trial: FrozenTrial | optuna.Trial) -> _Claim | None:
@@ -638,104 +545,6 @@ class TFGBeamSampler(BaseSampler):
         if claim is None or claim.storage is not trial.storage or claim.number != trial.number:
             return None
         return claim
-
-    def _see(self, t: FrozenTrial) -> _Seen:
-        """Classify one trial for the planner (requeue and retries are applied by :meth:`_read`)."""
-        attrs = t.system_attrs
-        raw, _, space = _stored_claim(attrs)
-        if raw is None or space != self._fingerprint:
-            return _Seen(t.number, t.state, t.datetime_complete, None, False, False, ())
-        key = tuple(raw)
-        record = None
-        if self._keyspace.is_valid(key):
-            if t.state in _LIVE:
-                record = Record(t.number, key, Outcome.RUNNING)
-            elif t.state == TrialState.COMPLETE and t.values and not math.isnan(t.values[0]):
-                record = Record(t.number, key, Outcome.COMPLETE, float(t.values[0]))
-            else:
-                record = Record(t.number, key, Outcome.FAILED)
-        retries = tuple(attrs.get("retry_history", ()))
-        return _Seen(
-            t.number,
-            t.state,
-            t.datetime_complete,
-            record,
-            t.state == TrialState.FAIL,
-            bool(attrs.get(_REQUEUE)),
-            retries,
-        )
-
-    def _seen(self, view: _View, t: FrozenTrial) -> _Seen:
-        """:meth:`_see`, kept for finished trials (a reused trial id is noticed and seen again)."""
-        if not t.state.is_finished():
-            return self._see(t)
-        trial_id = internals.trial_id(t)
-        seen = view.seen.get(trial_id)
-        if (
-            seen is None
-            or seen.number != t.number
-            or seen.state != t.state
-            or seen.complete != t.datetime_complete
-        ):
-            seen = view.seen[trial_id] = self._see(t)
-        return seen
-
-    def _read(self, study: Study, view: _View, finishing: FrozenTrial | None = None) -> list[Record]:
-        """Read the study's trials into ``view`` and return its beam records: trials of this space
-        with a key, less FAIL trials that were requeued or that a retry replaces.
-
-        ``finishing`` is a trial being told, as it will be stored (after_trial runs before Optuna
-        stores the new state).
-        """
-        trials = self._all_trials(study)
-        done = len(view.prefix)
-        if len(trials) < done or trials[:done] != view.prefix:  # not the trials read before
-            view.prefix, view.prefix_kept, view.prefix_fails, view.prefix_retries = [], [], [], set()
-            done = 0
-        while done < len(trials) and trials[done].state.is_finished():
-            t = trials[done]
-            seen = self._seen(view, t)
-            view.prefix.append(t)
-            view.prefix_retries.update(seen.retries)
-            if seen.record is not None:
-                if seen.fail:
-                    view.prefix_fails.append((seen.record, internals.trial_id(t), seen.flagged))
-                else:
-                    view.prefix_kept.append(seen.record)
-            done += 1
-        later: list[tuple[_Seen, int]] = []
-        retried = set(view.prefix_retries)
-        for t in trials[done:]:
-            if finishing is not None and t.number == finishing.number:
-                seen = self._see(finishing)
-            else:
-                seen = self._seen(view, t)
-            retried.update(seen.retries)
-            later.append((seen, internals.trial_id(t)))
-        view.retried = retried
-        # Study-level requeue marks only concern FAIL trials: read them only when there are some.
-        if view.prefix_fails or any(seen.fail and seen.record is not None for seen, _ in later):
-            view.requeued = {
-                int(name[len(_REQUEUE) + 1 :])
-                for name in internals.study_system_attrs(study)
-                if name.startswith(_REQUEUE + ":")
-            }
-        else:
-            view.requeued = set()
-        requeued = view.requeued
-        view.base = view.prefix_kept + [
-            record
-            for record, trial_id, flagged in view.prefix_fails
-            if not (flagged or trial_id in requeued or record.number in retried)
-        ]
-        view.tail = [
-            seen.record
-            for seen, trial_id in later
-            if seen.record is not None
-            and not (seen.fail and (seen.flagged or trial_id in requeued or seen.number in retried))
-        ]
-        view.read = True
-        return view.records()
 
     def _params(self, key: Key) -> dict[str, float | str]:
         n = len(self._names)
@@ -807,15 +616,6 @@ def _finished(trial: FrozenTrial, state: TrialState, values: Sequence[float] | N
         intermediate_values=trial.intermediate_values,
         trial_id=internals.trial_id(trial),
     )
-
-
-def _stored_claim(attrs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """A trial's claim as stored, ``(key, round, space)``: the claim attribute, else the three
-    attributes of earlier versions (a study they wrote is continued), else ``None``s."""
-    claim = attrs.get(_CLAIM)
-    if isinstance(claim, Mapping):
-        return claim.get("key"), claim.get("round"), claim.get("space")
-    return attrs.get(_KEY), attrs.get(_ROUND), attrs.get(_SPACE)
 
 
 def _system_attrs(trial: FrozenTrial | optuna.Trial) -> Mapping[str, Any]:

@@ -1,0 +1,261 @@
+"""The beam sampler's replay cache: what it last read of each study, and a planner over it.
+
+A :class:`~searchers.beam.TFGBeamSampler` recomputes its plan from the study's stored trials
+(:mod:`searchers.planner`). Reading and classifying every trial on every ask would cost a query per
+trial; :class:`Replay` keeps, per study, what it read of the finished trials (which never change),
+classifies only the trials that are new or still running, and hands the planner records whose
+leading part is stable, so that the planner reuses its replay of the rounds already complete.
+
+The stored attributes of the beam (the claim of each trial, requeue marks, surplus reasons) are
+named here, with the prefix ``"TFGBeamSampler:"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from . import optuna_internals as internals
+from .planner import Key, KeySpace, Outcome, Planner, Record, RoundPlan
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+__all__ = ["CLAIM", "REQUEUE", "SURPLUS", "Replay", "Seen", "View", "stored_claim"]
+
+PREFIX = "TFGBeamSampler:"
+CLAIM = PREFIX + "claim"
+"""The claim, one write: ``{"key": list[int] | None`` (None after yielding it), ``"round": int``
+(the round the candidate belongs to), ``"space": str`` (fingerprint of the search space; other
+spaces are ignored)``}``."""
+LEGACY_CLAIM = (PREFIX + "key", PREFIX + "round", PREFIX + "space")
+"""The same three fields as three attributes, as versions before the claim attribute wrote them
+(read, never written)."""
+REQUEUE = PREFIX + "requeue"
+"""True: this FAIL trial's candidate is to be evaluated again. Set on the trial when it was
+RUNNING; for a trial already finished (read-only) as the study system attr
+``f"{REQUEUE}:{trial_id}"``."""
+SURPLUS = PREFIX + "surplus"
+"""Why a trial got no candidate (it is pruned unevaluated)."""
+
+LIVE = (TrialState.RUNNING, TrialState.WAITING)
+VIEWS_KEPT = 8
+"""Studies whose replay a sampler keeps."""
+
+
+def stored_claim(attrs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """A trial's claim as stored, ``(key, round, space)``: the claim attribute, else the three
+    attributes of earlier versions (a study they wrote is continued), else ``None``s."""
+    claim = attrs.get(CLAIM)
+    if isinstance(claim, Mapping):
+        return claim.get("key"), claim.get("round"), claim.get("space")
+    return tuple(attrs.get(name) for name in LEGACY_CLAIM)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One trial as the replay uses it; kept for finished trials, which never change."""
+
+    number: int
+    state: TrialState
+    complete: Any  # datetime_complete: with number and state, tells a reused trial id apart
+    record: Record | None  # None: not a beam trial of this space, or a key outside it
+    fail: bool  # state FAIL: the record drops out when the trial is requeued or retried
+    flagged: bool  # its own TFGBeamSampler:requeue attribute
+    retries: tuple[int, ...]  # trial numbers it retries (retry_history), for beam trials
+
+
+class View:
+    """What a sampler last read of one study: its beam records, and a planner over them.
+
+    The records are split in ``base``, from the leading run of finished trials (``prefix``, which
+    the next read compares by identity and does not classify again), and ``tail``, from the
+    trials after it (the running ones of the current round, and any finished after them).
+    """
+
+    def __init__(self, storage: BaseStorage, planner: Planner) -> None:
+        self.storage = storage
+        self.planner = planner
+        self.read = False  # whether base / tail hold a read yet
+        self.seen: dict[int, Seen] = {}  # trial id -> finished trial
+        self.prefix: list[FrozenTrial] = []
+        self.prefix_kept: list[Record] = []  # records of the prefix that never drop out
+        self.prefix_fails: list[tuple[Record, int, bool]] = []  # (record, trial id, flagged) of FAIL ones
+        self.prefix_retries: set[int] = set()
+        self.requeued: set[int] = set()  # trial ids requeued by study attribute, as last read
+        self.retried: set[int] = set()  # trial numbers retried, as last read
+        self.base: list[Record] = []
+        self.tail: list[Record] = []
+
+    def plan(self, records: list[Record]) -> RoundPlan:
+        """The planner's plan over ``records`` (records of the view: their prefix part is stable)."""
+        return self.planner.plan(records, len(self.prefix_kept))
+
+    def records(self, without: int | None = None) -> list[Record]:
+        """The beam records as last read (and changed since by this sampler), optionally without
+        those of trial number ``without``."""
+        if without is None:
+            return self.base + self.tail
+        return self.base + [r for r in self.tail if r.number != without]
+
+    def finish(self, number: int, seen: Seen, trial_id: int) -> bool:
+        """Replace the running record of trial ``number`` by its finished one; False when the
+        last read did not have it running (then only a new read can tell)."""
+        live = [i for i, r in enumerate(self.tail) if r.number == number and r.outcome is Outcome.RUNNING]
+        if not live:
+            return False
+        tail = self.tail[: live[0]] + self.tail[live[0] + 1 :]
+        dropped = seen.fail and (seen.flagged or trial_id in self.requeued or number in self.retried)
+        if seen.record is not None and not dropped:
+            tail.append(seen.record)
+        self.tail = tail
+        return True
+
+
+class Replay:
+    """The replay cache of one sampler: a :class:`View` per study it works on.
+
+    Args:
+        keyspace: the sampler's key space.
+        top_k, max_rounds, seeds: the beam's width, round limit and round-0 seeds (for the planner).
+        fingerprint: the sampler's search-space fingerprint (trials of another space are ignored).
+
+    Not thread-safe: the sampler serialises calls with its lock.
+    """
+
+    def __init__(
+        self, keyspace: KeySpace, top_k: int, max_rounds: int, seeds: Sequence[Key], fingerprint: str
+    ) -> None:
+        self.keyspace = keyspace
+        self.top_k = top_k
+        self.max_rounds = max_rounds
+        self.seeds = tuple(seeds)
+        self.fingerprint = fingerprint
+        self.views: dict[tuple[int, int, bool], View] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["views"] = {}  # caches of storages: rebuilt from storage
+        return state
+
+    @staticmethod
+    def all_trials(study: Study) -> list[FrozenTrial]:
+        # Read the storage directly, not study.get_trials (see GridSampler: pruners may filter).
+        return internals.all_trials(study)
+
+    def view(self, study: Study) -> View:
+        """The replay cache of this study (one per storage object and study)."""
+        storage = internals.storage(study)
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        name = (id(storage), internals.study_id(study), maximize)
+        view = self.views.get(name)
+        if view is None or view.storage is not storage:
+            planner = Planner(self.keyspace, self.top_k, self.max_rounds, maximize, self.seeds)
+            view = self.views[name] = View(storage, planner)
+            while len(self.views) > VIEWS_KEPT:
+                del self.views[next(iter(self.views))]
+        return view
+
+    def see(self, t: FrozenTrial) -> Seen:
+        """Classify one trial for the planner (requeue and retries are applied by :meth:`read`)."""
+        attrs = t.system_attrs
+        raw, _, space = stored_claim(attrs)
+        if raw is None or space != self.fingerprint:
+            return Seen(t.number, t.state, t.datetime_complete, None, False, False, ())
+        key = tuple(raw)
+        record = None
+        if self.keyspace.is_valid(key):
+            if t.state in LIVE:
+                record = Record(t.number, key, Outcome.RUNNING)
+            elif t.state == TrialState.COMPLETE and t.values and not math.isnan(t.values[0]):
+                record = Record(t.number, key, Outcome.COMPLETE, float(t.values[0]))
+            else:
+                record = Record(t.number, key, Outcome.FAILED)
+        retries = tuple(attrs.get("retry_history", ()))
+        return Seen(
+            t.number,
+            t.state,
+            t.datetime_complete,
+            record,
+            t.state == TrialState.FAIL,
+            bool(attrs.get(REQUEUE)),
+            retries,
+        )
+
+    def seen(self, view: View, t: FrozenTrial) -> Seen:
+        """:meth:`see`, kept for finished trials (a reused trial id is noticed and seen again)."""
+        if not t.state.is_finished():
+            return self.see(t)
+        trial_id = internals.trial_id(t)
+        seen = view.seen.get(trial_id)
+        if (
+            seen is None
+            or seen.number != t.number
+            or seen.state != t.state
+            or seen.complete != t.datetime_complete
+        ):
+            seen = view.seen[trial_id] = self.see(t)
+        return seen
+
+    def read(self, study: Study, view: View, finishing: FrozenTrial | None = None) -> list[Record]:
+        """Read the study's trials into ``view`` and return its beam records: trials of this space
+        with a key, less FAIL trials that were requeued or that a retry replaces.
+
+        ``finishing`` is a trial being told, as it will be stored (after_trial runs before Optuna
+        stores the new state).
+        """
+        trials = self.all_trials(study)
+        done = len(view.prefix)
+        if len(trials) < done or trials[:done] != view.prefix:  # not the trials read before
+            view.prefix, view.prefix_kept, view.prefix_fails, view.prefix_retries = [], [], [], set()
+            done = 0
+        while done < len(trials) and trials[done].state.is_finished():
+            t = trials[done]
+            seen = self.seen(view, t)
+            view.prefix.append(t)
+            view.prefix_retries.update(seen.retries)
+            if seen.record is not None:
+                if seen.fail:
+                    view.prefix_fails.append((seen.record, internals.trial_id(t), seen.flagged))
+                else:
+                    view.prefix_kept.append(seen.record)
+            done += 1
+        later: list[tuple[Seen, int]] = []
+        retried = set(view.prefix_retries)
+        for t in trials[done:]:
+            if finishing is not None and t.number == finishing.number:
+                seen = self.see(finishing)
+            else:
+                seen = self.seen(view, t)
+            retried.update(seen.retries)
+            later.append((seen, internals.trial_id(t)))
+        view.retried = retried
+        # Study-level requeue marks only concern FAIL trials: read them only when there are some.
+        if view.prefix_fails or any(seen.fail and seen.record is not None for seen, _ in later):
+            view.requeued = {
+                int(name[len(REQUEUE) + 1 :])
+                for name in internals.study_system_attrs(study)
+                if name.startswith(REQUEUE + ":")
+            }
+        else:
+            view.requeued = set()
+        requeued = view.requeued
+        view.base = view.prefix_kept + [
+            record
+            for record, trial_id, flagged in view.prefix_fails
+            if not (flagged or trial_id in requeued or record.number in retried)
+        ]
+        view.tail = [
+            seen.record
+            for seen, trial_id in later
+            if seen.record is not None
+            and not (seen.fail and (seen.flagged or trial_id in requeued or seen.number in retried))
+        ]
+        view.read = True
+        return view.records()
