@@ -1,6 +1,6 @@
 """How close a guided trial runs to its compute floor, and a whole search to the sum of its floors.
 
-The floor of a trial is the model passes it cannot avoid (tfg-algorithm.md section 2): per step,
+The floor of a trial is the model passes it cannot avoid (docs/algorithm.md, section 2): per step,
 n_recur x (UNet forward, + backward when rho > 0) plus n_recur x M x (1[rho > 0] + n_iter x 1[mu > 0])
 predictor forward+backward passes, each timed here in isolation on the task's own models. This
 implementation needs one predictor pass fewer per round when rho and mu are both on (the variance

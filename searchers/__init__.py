@@ -1,7 +1,7 @@
 """Optuna-compatible samplers for tfg-search.
 
-:class:`TFGBeamSampler` runs the TFG beam doubling search (tfg-algorithm.md, section 5) over
-:class:`Lattice` search spaces; see docs/searchers.md.
+:class:`TFGBeamSampler` runs the TFG beam doubling search (docs/algorithm.md of the tfg-search
+repository, section 5) over :class:`Lattice` search spaces; see docs/searchers.md there.
 """
 
 from __future__ import annotations

@@ -32,14 +32,16 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEDULES", "BeamPlan", "TFGBeamSampler"]
 
-#: Beam modes: "reference" (tfg-algorithm.md section 5: neighbours step up) and "refined" (a
-#: neighbour may also step one exponent down; docs/searchers.md has the measurements).
+#: Beam modes: "reference" (docs/algorithm.md of the tfg-search repository, section 5: neighbours
+#: step up) and "refined" (a neighbour may also step one exponent down; docs/searchers.md has the
+#: measurements).
 MODES: tuple[str, ...] = ("reference", "refined")
 #: Schedule structures, in the order used for structure indices in keys and for neighbours. The
 #: same list as ``tfg_search.guidance.config.STRUCTURES`` (searchers stands alone as an OptunaHub
 #: package, so it cannot import it; tests/test_config.py checks they agree).
 SCHEDULES: tuple[str, ...] = ("increase", "decrease", "constant")
-#: Reference default structures (tfg-algorithm.md, section 3); other parameters start "constant".
+#: Reference default structures (docs/algorithm.md of the tfg-search repository, section 3); other
+#: parameters start "constant".
 _DEFAULT_STRUCTURES = {"rho": "increase", "mu": "increase", "gamma": "decrease"}
 
 CLAIMS_KEPT = 4096  # claims remembered for the suggest calls that follow them (only recent ones matter)
@@ -80,7 +82,7 @@ class BeamPlan:
 
 
 class TFGBeamSampler(BaseSampler):
-    """Beam doubling search over geometric lattices (TFG, tfg-algorithm.md section 5).
+    """Beam doubling search over geometric lattices (TFG, docs/algorithm.md, section 5).
 
     Each searched parameter takes values ``init * factor**k`` (:class:`~searchers.Lattice`).
     Round 0 evaluates the start point (every exponent 0) and its one-parameter neighbours (one

@@ -1,8 +1,9 @@
 """Geometric lattices of hyper-parameter values and their text form.
 
 A searched parameter takes the values ``init * factor**k`` for ``k = 0, 1, 2, ...`` while the value
-does not exceed ``cap`` (tfg-algorithm.md, section 5). Candidates are keyed by the integer exponent
-``k``, never by the float value, so that equality of configurations is exact.
+does not exceed ``cap`` (docs/algorithm.md of the tfg-search repository, section 5). Candidates
+are keyed by the integer exponent ``k``, never by the float value, so that equality of
+configurations is exact.
 
 A lattice may also include 0 ("off") as its lowest value, written ``0,INIT:FACTOR:CAP``: 0 is the
 exponent ``-1``, so that the earlier methods, which switch mechanisms off (DPS has ``mu = 0`` and
@@ -258,8 +259,8 @@ def parse_space(text: str) -> dict[str, Lattice]:
     return space
 
 
-#: The reference search space (tfg-algorithm.md, section 5): rho and mu from 0.25 doubling up to
-#: 8, gamma from 0.001 in decades up to 1.
+#: The reference search space (docs/algorithm.md of the tfg-search repository, section 5): rho and
+#: mu from 0.25 doubling up to 8, gamma from 0.001 in decades up to 1.
 DEFAULT_SPACE: Mapping[str, Lattice] = MappingProxyType(
     {
         "rho": Lattice(0.25, 2.0, 8.0),

@@ -1,13 +1,14 @@
 """The beam doubling search as pure functions of what has been evaluated (no Optuna, no I/O).
 
-tfg-algorithm.md, section 5. A candidate is a :data:`Key`: one integer lattice exponent per
-searched parameter, followed (when schedule structures are searched) by one structure index per
-parameter. Given the records of every trial so far, :func:`plan_round` replays the search from
-round 0 and says which round is current, which of its candidates are done, handed out or still
-free, and whether the search is over. Its result depends on the records alone, which is what
-makes the sampler restartable from storage. :class:`Planner` gives the same result for a study
-that grows: it keeps the replay of the rounds already complete and reuses it while their records
-are unchanged, so a call costs about the current round, not every round behind it.
+docs/algorithm.md of the tfg-search repository, section 5. A candidate is a :data:`Key`: one
+integer lattice exponent per searched parameter, followed (when schedule structures are
+searched) by one structure index per parameter. Given the records of every trial so far,
+:func:`plan_round` replays the search from round 0 and says which round is current, which of its
+candidates are done, handed out or still free, and whether the search is over. Its result depends
+on the records alone, which is what makes the sampler restartable from storage. :class:`Planner`
+gives the same result for a study that grows: it keeps the replay of the rounds already complete
+and reuses it while their records are unchanged, so a call costs about the current round, not
+every round behind it.
 
 Procedure replayed here:
 

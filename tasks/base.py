@@ -61,7 +61,7 @@ class Task(ABC):
         metrics: names of the metrics :meth:`compute_metrics` returns (``validity`` first).
         objective: default search objective (metric names, ``_`` prefix = lower is better).
         default_space: lattices {"rho"|"mu"|"gamma": Lattice} of the TFG search (default: the
-            reference space of tfg-algorithm.md section 5, ``searchers.DEFAULT_SPACE``).
+            reference space of docs/algorithm.md, section 5, ``searchers.DEFAULT_SPACE``).
         default_strength_space: the lattice of a single-strength baseline.
         search_samples, final_samples: default sample counts of a search and its final re-runs.
         trainer, trained_by: how ``tfg-search train`` finds the task's training function.

@@ -3,7 +3,7 @@
 A target is an index ``i`` into the ``heldout`` split (297 images no model was trained on). The
 measurement is y = A(x_i) + sigma_y * z (z drawn from a generator seeded with the index, so a target
 always means the same y), and the guiding log-likelihood is the unsquared residual norm
-log f(x) = -||y - A(x)||_2 per sample (tfg-algorithm.md section 1). The digits UNet is reused.
+log f(x) = -||y - A(x)||_2 per sample (docs/algorithm.md, section 1). The digits UNet is reused.
 
 Operators A: inpaint keeps all pixels but the central 4x4 block; superres averages 2x2 blocks
 (8x8 -> 4x4); deblur convolves with a normalised 3x3 Gaussian (std 1 pixel, replicate padding).

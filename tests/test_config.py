@@ -1,4 +1,4 @@
-"""TFGConfig: validation, exact JSON round trip, and the presets of tfg-algorithm.md section 4."""
+"""TFGConfig: validation, exact JSON round trip, and the presets of docs/algorithm.md, section 4."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Schedules of tfg-algorithm.md section 3: means, endpoints, monotonicity, gamma structures."""
+"""Schedules of docs/algorithm.md, section 3: means, endpoints, monotonicity, gamma structures."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tests.helpers import ddim
+from tests.helpers.models import ddim
 from tfg_search.guidance.sampler import ddim_chain
 from tfg_search.guidance.schedules import noise_schedule, strength_schedule
 

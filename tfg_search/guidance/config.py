@@ -1,6 +1,6 @@
 """``TFGConfig``: every hyper-parameter of one training-free-guidance run, validated on construction.
 
-The four mechanisms of TFG (tfg-algorithm.md, section 2) are switched and weighted by:
+The four mechanisms of TFG (docs/algorithm.md, section 2) are switched and weighted by:
 
 - ``rho`` / ``rho_schedule``: variance guidance (gradient through the denoiser w.r.t. x_t);
 - ``mu`` / ``mu_schedule`` with ``n_iter``: mean guidance (gradient steps on the clean estimate x0);
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 STRUCTURES: tuple[str, ...] = ("increase", "decrease", "constant")
-"""Schedule structures of tfg-algorithm.md section 3, valid for rho, mu and gamma."""
+"""Schedule structures of docs/algorithm.md, section 3, valid for rho, mu and gamma."""
 
 METHODS: tuple[str, ...] = ("tfg", "dps", "lgd", "freedom", "mpgd", "ugd")
 """Method names: TFG itself and the earlier methods that are points of its design space."""
@@ -51,7 +51,7 @@ def _check_count(name: str, value: object, minimum: int) -> int:
 
 @dataclass(frozen=True)
 class TFGConfig:
-    """The guidance hyper-parameters of one run (see tfg-algorithm.md, sections 2 and 3).
+    """The guidance hyper-parameters of one run (see docs/algorithm.md, sections 2 and 3).
 
     All strengths 0 is plain DDIM(eta) sampling. Construction validates every field and raises a
     ``ValueError`` that names the field and its allowed range.
@@ -129,7 +129,7 @@ class TFGConfig:
 
     @classmethod
     def preset(cls, name: str, strength: float, **overrides: Any) -> TFGConfig:
-        """The point of the design space that an earlier method is (tfg-algorithm.md, section 4).
+        """The point of the design space that an earlier method is (docs/algorithm.md, section 4).
 
         ``strength`` is the method's single searched strength. ``overrides`` change other fields
         (e.g. ``n_recur=4``), validated as usual. Where a preset only approximates its method:

@@ -1,4 +1,4 @@
-"""The TFG guided sampler (tfg-algorithm.md, section 2) over a diffusers DDIM chain. Pure torch, no I/O.
+"""The TFG guided sampler (docs/algorithm.md, section 2) over a diffusers DDIM chain. Pure torch, no I/O.
 
 One guided step, all four mechanisms, for step i with a_i, a'_i and alpha_i = a_i / a'_i::
 
@@ -251,7 +251,7 @@ def _run(
         rho_i, mu_i = _per_sample(rho[i], x), _per_sample(mu[i], x)
         use_var = bool((rho[i] > 0).any())
         use_mean = structure.n_iter > 0 and bool((mu[i] > 0).any())
-        # DDIM(eta) noise scale s (eq. of section 2); no noise on the last step.
+        # DDIM(eta) noise scale s (docs/algorithm.md, section 2); no noise on the last step.
         s = structure.eta * torch.sqrt((1 - a_prev) / (1 - a) * (1 - alpha))
         last_step = i == k_steps - 1
         for r in range(structure.n_recur):
@@ -333,9 +333,9 @@ class PassCounts:
 def pass_counts(config: TFGConfig, num_inference_steps: int, this_implementation: bool = True) -> PassCounts:
     """The passes a run of ``config`` needs (strengths are > 0 on every step when > 0 at all).
 
-    tfg-algorithm.md's floor is n_recur x (UNet forward, + backward when rho > 0) plus
-    n_recur x M x (1[rho > 0] + n_iter x 1[mu > 0]) predictor passes per step. This implementation
-    lowers it: with both terms on, the gradient of the variance term at x0 is also the first
+    The floor of docs/algorithm.md, section 2, is n_recur x (UNet forward, + backward when
+    rho > 0) plus n_recur x M x (1[rho > 0] + n_iter x 1[mu > 0]) predictor passes per step. This
+    implementation lowers it: with both terms on, the gradient of the variance term at x0 is also the first
     mean-guidance step, so it needs n_recur x M x (1 + n_iter - 1) predictor passes
     (``this_implementation=False`` gives the paper's floor).
 
@@ -466,7 +466,7 @@ def guided_sample(
     latents: torch.Tensor | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Draw guided samples with TFG (tfg-algorithm.md, section 2) on a DDIM chain.
+    """Draw guided samples with TFG (docs/algorithm.md, section 2) on a DDIM chain.
 
     Args:
         model: a diffusers UNet (``UNet2DModel``, ``UNet1DModel``) or any callable (x, t) -> eps;

@@ -1,4 +1,4 @@
-"""Per-step strengths of TFG (tfg-algorithm.md, section 3): pure functions of the noise schedule.
+"""Per-step strengths of TFG (docs/algorithm.md, section 3): pure functions of the noise schedule.
 
 The K inference steps run from noisiest (i = 0) to cleanest (i = K - 1). ``alphas_cumprod`` holds
 a_i = abar at step i, ``alphas_cumprod_prev`` holds a'_i = abar at the next, less noisy step, and
