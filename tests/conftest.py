@@ -1,8 +1,8 @@
 """Shared pytest fixtures: study storage URLs (SQLite in tmp_path, a throwaway PostgreSQL server).
 
 PostgreSQL fixtures start one private server per test session on first use (about a second; see
-tests/pg.py). Without server binaries those tests are skipped, or fail when ``TFG_REQUIRE_POSTGRES=1``
-(as ``make test`` sets).
+tests/helpers/pg.py). Without server binaries those tests are skipped, or fail when
+``TFG_REQUIRE_POSTGRES=1`` (as ``make test`` sets).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import PostgresServer, PostgresUnavailable, postgres_required
+from tests.helpers.pg import PostgresServer, PostgresUnavailable, postgres_required
 
 _POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url", "fresh_postgres_url"})
 

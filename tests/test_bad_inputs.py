@@ -21,11 +21,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.cli_util import run_cli, run_proc
+from tests.helpers.cli import run_cli, run_proc
 from tfg_search.paths import safe_name
 from tfg_search.run.coordinator import run_search
 from tfg_search.run.settings import SearchSettings
-from tfg_search.store.studies import MAX_STUDY_NAME, load_search
+from tfg_search.store.database import MAX_STUDY_NAME
+from tfg_search.store.studies import load_search
 
 STUDY = "s1"
 """The study of the shared database (a finished tiny gmm2d search)."""

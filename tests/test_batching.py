@@ -10,7 +10,7 @@ from tfg_search import NonFiniteSampleError, TFGConfig
 from tfg_search.run.evaluation import evaluate, evaluate_batch
 from tfg_search.run.executors import LocalExecutor
 from tfg_search.run.executors.local import group
-from tfg_search.run.worker import TrialSpec
+from tfg_search.trial import TrialSpec
 
 CONFIGS = [
     TFGConfig(rho=0.01, mu=0.02, gamma=0.01, n_iter=2),

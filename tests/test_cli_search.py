@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.cli_util import run_cli, run_proc
+from tests.helpers.cli import run_cli, run_proc
 from tfg_search.store.studies import load_search
 
 
@@ -114,7 +114,7 @@ def test_optuna_dashboard_serves_the_study(searched) -> None:
 def test_live_best_and_samples_total_of_the_progress_display() -> None:
     """The live best is the best beam trial, ties to the lower trial number (as the summary ranks);
     the samples bar always has a total: the planned work, exact once the final re-runs start."""
-    from tfg_search.cli.search_commands import _Display
+    from tfg_search.cli.progress import SearchProgress as _Display
 
     settings = {"samples": 16, "final_samples": 32, "final_top": 2}
     display = _Display(rounds=2, quiet=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers import GaussianDenoiser, ddim, tiny_unet
+from tests.helpers.models import GaussianDenoiser, ddim, tiny_unet
 from tfg_search import NonFiniteSampleError, TFGConfig, guided_sample, guided_sample_many
 from tfg_search.guidance.sampler import ddim_chain, pass_counts
 

@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from tests.cli_util import cli_cmd, run_proc
+from tests.helpers.cli import cli_cmd, run_proc
 from tfg_search.run.book import SearchBook
 from tfg_search.run.coordinator import SearchInterrupted, run_search
 from tfg_search.run.executors import LocalExecutor
 from tfg_search.run.settings import SearchSettings
-from tfg_search.run.worker import TrialOutcome, TrialSpec
 from tfg_search.store.studies import load_search
+from tfg_search.trial import TrialOutcome, TrialSpec
 
 STUDY = "stopped"
 # Long enough to be caught mid-search (one candidate at a time: the trials of a round are RUNNING

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import secrets
 import shutil
@@ -38,10 +37,9 @@ from typing import Any
 
 import pytest
 
-from searchers import Lattice
+from tests.helpers.load import SEARCHES, WORKERS_PER_COORDINATOR, cheap_trial, load_settings
 from tfg_search.run.executors import Executor
-from tfg_search.run.settings import SearchSettings
-from tfg_search.run.worker import TrialOutcome, TrialSpec
+from tfg_search.trial import TrialOutcome, TrialSpec
 
 pytest.importorskip("ray")
 
@@ -50,47 +48,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
-WORKERS_PER_COORDINATOR = 4
-SEARCHES = {"A": ("3", 0), "B": ("5", 1), "C": ("3", 0), "D": ("5", 1)}
-"""Search name -> (target, seed). C repeats A's settings and D repeats B's, under faults."""
-
-
-def cheap_trial(markers: str, spec: TrialSpec) -> TrialOutcome:
-    """A trial of a few milliseconds: metrics from the configuration, target, seed and sample count.
-
-    Writes ``markers/<pid>`` once per process, so that the test can find (and kill) the workers.
-    """
-    marker = Path(markers) / str(os.getpid())
-    if not marker.exists():
-        marker.touch()
-    time.sleep(0.01)
-    c, t = spec.config, float(spec.target)
-    value = (
-        -(math.log(c.rho / (0.5 + t / 4)) ** 2) - math.log(c.mu) ** 2 - 0.3 * math.log(c.gamma / 0.02) ** 2
-    )
-    value += 0.05 * math.sin(13 * c.rho + 7 * c.mu + 101 * c.gamma + spec.seed) + 0.001 * spec.samples
-    metrics = {"validity": value, "fidelity": value, "sw": -value}
-    return TrialOutcome(spec.number, metrics, None, 0.01, spec.device or "cpu", "load")
-
-
-def load_settings(target: str, seed: int) -> SearchSettings:
-    """About 60 trials: top-k 4, 8 rounds, lattices of factor 1.5 (and 2 for gamma), 3 final re-runs."""
-    return SearchSettings(
-        task="gmm2d",
-        target=target,
-        samples=16,
-        final_samples=32,
-        final_top=3,
-        top_k=4,
-        rounds=8,
-        steps=10,
-        seed=seed,
-        space={
-            "rho": Lattice(0.25, 1.5, 16.0),
-            "mu": Lattice(0.25, 1.5, 16.0),
-            "gamma": Lattice(0.001, 2.0, 1.0),
-        },
-    )
 
 
 class SerialExecutor(Executor):
@@ -109,20 +66,20 @@ class SerialExecutor(Executor):
 COORDINATOR = """
 import functools, json, os, sys, time
 import ray
-from tests import test_load
-ray.cloudpickle.register_pickle_by_value(test_load)  # the workers get cheap_trial by value
+from tests.helpers import load
+ray.cloudpickle.register_pickle_by_value(load)  # the workers get cheap_trial by value
 from tfg_search.run.executors.ray_pool import RayExecutor
 from tfg_search.run.coordinator import run_search
 
 url, address, markers, gates = sys.argv[1:5]
 plan = json.loads(sys.argv[5])
-trial_fn = functools.partial(test_load.cheap_trial, markers)
-with RayExecutor(address=address, num_workers=test_load.WORKERS_PER_COORDINATOR, trial_fn=trial_fn) as pool:
+trial_fn = functools.partial(load.cheap_trial, markers)
+with RayExecutor(address=address, num_workers=load.WORKERS_PER_COORDINATOR, trial_fn=trial_fn) as pool:
     for i, name in enumerate(plan):
         while i and not os.path.exists(os.path.join(gates, name)):  # later searches wait for the test
             time.sleep(0.05)
         began = time.time()
-        report = run_search(test_load.load_settings(*test_load.SEARCHES[name]), url, name, pool)
+        report = run_search(load.load_settings(*load.SEARCHES[name]), url, name, pool)
         print(json.dumps({"study": name, "began": began, "ended": time.time(), "resumed": report.resumed}),
               flush=True)
 """
@@ -322,7 +279,8 @@ def _check_search(url: str, name: str, serial: dict[str, Any]) -> dict[str, int]
     """No trial RUNNING, no configuration twice, nothing lost, the serial run's best; the counts."""
     from optuna.trial import TrialState
 
-    from tfg_search.store.studies import load_best, load_search
+    from tfg_search.store.query import load_best
+    from tfg_search.store.studies import load_search
 
     records = load_search(url, name).records()
     running = [r.number for r in records if not r.state.is_finished()]
@@ -345,7 +303,8 @@ def _serial(tmp_path: Path, name: str) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     from tfg_search.run.coordinator import run_search
-    from tfg_search.store.studies import load_best, load_search
+    from tfg_search.store.query import load_best
+    from tfg_search.store.studies import load_search
 
     url = f"sqlite:///{tmp_path}/serial-{name}.db"
     markers = tmp_path / "serial-markers"
@@ -364,7 +323,7 @@ def _span(url: str, names: Sequence[str]) -> tuple[int, float]:
     """Trials of these searches (beam and finals) and the seconds from the first start to the last end."""
     import optuna
 
-    from tfg_search.store.record import search_study_name
+    from tfg_search.store.layout import search_study_name
 
     trials = [
         t

@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from tests.cli_util import run_proc
+from tests.helpers.cli import run_proc
 from tfg_search.cli import output
 
 

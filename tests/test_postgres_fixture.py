@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.pg import PostgresServer
+from tests.helpers.pg import PostgresServer
 
 pytestmark = pytest.mark.postgres
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.pg import PostgresServer
+from tests.helpers.pg import PostgresServer
 from tfg_search.store.lease import read_lease
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -1,7 +1,8 @@
-"""The query commands' direct reads (tfg_search.store.query) give the Optuna path's answers.
+"""The read path (tfg_search.store.query): its direct reads give the Optuna path's answers.
 
-``tfg-search studies``, ``best`` and ``export`` read the database through SQLAlchemy Core, without
-Optuna; these tests build databases with every kind of study the commands meet (searches finished
+``tfg-search studies``, ``best`` and ``export`` (and ``load_best`` in Python) read the database with
+its own driver, without Optuna, falling back to Optuna where the direct reads cannot answer; these
+tests build databases with every kind of study the commands meet (searches finished
 and not, with failed and non-finite trials, a search named by its beam study, a search with no
 result yet, foreign Optuna studies maximising and minimising with infinite values, the tfg-search
 0.1 fixture) on SQLite and PostgreSQL, and compare each answer, errors included, with the one
@@ -23,15 +24,14 @@ from typing import Any
 import optuna
 import pytest
 
-from tests.cli_util import run_cli
-from tests.test_search import SMALL
-from tfg_search.cli.search_commands import optuna_best_payload
+from tests.helpers.cli import run_cli
+from tests.helpers.search import SMALL
 from tfg_search.run.coordinator import Coordinator, open_search_study, run_search
 from tfg_search.run.executors import Executor
 from tfg_search.run.settings import SearchSettings
-from tfg_search.run.worker import TrialOutcome, TrialSpec
 from tfg_search.store import query
-from tfg_search.store.studies import list_searches, open_storage
+from tfg_search.store.studies import open_storage
+from tfg_search.trial import TrialOutcome, TrialSpec
 
 LEGACY_DB = Path(__file__).parent / "data" / "legacy-v0.1.db"
 LEGACY_STUDY = "gmm2d-3-tfg-43e62bc5"
@@ -94,11 +94,15 @@ def _outcome(fn: Any, *args: Any) -> Any:
 NAMES = ["finished", "finished:search", "beam-only", "beam-only:search", "empty", "foreign-max", "nope"]
 
 
+def _optuna_best(url: str, name: str) -> dict[str, Any]:
+    return query.best_payload(url, name, via="optuna")
+
+
 def _same_answers(url: str, names: Sequence[str]) -> None:
-    assert query.list_searches(url) == list_searches(open_storage(url, create=False))
+    assert query.list_searches(url, via="direct") == query.list_searches(url, via="optuna")
     for name in names:
-        fast = _outcome(query.best_payload, url, name)
-        slow = _outcome(optuna_best_payload, url, name)
+        fast = _outcome(lambda u, n: query.best_payload(u, n, via="direct"), url, name)
+        slow = _outcome(_optuna_best, url, name)
         assert fast == slow, name
         assert json.dumps(fast) == json.dumps(slow), name  # same order too
 
@@ -146,9 +150,11 @@ def test_an_unknown_schema_is_left_to_optuna(tmp_path: Path) -> None:
     with open_storage(url, create=False).engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'v9.9.9'")
     with pytest.raises(query.Unanswered):
-        query.list_searches(url)
+        query.list_searches(url, via="direct")
     with pytest.raises(query.Unanswered):
-        query.best_payload(url, LEGACY_STUDY)
+        query.best_payload(url, LEGACY_STUDY, via="direct")
+    assert query.list_searches(url) == query.list_searches(url, via="optuna")  # the fallback answers
+    assert query.best_payload(url, LEGACY_STUDY) == _optuna_best(url, LEGACY_STUDY)
 
 
 PROBE = (
@@ -167,13 +173,13 @@ def _probe(*args: str) -> None:
 
 def test_the_commands_answer_the_same_without_optuna_or_torch(sqlite_db: str, tmp_path: Path, capsys) -> None:
     fast = run_cli(["studies", "--json", "--storage", sqlite_db], capsys)
-    assert fast.code == 0 and json.loads(fast.out) == list_searches(open_storage(sqlite_db, create=False))
+    assert fast.code == 0 and json.loads(fast.out) == query.list_searches(sqlite_db, via="optuna")
     fast = run_cli(["best", "--study", "finished", "--json", "--storage", sqlite_db], capsys)
-    assert fast.code == 0 and json.loads(fast.out) == optuna_best_payload(sqlite_db, "finished")
+    assert fast.code == 0 and json.loads(fast.out) == _optuna_best(sqlite_db, "finished")
     out = tmp_path / "best.json"
     _probe("--help")
     _probe("tasks")
     _probe("studies", "--storage", sqlite_db)
     _probe("best", "--study", "finished", "--storage", sqlite_db)
     _probe("export", "--study", "finished", "--out", str(out), "--storage", sqlite_db)
-    assert json.loads(out.read_text()) == optuna_best_payload(sqlite_db, "finished")
+    assert json.loads(out.read_text()) == _optuna_best(sqlite_db, "finished")

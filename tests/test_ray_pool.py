@@ -16,7 +16,8 @@ import optuna
 import pytest
 
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.run.worker import TrialOutcome, TrialSpec, run_trial
+from tfg_search.run.worker import run_trial
+from tfg_search.trial import TrialOutcome, TrialSpec
 
 ray = pytest.importorskip("ray")
 

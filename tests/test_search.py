@@ -14,14 +14,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.cli_util import cli_cmd, run_cli
+from tests.helpers.cli import cli_cmd, run_cli
+from tests.helpers.search import SMALL
 from tfg_search.errors import TFGSearchError
 from tfg_search.run.coordinator import run_search
 from tfg_search.run.settings import SearchSettings
-from tfg_search.store.record import TRIAL_ATTR
-from tfg_search.store.studies import load_best, load_search
+from tfg_search.store.layout import TRIAL_ATTR
+from tfg_search.store.query import load_best
+from tfg_search.store.studies import load_search
 
-SMALL = dict(samples=16, final_samples=32, final_top=2, steps=10, rounds=3)
 LEGACY_DB = Path(__file__).parent / "data" / "legacy-v0.1.db"
 """A study written by tfg-search 0.1 (layout 1): gmm2d target 3, 16 samples, 10 steps, 2 rounds."""
 LEGACY_STUDY = "gmm2d-3-tfg-43e62bc5"
@@ -44,10 +45,10 @@ def test_search_records_everything_and_reports_the_best_final(tmp_storage_url: s
     report = run_search(_settings(), tmp_storage_url, on_event=lambda kind, data: events.append(kind))
     studies = load_search(tmp_storage_url, report.study_name)
     info = studies.info
-    assert info["task"] == "gmm2d" and info["target"] == "3" and info["method"] == "tfg"
-    assert info["settings"]["samples"] == 16 and info["settings"]["steps"] == 10
-    assert info["layout"] == 2
-    assert set(info["versions"]) >= {"tfg_search", "optuna", "torch", "diffusers"}
+    assert info.task == "gmm2d" and info.target == "3" and info.method == "tfg"
+    assert info.settings["samples"] == 16 and info.settings["steps"] == 10
+    assert info.layout == 2
+    assert set(info.versions) >= {"tfg_search", "optuna", "torch", "diffusers"}
     # The main study holds the answer (final re-runs only); the beam lives in its search study.
     assert studies.search.study_name == report.study_name + ":search"
     assert {t.user_attrs[TRIAL_ATTR]["role"] for t in studies.main.trials} == {"final"}
@@ -117,7 +118,7 @@ def test_more_rounds_extend_a_study_to_what_a_longer_search_finds(tmp_storage_ur
     fresh_finals = [r for r in load_search(fresh_url, fresh.study_name).records() if r.role == "final"]
     assert {r.source_trial for r in fresh_finals} <= set(sources)  # the longer search's re-runs are there
     info = load_search(tmp_storage_url, short.study_name).info
-    assert info["settings"]["rounds"] == 3 and info["extended"][0]["rounds"] == [2, 3]
+    assert info.settings["rounds"] == 3 and info.extended[0]["rounds"] == [2, 3]
 
 
 def test_the_best_warm_start_point_is_always_re_run_with_the_top(tmp_storage_url: str) -> None:

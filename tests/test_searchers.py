@@ -11,7 +11,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from searchers import DEFAULT_SPACE, SCHEDULES, BeamPlan, Lattice, TFGBeamSampler, parse_space
-from tests.test_searchers_reference import (
+from tests.helpers.beam_reference import (
     DEFAULT,
     canonical,
     failing,

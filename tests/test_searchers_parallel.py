@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from searchers import TFGBeamSampler
-from tests.test_searchers_reference import (
+from tests.helpers.beam_reference import (
     DEFAULT,
     canonical,
     failing,
@@ -88,7 +88,7 @@ WORKER = """
 import sys, time
 import optuna
 from searchers import TFGBeamSampler
-from tests import test_searchers_reference as reference
+from tests.helpers import beam_reference as reference
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 url, name = sys.argv[1], sys.argv[2]

@@ -132,7 +132,7 @@ def test_train_gmm2d_writes_weights(capsys, tmp_path) -> None:
 def test_threads_option_sets_torch_threads(capsys) -> None:
     import torch
 
-    from tests.cli_util import run_cli
+    from tests.helpers.cli import run_cli
     from tfg_search.run.threads import cpu_share
 
     before = torch.get_num_threads()

@@ -1,6 +1,6 @@
 """An independent, straightforward implementation of the reference beam search, for tests.
 
-Written from tfg-algorithm.md section 5 without using the ``searchers`` package: a loop over
+Written from docs/algorithm.md, section 5, without using the ``searchers`` package: a loop over
 rounds with integer exponent keys. The searcher tests (test_searchers.py, test_searchers_parallel.py)
 import it and the objectives below; tests/test_searchers_reference.py checks the reference itself.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from searchers import Lattice
 from tfg_search.run.settings import SearchSettings
-from tfg_search.run.worker import TrialOutcome, TrialSpec
+from tfg_search.trial import TrialOutcome, TrialSpec
 
 WORKERS_PER_COORDINATOR = 4
 SEARCHES = {"A": ("3", 0), "B": ("5", 1), "C": ("3", 0), "D": ("5", 1)}

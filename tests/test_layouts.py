@@ -1,0 +1,70 @@
+"""Studies written by every earlier layout still read, through both read paths, and resume.
+
+``tests/data`` keeps one study file per layout, as the version that wrote it left it:
+
+* ``legacy-v0.1.db``: layout 1 (tfg-search 0.1): one study holds beam and final trials, one user
+  attr per field; gmm2d target 3, 16 samples, 10 steps, 2 rounds.
+* ``layout-2-v0.2.db``: layout 2 (tfg-search 0.2): the answer in ``N``, the beam in ``N:search``,
+  one JSON record per trial; gmm2d target 3, 16 samples, 10 steps, 2 rounds, the best re-run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.search import SMALL
+from tfg_search.run.coordinator import run_search
+from tfg_search.run.settings import SearchSettings
+from tfg_search.store import query
+from tfg_search.store.layout import BEAM, FINAL
+from tfg_search.store.studies import load_search
+
+DATA = Path(__file__).parent / "data"
+FIXTURES = {
+    1: ("legacy-v0.1.db", "gmm2d-3-tfg-43e62bc5", {"rounds": 2, "final_top": 2}),
+    2: ("layout-2-v0.2.db", "gmm2d-3-tfg-c8fe984c", {"rounds": 2, "final_top": 1}),
+}
+
+
+@pytest.fixture(params=sorted(FIXTURES), ids=lambda layout: f"layout-{layout}")
+def stored(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[int, str, str, dict]:
+    layout = request.param
+    file, name, grown = FIXTURES[layout]
+    shutil.copy(DATA / file, tmp_path / file)
+    return layout, f"sqlite:///{tmp_path / file}", name, grown
+
+
+def test_each_layout_reads_the_same_through_both_paths(stored: tuple[int, str, str, dict]) -> None:
+    layout, url, name, _ = stored
+    studies = load_search(url, name)
+    assert studies.info.layout == layout and studies.legacy == (layout == 1)
+    records = studies.records()
+    assert {r.role for r in records} == {BEAM, FINAL}
+    assert all(r.config is not None and r.metrics is not None for r in records if r.ok)
+    best = studies.best()
+    assert best.role == FINAL
+    for via in ("direct", "optuna"):
+        payload = query.best_payload(url, name, via=via)
+        found = (payload["trial"], payload["score"], payload["config"])
+        assert found == (best.number, best.value, best.config)
+        (row,) = [r for r in query.list_searches(url, via=via) if r["study"] == name]
+        assert row["finished"] and row["best"] == best.value and row["trials"] == len(records)
+    config, metrics = query.load_best(url, name)
+    assert config == best.tfg_config() and metrics == best.metrics
+
+
+def test_each_layout_resumes_with_more_rounds(stored: tuple[int, str, str, dict]) -> None:
+    layout, url, name, grown = stored
+    before = {(r.role, r.number): r.value for r in load_search(url, name).records()}
+    settings = SearchSettings(task="gmm2d", target="3", **{**SMALL, **grown, "rounds": 3})
+    report = run_search(settings, url)
+    assert report.study_name == name and report.resumed
+    after = load_search(url, name).records()
+    assert all(before[(r.role, r.number)] == r.value for r in after if (r.role, r.number) in before)
+    assert len([r for r in after if r.role == BEAM]) > len([k for k in before if k[0] == BEAM])
+    beams = [tuple(sorted(r.params.items())) for r in after if r.role == BEAM]
+    assert len(beams) == len(set(beams))
+    assert load_search(url, name).info.layout == layout  # a resumed study keeps its layout
