@@ -23,7 +23,7 @@ where the milliseconds go: ``optuna-floor`` (``study.ask`` / 3 suggests / 1 user
 rounds of the same sizes with Optuna's ``RandomSampler``: what Optuna's ask-and-tell itself costs,
 whatever the sampler) and ``claim-writes`` (a claim written as three system attributes, as before
 the ``TFGBeamSampler:claim`` attribute, against one JSON attribute).
-PostgreSQL is a private throwaway server started as tests/pg.py does (fsync off, as in the tests).
+PostgreSQL is a private throwaway server started as tests/helpers/pg.py does (fsync off, as in the tests).
 The Ray rows use 2 warm actors (``cpus_per_trial=1``).
 
 Digits round (``--digits``): 6 candidates x 64 samples, task ``digits``, target ``3``, default steps;
@@ -62,8 +62,8 @@ from searchers import Lattice, optuna_internals  # noqa: E402
 from tfg_search.run.coordinator import Coordinator, open_search_study  # noqa: E402
 from tfg_search.run.executors import Executor, LocalExecutor  # noqa: E402
 from tfg_search.run.settings import SearchSettings  # noqa: E402
-from tfg_search.run.worker import TrialOutcome, TrialSpec  # noqa: E402
 from tfg_search.store.studies import open_storage  # noqa: E402
+from tfg_search.trial import TrialOutcome, TrialSpec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "executor_overhead.json"
 TARGETS_MS = {"sqlite": 20.0, "postgresql": 40.0}
@@ -338,7 +338,7 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="tfg-bench-")
     storages = {"sqlite": f"sqlite:///{folder}/bench.db"}
     if not args.no_postgres:
-        from tests.pg import PostgresServer
+        from tests.helpers.pg import PostgresServer
 
         pg = PostgresServer.start()
         storages["postgresql"] = pg.create_database()

@@ -6,7 +6,7 @@ through :class:`searchers.TFGBeamSampler` the way the coordinator drives it
 (:class:`tfg_search.run.book.SearchBook`: plan a round, ask its trials, evaluate them, tell each
 result) for 2,000 trials of a wide beam (top-k 8) on fine lattices (factor 1.1, so that the search
 does not run out of new configurations) on SQLite (WAL, as tfg-search opens it) and on PostgreSQL (a
-private throwaway server, as tests/pg.py starts it). It prints ms per trial for each block of 200;
+private throwaway server, as tests/helpers/pg.py starts it). It prints ms per trial for each block of 200;
 the target is last block <= 1.3x the first. On a shared machine the load drifts during the minutes
 this takes, so each block has a *control*: the first 200 trials of a new study of the same settings
 in the same database, run in turns with the block (20 trials of one, 20 of the other), which costs
@@ -58,7 +58,7 @@ from tfg_search.run.book import SearchBook  # noqa: E402
 from tfg_search.run.coordinator import Coordinator, open_search_study  # noqa: E402
 from tfg_search.run.executors import Executor  # noqa: E402
 from tfg_search.run.settings import SearchSettings  # noqa: E402
-from tfg_search.run.worker import TrialOutcome, TrialSpec  # noqa: E402
+from tfg_search.trial import TrialOutcome, TrialSpec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "scale.json"
 GROWTH_TARGET = 1.3
@@ -260,7 +260,7 @@ def main() -> None:
     storages = {"sqlite": f"sqlite:///{folder}/scale.db"}
     pg = None
     if not args.no_postgres:
-        from tests.pg import PostgresServer
+        from tests.helpers.pg import PostgresServer
 
         pg = PostgresServer.start()
         storages["postgresql"] = pg.create_database()

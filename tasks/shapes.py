@@ -77,7 +77,7 @@ FEATURE_STATS_SEED = 515_151
 
 
 @lru_cache(maxsize=1)
-def _feature_stats() -> tuple[torch.Tensor, torch.Tensor]:
+def feature_stats() -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std of the judges' features over 4,096 real (skewed) images: the FD's whitening.
 
     The std has a floor of :data:`FEATURE_STD_FLOOR`: some features hardly vary on real images
@@ -96,7 +96,7 @@ class JudgeFeatures(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features of a batch (no gradient: the judges are analytic)."""
-        mean, std = _feature_stats()
+        mean, std = feature_stats()
         return ((judge(x).features - mean) / std).clamp(-FEATURE_CLIP, FEATURE_CLIP)
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from tfg_search.errors import TFGSearchError
 
 RESUME_HINT = "rerun the same command to resume"
+STORAGE_HELP = "SQLAlchemy URL [env TFG_SEARCH_STORAGE]"
+STORAGE_FIX = "pass a URL such as sqlite:///tfg-studies.db, or leave --storage out for the default"
 
 
 class Interrupted(Exception):
@@ -84,15 +86,12 @@ def study(value: str | None, fix: str, *, new: bool = False) -> str | None:
 
 def device(value: str | None) -> str | None:
     """A ``--device`` value: not empty, and a name torch knows (whether it is usable is checked
-    where it is used)."""
+    where it is used; both by :func:`tfg_search.run.devices.resolve_device`)."""
     if text("--device", value, "give cpu, cuda or cuda:N, or leave --device out for the default") is None:
         return None
-    import torch
+    from tfg_search.run.devices import resolve_device
 
-    try:
-        torch.device(value)  # type: ignore[arg-type]
-    except (RuntimeError, TypeError):
-        raise TFGSearchError(f"--device {value!r} is not a device name; use cpu, cuda or cuda:N") from None
+    resolve_device(value, usable=False, flag="--device")
     return value
 
 

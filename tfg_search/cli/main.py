@@ -21,10 +21,10 @@ def _register() -> None:
     """Add the commands to the app, once (``main`` may run many times in one process)."""
     if app.registered_commands:
         return
-    from tfg_search.cli import search_commands, task_commands
+    from tfg_search.cli import study_commands, task_commands
 
     task_commands.register(app)
-    search_commands.register(app)
+    study_commands.register(app)
 
 
 INTERRUPTED = "interrupted; rerun the same command to resume"

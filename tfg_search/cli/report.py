@@ -8,7 +8,8 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from tfg_search.store.record import BEAM, FINAL, ranked
+from tfg_search.store.layout import BEAM, FINAL
+from tfg_search.store.record import ranked
 from tfg_search.store.studies import SearchStudies
 
 

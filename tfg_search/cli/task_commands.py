@@ -234,7 +234,8 @@ def cmd_evaluate(
     from tfg_search.cli import common
     from tfg_search.cli.images import save_samples
     from tfg_search.guidance.config import method_config
-    from tfg_search.run.evaluation import check_device, evaluate
+    from tfg_search.run.devices import resolve_device
+    from tfg_search.run.evaluation import evaluate
     from tfg_search.run.objective import score
 
     common.text("--task", task, "give a task name (see `tfg-search tasks`)")
@@ -264,7 +265,7 @@ def cmd_evaluate(
         common.output_file("--save-grid", grid_file, force=True)
     the_task = get_task(task, parse_options(option))
     the_task.parse_target(target)
-    check_device(device)
+    resolve_device(device, flag="--device")
     from tfg_search.run.threads import set_threads
 
     set_threads(n_threads)

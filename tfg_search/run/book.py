@@ -27,20 +27,16 @@ from searchers.beam import BeamPlan
 from tfg_search.guidance.config import STRUCTURES
 from tfg_search.run.objective import score
 from tfg_search.run.settings import ResolvedSettings
-from tfg_search.run.worker import TrialOutcome, TrialSpec
-from tfg_search.store.record import (
-    BEAM,
+from tfg_search.store.layout import BEAM, FINAL, final_marker, interrupted, told
+from tfg_search.store.record import TrialRecord, ranked, read
+from tfg_search.store.studies import SearchStudies
+from tfg_search.trial import (
     FAILURE_ENVIRONMENT,
     FAILURE_INTERRUPTED,
     FAILURE_TRIAL,
-    FINAL,
-    TrialRecord,
-    final_marker,
-    outcome_record,
-    ranked,
-    read,
+    TrialOutcome,
+    TrialSpec,
 )
-from tfg_search.store.studies import SearchStudies
 
 
 @dataclass
@@ -214,21 +210,14 @@ class SearchBook:
                 )
         elif failure is None:
             failure = FAILURE_TRIAL
-        attrs = outcome_record(
+        attrs = told(
+            pending.spec,
+            outcome,
             role=pending.role,
             round=pending.round,
-            config=pending.spec.config,
-            samples=pending.spec.samples,
-            seed=pending.spec.seed,
-            steps=pending.spec.steps,
             source_trial=pending.source_trial,
-            metrics=outcome.metrics if value is not None else None,
             error=None if value is not None else (error or "unknown error"),
             failure=None if value is not None else failure,
-            wall_time_s=outcome.wall_time_s,
-            device=outcome.device,
-            node=outcome.node,
-            attempts=outcome.attempts,
         )
         for key, body in attrs.items():
             pending.trial.set_user_attr(key, body)
@@ -238,25 +227,10 @@ class SearchBook:
             study.tell(pending.trial, value)
         return value
 
-    def _mark_interrupted(self, study: optuna.Study, trial: Any, role: str, reason: str) -> None:
-        """Record an unfinished trial as interrupted and give its configuration back."""
-        body = dict(read(trial, study.study_name, role).__dict__)
-        marker = outcome_record(
-            role=role,
-            round=body.get("round"),
-            config=body.get("config") or {},
-            samples=body.get("samples") or 0,
-            seed=body.get("seed") or 0,
-            steps=body.get("steps") or 0,
-            source_trial=body.get("source_trial"),
-            metrics=None,
-            error=reason,
-            failure=FAILURE_INTERRUPTED,
-            wall_time_s=0.0,
-            device=body.get("device") or "unknown",
-            node=body.get("node") or "unknown",
-            attempts=body.get("attempts") or 1,
-        )
+    def mark_interrupted(self, study: optuna.Study, trial: Any, role: str, reason: str) -> None:
+        """Record an unfinished trial of ``study`` as interrupted and give its configuration back
+        (a beam trial's candidate is due again in its round; a final re-run is due again)."""
+        marker = interrupted(read(trial, study.study_name, role), role, reason)
         # The trial may be frozen (recover() reads it back): write through the storage.
         storage, trial_id = optuna_internals.storage(study), optuna_internals.trial_id(trial)
         for key, value in marker.items():
@@ -274,7 +248,7 @@ class SearchBook:
             frozen = optuna_internals.storage(study).get_trial(optuna_internals.trial_id(p.trial))
             if frozen.state != TrialState.RUNNING:
                 continue
-            self._mark_interrupted(study, frozen, p.role, reason)
+            self.mark_interrupted(study, frozen, p.role, reason)
             n += 1
         return n
 
@@ -283,15 +257,12 @@ class SearchBook:
         for an environment reason. Returns (stale RUNNING trials marked interrupted, failures due
         again)."""
         stale = retried = 0
-        pairs = [(self.studies.search, BEAM)]
-        if not self.studies.legacy:
-            pairs.append((self.studies.main, FINAL))
-        for study, default_role in pairs:
+        for study, default_role in self.studies.parts():
             for t in study.get_trials(deepcopy=False):
                 rec = read(t, study.study_name, default_role)
-                role = rec.role or default_role
+                role = rec.role or default_role or BEAM
                 if t.state == TrialState.RUNNING:
-                    self._mark_interrupted(study, t, role, FAILURE_INTERRUPTED)
+                    self.mark_interrupted(study, t, role, FAILURE_INTERRUPTED)
                     stale += 1
                 elif rec.retry_on_resume and role == BEAM and not self.sampler.is_requeued(study, t):
                     TFGBeamSampler.requeue(study, t.number)

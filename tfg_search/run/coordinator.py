@@ -42,19 +42,12 @@ from tfg_search.guidance.config import TFGConfig
 from tfg_search.run.book import Counts, Pending, SearchBook
 from tfg_search.run.executors import Executor, LocalExecutor
 from tfg_search.run.settings import ResolvedSettings, SearchSettings
+from tfg_search.store.database import redact, resolve_storage
+from tfg_search.store.layout import BEAM, FINAL, LAYOUT, STUDY_ATTR, StudyInfo, search_study_name
 from tfg_search.store.lease import StudyLease
-from tfg_search.store.record import (
-    BEAM,
-    FAILURE_ENVIRONMENT,
-    FAILURE_INTERRUPTED,
-    FINAL,
-    LAYOUT,
-    STUDY_ATTR,
-    ranked,
-    read,
-    search_study_name,
-)
-from tfg_search.store.studies import SearchStudies, open_storage, redact, resolve_storage
+from tfg_search.store.record import ranked, read
+from tfg_search.store.studies import SearchStudies, load_search, open_storage
+from tfg_search.trial import FAILURE_ENVIRONMENT, FAILURE_INTERRUPTED
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """Progress events: ("study", ...), ("round", ...), ("trial", ...), ("final", ...), ("done", ...)."""
@@ -182,13 +175,12 @@ def _existing(rdb: optuna.storages.BaseStorage, resolved: ResolvedSettings, name
             return candidate
     prefix = f"{resolved.task}-{resolved.target}-{resolved.method}-"
     for s in summaries:
-        info = s.user_attrs.get(STUDY_ATTR)
+        info = StudyInfo.of(s.user_attrs)
         if (
             s.study_name.startswith(prefix)
-            and isinstance(info, dict)
-            and "layout" not in info
-            and isinstance(info.get("settings"), dict)
-            and not resolved.differences(info["settings"])
+            and info is not None
+            and info.layout < 2
+            and not resolved.differences(info.settings)
         ):
             return s.study_name
     return None
@@ -213,28 +205,23 @@ def open_search_study(
     found = _existing(rdb, resolved, study_name)
     if found is not None:
         main = optuna.load_study(study_name=found, storage=rdb)
-        stored = main.user_attrs.get(STUDY_ATTR)
-        if not isinstance(stored, dict) or "settings" not in stored or stored.get("role") == "search":
+        stored = StudyInfo.of(main.user_attrs)
+        if stored is None or stored.is_beam_study:
             raise TFGSearchError(
                 f"study {found!r} exists and is not a tfg-search search; choose another study name"
             )
-        diffs = resolved.differences(stored["settings"])
+        diffs = resolved.differences(stored.settings)
         if diffs:
             raise TFGSearchError(
                 f"study {found!r} exists with other settings ({'; '.join(diffs)}); "
                 "rerun with the stored settings, or pick another study name"
             )
-        extended = resolved.extensions(stored["settings"])
+        extended = resolved.extensions(stored.settings)
         if extended:
-            info = dict(stored)
-            info["settings"] = {**stored["settings"], **{k: new for k, (_, new) in extended.items()}}
-            history = list(info.get("extended", []))
-            history.append({"at": _now(), **{k: list(v) for k, v in extended.items()}})
-            info["extended"] = history
-            main.set_user_attr(STUDY_ATTR, info)
-        from tfg_search.store.studies import load_search
-
-        sampler = make_sampler(resolved, stored.get("warm_start", []))
+            raised = {**stored.settings, **{k: new for k, (_, new) in extended.items()}}
+            log = {"at": _now(), **{k: list(v) for k, v in extended.items()}}
+            main.set_user_attr(STUDY_ATTR, stored.with_settings(raised, log).attr())
+        sampler = make_sampler(resolved, stored.warm_start)
         return load_search(rdb, found, sampler=sampler), resolved, True
     name = study_name or resolved.study_name
     warm: list[dict[str, Any]] = []
@@ -243,26 +230,25 @@ def open_search_study(
 
         warm = preset_seeds(rdb, resolved, task)
     sampler = make_sampler(resolved, warm)
-    info = {
-        "task": resolved.task,
-        "target": resolved.target,
-        "method": resolved.method,
-        "settings": resolved.to_dict(),
-        "versions": versions(),
-        "created": _now(),
-        "layout": LAYOUT,
-    }
-    if warm:
-        info["warm_start"] = warm
+    info = StudyInfo(
+        task=resolved.task,
+        target=resolved.target,
+        method=resolved.method,
+        settings=resolved.to_dict(),
+        layout=LAYOUT,
+        versions=versions(),
+        created=_now(),
+        warm_start=warm,
+    )
     with hold_signals() as got:  # both studies or neither: Ctrl-C waits for the four writes
         search = optuna.create_study(
             study_name=search_study_name(name), storage=rdb, sampler=sampler, direction="maximize"
         )
-        search.set_user_attr(STUDY_ATTR, {**info, "role": "search", "main_study": name})
+        search.set_user_attr(STUDY_ATTR, info.beam_study(name).attr())
         main = optuna.create_study(
             study_name=name, storage=rdb, sampler=optuna.samplers.RandomSampler(), direction="maximize"
         )
-        main.set_user_attr(STUDY_ATTR, info)  # written last: a study with this attr is complete
+        main.set_user_attr(STUDY_ATTR, info.attr())  # written last: a study with this attr is complete
     redeliver(got)
     return SearchStudies(main, search), resolved, False
 
@@ -358,15 +344,11 @@ class Coordinator:
         trial is this process's own (asked but not told when it was stopped: in a batch, or
         between asking the trials of a round).
         """
-        studies = self.book.studies
-        pairs = [(studies.search, BEAM)]
-        if not studies.legacy:
-            pairs.append((studies.main, FINAL))
         n = 0
-        for study, role in pairs:
+        for study, role in self.book.studies.parts():
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 rec = read(t, study.study_name, role)
-                self.book._mark_interrupted(study, t, rec.role or role, FAILURE_INTERRUPTED)
+                self.book.mark_interrupted(study, t, rec.role or role or BEAM, FAILURE_INTERRUPTED)
                 n += 1
         self.marked += n
         return n
@@ -417,20 +399,12 @@ def check_environment(settings: SearchSettings, device: str | None, load_models:
     Raises:
         TFGSearchError: a bad device name, a device this torch cannot use, models that do not load.
     """
-    import torch
-
     from tasks import get_task
-    from tfg_search.run.evaluation import check_device
+    from tfg_search.run.devices import resolve_device
 
+    dev = resolve_device(device, usable=load_models, flag="--device")
     if not load_models:
-        try:
-            torch.device(device or "cpu")
-        except (RuntimeError, TypeError) as err:
-            raise TFGSearchError(f"unknown device {device!r} ({err}); use cpu, cuda or cuda:N") from None
         return
-    from tfg_search.run.worker import pick_device
-
-    dev = check_device(device) if device else pick_device(None)
     task = get_task(settings.task, settings.task_options)
     task.parse_target(settings.target)
     try:

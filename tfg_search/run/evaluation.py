@@ -18,9 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,58 +29,8 @@ from tasks.base import Task
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.guidance.sampler import guided_sample_many
-
-
-@dataclass
-class TrialResult:
-    """The outcome of one trial.
-
-    Attributes:
-        metrics: metric name -> value (always includes ``validity`` in [0, 1]).
-        samples: the samples ``[n, *task.sample_shape]`` on CPU when requested, else None.
-        wall_time_s: wall time of sampling (its share of a batch) plus metrics, in seconds.
-        device: the device the samples were drawn on (e.g. ``"cpu"``, ``"cuda:0"``).
-        config: the configuration actually run (with the task's ``clip_x0``).
-    """
-
-    metrics: dict[str, float]
-    samples: torch.Tensor | None = None
-    wall_time_s: float = 0.0
-    device: str = "cpu"
-    config: TFGConfig | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (without the samples)."""
-        return {
-            "metrics": dict(self.metrics),
-            "wall_time_s": self.wall_time_s,
-            "device": self.device,
-            "config": self.config.to_dict() if self.config is not None else None,
-        }
-
-
-def check_device(device: torch.device | str | None) -> torch.device:
-    """``device`` as a torch device that this process can use (default CPU).
-
-    Raises:
-        TFGSearchError: not a device name, or CUDA / MPS asked for where torch has none.
-    """
-    try:
-        dev = torch.device(device or "cpu")
-    except (RuntimeError, TypeError) as err:
-        raise TFGSearchError(f"unknown device {device!r} ({err}); use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TFGSearchError(f"device {dev} requested but this torch has no CUDA device; use cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise TFGSearchError(
-                f"device {dev} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise TFGSearchError(f"device {dev} requested but MPS is not available; use cpu")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise TFGSearchError(f"device {dev} is not supported; use cpu, cuda or cuda:N")
-    return dev
+from tfg_search.run.devices import resolve_device
+from tfg_search.trial import TrialOutcome
 
 
 def check_run(
@@ -89,7 +39,8 @@ def check_run(
     """Validate a run's inputs; returns (steps, device).
 
     Raises:
-        TFGSearchError: bad target, ``n_samples`` < 1, steps < 1, an unusable device.
+        TFGSearchError: bad target, ``n_samples`` < 1, steps < 1, an unusable device (``device``
+            None is the CPU here).
     """
     task.parse_target(target)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
@@ -97,7 +48,7 @@ def check_run(
     steps = task.num_inference_steps if num_inference_steps is None else num_inference_steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise TFGSearchError(f"the number of inference steps must be an integer >= 1, got {steps!r}")
-    return steps, check_device(device)
+    return steps, resolve_device(device, default="cpu")
 
 
 def evaluate_batch(
@@ -110,15 +61,16 @@ def evaluate_batch(
     device: torch.device | str | None = None,
     num_inference_steps: int | None = None,
     return_samples: bool = False,
-) -> list[TrialResult | Exception]:
+) -> list[TrialOutcome | Exception]:
     """Draw ``n_samples`` guided samples per configuration, in one batch, and judge each.
 
     The configurations must share n_recur, n_iter, n_mc and eta (a round of a search does). The task
     decides ``clip_x0`` (it knows its data range); every other field comes from each config.
 
     Returns:
-        Per configuration its :class:`TrialResult` (``wall_time_s``: its share of the batch plus its
-        metrics) or the exception it raised alone (e.g. a
+        Per configuration its :class:`~tfg_search.trial.TrialOutcome` (``number``: its place in
+        the batch; ``wall_time_s``: its share of the batch plus its metrics) or the exception it
+        raised alone (e.g. a
         :class:`~tfg_search.errors.NonFiniteSampleError`, which the search stores as FAIL).
 
     Raises:
@@ -137,8 +89,8 @@ def evaluate_batch(
         model, scheduler, log_f, runs, shape, generators, num_inference_steps=steps, device=dev
     )
     sampled = time.perf_counter() - start
-    results: list[TrialResult | Exception] = []
-    for cfg, part, err in zip(runs, samples, errors, strict=True):
+    results: list[TrialOutcome | Exception] = []
+    for i, (part, err) in enumerate(zip(samples, errors, strict=True)):
         if err is not None:
             results.append(err)
             continue
@@ -150,7 +102,10 @@ def evaluate_batch(
             results.append(exc)
             continue
         wall = sampled / len(runs) + time.perf_counter() - t0
-        results.append(TrialResult(metrics, part if return_samples else None, wall, str(dev), cfg))
+        kept = part if return_samples else None
+        results.append(
+            TrialOutcome(i, metrics, None, wall, str(dev), socket.gethostname(), kept, config=runs[i])
+        )
     return results
 
 
@@ -164,7 +119,7 @@ def evaluate(
     device: torch.device | str | None = None,
     num_inference_steps: int | None = None,
     return_samples: bool = False,
-) -> TrialResult:
+) -> TrialOutcome:
     """One configuration: :func:`evaluate_batch` of one, raising what it reports.
 
     Args:

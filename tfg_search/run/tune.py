@@ -1,24 +1,26 @@
-"""Ray Tune entry point: the same beam search, run by ``ray.tune.Tuner`` on the same SQL study.
+"""Ray Tune entry point: the same search, run by ``ray.tune.Tuner`` on the same SQL studies.
 
-The main path (:func:`tfg_search.run.coordinator.run_search` with a :class:`~tfg_search.run.executors.ray_pool.
-RayExecutor`) keeps warm actors; this module is for users who already run their experiments with
-Tune (its schedulers of resources, its result folders, its callbacks). The search itself is the
-project's: a small :class:`BeamSearcher` asks the Optuna study (ask/tell on the same storage, with
-:class:`searchers.TFGBeamSampler`) and hands Tune one configuration per trial. Tune's
-``ConcurrencyLimiter`` is a fixed cap, but the beam has a *round barrier* (round r + 1 is only known
-once round r is told), so the searcher answers ``None`` ("nothing now, ask later") while the
-barrier holds and :attr:`~ray.tune.search.Searcher.FINISHED` once the beam and the final re-runs
-are handed out and told.
+The main path (:func:`tfg_search.run.coordinator.run_search` with a
+:class:`~tfg_search.run.executors.ray_pool.RayExecutor`) keeps warm actors; this module is for
+users who already run their experiments with Tune (its resource scheduling, its result folders,
+its callbacks). The search itself is the project's: :class:`BeamSearcher` hands out and tells
+trials through the same :class:`~tfg_search.run.book.SearchBook` as the coordinator (the beam
+in study ``N:search``, then the final re-runs in study ``N``) and gives Tune one trial spec per Tune
+trial. Tune's ``ConcurrencyLimiter`` is a fixed cap, but the beam has a *round barrier* (round
+r + 1 is only known once round r is told), so the searcher answers ``None`` ("nothing now, ask
+later") while the barrier holds and :attr:`~ray.tune.search.Searcher.FINISHED` once the beam and
+the final re-runs are handed out and told.
 
-Trials land in the study exactly as the coordinator writes them (user attrs role, config, round,
-samples, seed, steps, metrics, wall_time_s, device, node, attempts), under the same lease, so
-``tfg-search best`` / ``export``, optuna-dashboard and a later ``tfg-search search`` resume all work.
+Each trial is stored as the coordinator stores it (its one record attribute,
+:func:`tfg_search.store.layout.told`), under the same lease, so ``tfg-search best`` / ``export``,
+optuna-dashboard and a later ``tfg-search search`` (which resumes) all work on the result.
 
 Example:
     >>> from tfg_search.run.settings import SearchSettings  # doctest: +SKIP
     >>> from tfg_search.run.tune import run_tune_search  # doctest: +SKIP
-    >>> study = run_tune_search(SearchSettings(task="gmm2d", target="3"), "sqlite:///s.db")  # doctest: +SKIP
-    >>> study.best_trial.user_attrs["config"]  # doctest: +SKIP
+    >>> settings = SearchSettings(task="gmm2d", target="3")  # doctest: +SKIP
+    >>> studies = run_tune_search(settings, "sqlite:///s.db")  # doctest: +SKIP
+    >>> studies.best().tfg_config()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from tfg_search.paths import safe_name as _safe_name
+from tfg_search.paths import safe_name
 from tfg_search.run.book import Pending, SearchBook
 from tfg_search.run.coordinator import open_search_study
 from tfg_search.run.executors.ray_pool import default_num_workers, init_ray
 from tfg_search.run.settings import ResolvedSettings, SearchSettings
-from tfg_search.run.worker import TrialOutcome, TrialSpec
 from tfg_search.store.lease import StudyLease
-from tfg_search.store.record import FAILURE_ENVIRONMENT, TrialRecord
+from tfg_search.store.record import TrialRecord
 from tfg_search.store.studies import SearchStudies
+from tfg_search.trial import FAILURE_ENVIRONMENT, TrialOutcome, TrialSpec
 
 METRIC = "score"
 """What each Tune trial reports as its objective (the study's score; higher is better)."""
@@ -209,7 +211,7 @@ def run_tune_search(
                     max_concurrent_trials=workers,
                     reuse_actors=True,
                 ),
-                run_config=tune.RunConfig(name=_safe_name(studies.name), storage_path=folder, verbose=0),
+                run_config=tune.RunConfig(name=safe_name(studies.name), storage_path=folder, verbose=0),
             )
             tuner.fit()
     finally:

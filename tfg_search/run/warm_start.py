@@ -15,7 +15,7 @@ import optuna
 
 from tfg_search.guidance.config import METHODS, TFGConfig, search_point
 from tfg_search.run.settings import ResolvedSettings
-from tfg_search.store.record import STUDY_ATTR
+from tfg_search.store.layout import StudyInfo
 from tfg_search.store.studies import load_search
 
 PRESET_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "tfg")
@@ -33,17 +33,16 @@ def searched_strength(
     """(strength, study name) of the best search of ``method`` on the same task, target and steps."""
     found: tuple[float, float, str] | None = None
     for s in storage.get_all_studies():
-        info = s.user_attrs.get(STUDY_ATTR)
-        if not isinstance(info, dict) or info.get("role") == "search" or "settings" not in info:
+        info = StudyInfo.of(s.user_attrs)
+        if info is None or info.is_beam_study:
             continue
-        settings = info["settings"]
-        if (info.get("task"), info.get("target"), info.get("method")) != (
+        if (info.task, info.target, info.method) != (
             resolved.task,
             resolved.target,
             method,
         ):
             continue
-        if settings.get("steps") != resolved.steps:
+        if info.settings.get("steps") != resolved.steps:
             continue
         try:
             best = load_search(storage, s.study_name).best()

@@ -2,125 +2,18 @@
 
 The same functions run in-process (the local executor) and inside Ray actors; task models are
 loaded once per process (the tasks cache them) and reused for every trial. :func:`run_batch` is the
-one evaluation path (specs of one :meth:`TrialSpec.batch_key` sampled together, each as it would be
-alone); :func:`run_trial` is its one-spec case; :func:`outcome` is the one place an outcome is built.
+one evaluation path (specs of one :meth:`~tfg_search.trial.TrialSpec.batch_key` sampled together,
+each as it would be alone); :func:`run_trial` is its one-spec case.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
-import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from tfg_search.guidance.config import TFGConfig
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One evaluation to run.
-
-    Attributes:
-        number: the Optuna trial number it answers (the coordinator's key).
-        task, target: what is guided.
-        config: the guidance configuration (a :class:`TFGConfig`; it pickles to Ray workers).
-        samples: how many samples to generate.
-        seed: the seed of every random draw.
-        steps: DDIM steps.
-        device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available, else CPU).
-        keep_samples: return the samples too (for sample grids).
-        task_options: options the task is built with (e.g. the custom task's model folder).
-    """
-
-    number: int
-    task: str
-    target: str
-    config: TFGConfig
-    samples: int
-    seed: int
-    steps: int
-    device: str | None = None
-    keep_samples: bool = False
-    task_options: dict[str, str] | None = None
-
-    def batch_key(self) -> tuple[Any, ...]:
-        """Specs with equal keys can share one sampling batch (they differ only in strengths)."""
-        from tfg_search.guidance.sampler import Structure
-
-        options = tuple(sorted((self.task_options or {}).items()))
-        return (
-            self.task,
-            self.target,
-            options,
-            self.samples,
-            self.steps,
-            self.device,
-            self.keep_samples,
-            Structure.of(self.config),
-        )
-
-
-@dataclass
-class TrialOutcome:
-    """The result of one :class:`TrialSpec`: metrics, or the error that stopped it."""
-
-    number: int
-    metrics: dict[str, float] | None
-    error: str | None
-    wall_time_s: float
-    device: str
-    node: str
-    samples: Any = field(default=None, repr=False)
-    attempts: int = 1
-    failure: str | None = None
-    """Why it failed: ``"trial"`` (the configuration's own failure, e.g. non-finite samples: final)
-    or ``"environment"`` (the machine's: device, import, memory, a dead worker: retried on resume)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def pick_device(device: str | None) -> Any:
-    """``device``, or CUDA when available, else CPU (a ``torch.device``)."""
-    import torch
-
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def describe_error(err: BaseException) -> str:
-    """One line for a trial's error: the exception's type and message (with its traceback, on one
-    line, when the message is empty)."""
-    message = f"{type(err).__name__}: {err}"
-    if not str(err):
-        tb = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=3))
-        message += " " + tb.strip().replace("\n", " | ")
-    return message
-
-
-def failure_kind(err: BaseException) -> str:
-    """``"trial"`` for a failure of the configuration itself (non-finite samples, a metric that
-    cannot be computed from them), ``"environment"`` for everything else (see TrialOutcome)."""
-    from tfg_search.errors import NonFiniteSampleError
-
-    return "trial" if isinstance(err, (NonFiniteSampleError, FloatingPointError)) else "environment"
-
-
-def outcome(
-    spec: TrialSpec, result: Any, wall_time_s: float, device: str, node: str | None = None
-) -> TrialOutcome:
-    """The outcome of ``spec`` from a :class:`~tfg_search.run.evaluation.TrialResult` or an exception."""
-    node = node or socket.gethostname()
-    if isinstance(result, BaseException):
-        return TrialOutcome(
-            spec.number, None, describe_error(result), wall_time_s, device, node, failure=failure_kind(result)
-        )
-    samples = result.samples.cpu() if spec.keep_samples and result.samples is not None else None
-    return TrialOutcome(spec.number, dict(result.metrics), None, wall_time_s, device, node, samples)
+from tfg_search.trial import TrialOutcome, TrialSpec, failed
 
 
 def run_batch(specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
@@ -131,6 +24,7 @@ def run_batch(specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
     missing weights, a bad device) is reported for each spec.
     """
     from tasks import get_task
+    from tfg_search.run.devices import resolve_device
     from tfg_search.run.evaluation import evaluate_batch
 
     if len({s.batch_key() for s in specs}) > 1:
@@ -138,11 +32,12 @@ def run_batch(specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
     first = specs[0]
     start = time.perf_counter()
     device = first.device or "default"
+    node = socket.gethostname()
     try:
-        dev = pick_device(first.device)
+        dev = resolve_device(first.device)
         device = str(dev)
         task = get_task(first.task, first.task_options)
-        results: list[Any] = evaluate_batch(
+        results = evaluate_batch(
             task,
             first.target,
             [s.config for s in specs],
@@ -154,12 +49,16 @@ def run_batch(specs: Sequence[TrialSpec]) -> list[TrialOutcome]:
         )
     except Exception as err:  # the whole batch failed: report it for each spec
         wall = (time.perf_counter() - start) / len(specs)
-        return [outcome(s, err, wall, device) for s in specs]
+        return [failed(s.number, err, wall, device, node) for s in specs]
     share = (time.perf_counter() - start) / len(specs)
-    return [
-        outcome(s, r, r.wall_time_s if not isinstance(r, BaseException) else share, device)
-        for s, r in zip(specs, results, strict=True)
-    ]
+    outcomes = []
+    for spec, result in zip(specs, results, strict=True):
+        if isinstance(result, BaseException):
+            outcomes.append(failed(spec.number, result, share, device, node))
+        else:
+            kept = result.samples.cpu() if spec.keep_samples and result.samples is not None else None
+            outcomes.append(dataclasses.replace(result, number=spec.number, node=node, samples=kept))
+    return outcomes
 
 
 def run_trial(spec: TrialSpec) -> TrialOutcome:

@@ -2,12 +2,32 @@
 
 * :mod:`~tfg_search.store.database`: storage URLs (shown without their password) and a checked
   connection; no Optuna.
-* :mod:`~tfg_search.store.layout`: the stored layout: study and attribute names, how a trial's
-  attributes decode, which studies of a search hold which trials (every layout); no Optuna.
-* :mod:`~tfg_search.store.record`: the trial record on Optuna's trials (:class:`TrialRecord`).
-* :mod:`~tfg_search.store.studies`: the two Optuna studies of a search (:class:`SearchStudies`).
+* :mod:`~tfg_search.store.layout`: the stored layout: the one module that spells stored keys,
+  how a trial's attributes decode, which studies of a search hold which trials (every layout);
+  no Optuna.
+* :mod:`~tfg_search.store.record`: the trial record on Optuna's trials (``TrialRecord``).
+* :mod:`~tfg_search.store.studies`: the two Optuna studies of a search (``SearchStudies``).
 * :mod:`~tfg_search.store.lease`: one live launcher per study.
-* :mod:`~tfg_search.store.query`: the read path of the query commands and the Python API.
+* :mod:`~tfg_search.store.query`: the read path of the query commands and the Python API
+  (``load_best``, ``best_payload``, ``list_searches``; these three are also importable from here).
 
 Nothing here imports torch or :mod:`tfg_search.run`.
+
+Example:
+    >>> from tfg_search.store import load_best
+    >>> config, metrics = load_best("sqlite:///tfg-studies.db", "digits-3-tfg-1a2b3c4d")  # doctest: +SKIP
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["best_payload", "list_searches", "load_best"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from tfg_search.store import query
+
+        return getattr(query, name)
+    raise AttributeError(f"module 'tfg_search.store' has no attribute {name!r}")

@@ -1,10 +1,25 @@
-"""The stored layout of a search, without Optuna: study and attribute names, and how a trial's user
-attrs decode into the fields of its record.
+"""The stored layout of a search, without Optuna: the one module that spells what is stored.
 
-:mod:`tfg_search.store.record` is the record as the library uses it (on Optuna's trials); this module is
-its Optuna-free part, so that the query commands can read the database directly
-(:mod:`tfg_search.store.query`) and decode trials exactly as :func:`tfg_search.store.record.read` does. The
-layouts themselves are described in :mod:`tfg_search.store.record`.
+Layout of a search named ``N`` (layout 2, written since tfg-search 0.2, :data:`LAYOUT`):
+
+* study ``N``, the *answer*: the final re-runs only (each a top beam configuration re-run at full
+  size on a fresh seed). Optuna's own tools (``optuna best-trial``, ``study.best_trial``,
+  optuna-dashboard) therefore name the same best as ``tfg-search best``.
+* study ``N:search`` (:func:`search_study_name`): the beam trials, driven by
+  :class:`searchers.TFGBeamSampler`.
+
+Both studies carry the study user attr :data:`STUDY_ATTR` (:class:`StudyInfo`: what the search is,
+its settings, the versions that made it, its layout, and for ``N:search`` its role). Each trial
+carries **one** user attr, :data:`TRIAL_ATTR`, a JSON object written in one go when the result is
+told (:func:`told`), so a trial costs one attribute write and the dashboard still shows every
+field. A final re-run is enqueued with ``{"role": "final", "source_trial": n}`` under the same key
+(:func:`final_marker`) so that an interrupted one can be told apart.
+
+Layout 1 (tfg-search 0.1): one study ``N`` held the beam and the final trials, with one user attr
+per field (``role``, ``config``, ``metrics``, ...) and no ``layout`` in its study attr. It is
+migrated here, when a study is opened, for every reader: :meth:`StudyInfo.trial_studies` says which
+studies hold which trials, :func:`record_fields` decodes either form of a trial's attrs. A resumed
+search of such a study keeps writing into it.
 
 Example:
     >>> attrs = record(role="beam", round=0, config={"rho": 0.5}, samples=64, seed=0, steps=50,
@@ -13,34 +28,37 @@ Example:
     True
     >>> record_fields(attrs, failed=False, role=None)["role"]
     'beam'
+    >>> info = StudyInfo("digits", "3", "tfg", {"steps": 50}, layout=LAYOUT)
+    >>> StudyInfo.of({STUDY_ATTR: info.attr()}) == info, StudyInfo.of({"other": 1})
+    (True, None)
+    >>> info.trial_studies("N")
+    [('N:search', 'beam'), ('N', 'final')]
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from tfg_search.guidance.config import TFGConfig
+from tfg_search.trial import FAILURE_INTERRUPTED, FAILURE_TRIAL, TrialOutcome, TrialSpec
 
 STUDY_ATTR = "tfg_search"
-"""Study user attr: what the study is (task, target, method, settings, versions, layout, role)."""
+"""Study user attr: what the study is (:class:`StudyInfo`)."""
 TRIAL_ATTR = "tfg_search:trial"
-"""Trial user attr (layout 2): one JSON object with every field of :class:`tfg_search.store.record.TrialRecord`."""
+"""Trial user attr (layout 2): one JSON object with every field of a trial's record."""
 LAYOUT = 2
-"""The layout this version writes (see :mod:`tfg_search.store.record`); legacy studies have none."""
+"""The layout this version writes; studies of tfg-search 0.1 have none (layout 1)."""
 SEARCH_SUFFIX = ":search"
 """The beam trials of study ``N`` live in study ``N + SEARCH_SUFFIX``."""
 
 BEAM = "beam"
 FINAL = "final"
-
-FAILURE_TRIAL = "trial"
-"""The configuration itself failed (e.g. its samples went non-finite): final, never retried."""
-FAILURE_ENVIRONMENT = "environment"
-"""The machine failed the trial (device, import, memory, a dead worker): retried on resume."""
-FAILURE_INTERRUPTED = "interrupted"
-"""The launcher was stopped (Ctrl-C, SIGTERM, kill -9) while the trial ran: retried on resume."""
-RETRIED_ON_RESUME = (FAILURE_ENVIRONMENT, FAILURE_INTERRUPTED)
+"""Trial roles: a beam candidate (small fidelity) or a final re-run (full size)."""
+BEAM_STUDY = "search"
+"""The role a beam study's :class:`StudyInfo` stores (a main study stores none)."""
 
 _FIELDS = (
     "role",
@@ -73,6 +91,95 @@ def search_study_name(name: str) -> str:
     return name + SEARCH_SUFFIX
 
 
+@dataclass(frozen=True)
+class StudyInfo:
+    """What a tfg-search study is: the value of its :data:`STUDY_ATTR`.
+
+    Attributes:
+        task, target, method: what is searched.
+        settings: the resolved settings (``ResolvedSettings.to_dict()``).
+        layout: 2 (this version), 1 for a study of tfg-search 0.1.
+        role: ``None`` for the main study ``N``, :data:`BEAM_STUDY` for ``N:search``.
+        main_study: for ``N:search``, the name ``N``.
+        versions, created: what made it, and when.
+        warm_start: the earlier methods' points of round 0 (``--seed-presets``), fixed at creation.
+        extended: when the study was continued with larger extendable settings, and how.
+    """
+
+    task: str
+    target: str
+    method: str
+    settings: dict[str, Any]
+    layout: int = 1
+    role: str | None = None
+    main_study: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str | None = None
+    warm_start: list[dict[str, Any]] = field(default_factory=list)
+    extended: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, user_attrs: Mapping[str, Any]) -> StudyInfo | None:
+        """The info in a study's user attrs, or None: the one test of "a tfg-search study"."""
+        raw = user_attrs.get(STUDY_ATTR)
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("settings"), Mapping):
+            return None
+        return cls(
+            task=raw.get("task"),  # type: ignore[arg-type]
+            target=raw.get("target"),  # type: ignore[arg-type]
+            method=raw.get("method"),  # type: ignore[arg-type]
+            settings=dict(raw["settings"]),
+            layout=int(raw.get("layout", 1)),
+            role=raw.get("role"),
+            main_study=raw.get("main_study"),
+            versions=dict(raw.get("versions") or {}),
+            created=raw.get("created"),
+            warm_start=list(raw.get("warm_start") or []),
+            extended=list(raw.get("extended") or []),
+        )
+
+    def attr(self) -> dict[str, Any]:
+        """The stored value (what :meth:`of` reads back)."""
+        out: dict[str, Any] = {
+            "task": self.task,
+            "target": self.target,
+            "method": self.method,
+            "settings": self.settings,
+            "versions": self.versions,
+            "created": self.created,
+        }
+        if self.layout >= 2:
+            out["layout"] = self.layout
+        if self.warm_start:
+            out["warm_start"] = self.warm_start
+        if self.extended:
+            out["extended"] = self.extended
+        if self.role is not None:
+            out["role"] = self.role
+            out["main_study"] = self.main_study
+        return out
+
+    @property
+    def is_beam_study(self) -> bool:
+        """Whether this is the ``N:search`` study of a search (not one to list or answer from)."""
+        return self.role == BEAM_STUDY
+
+    def beam_study(self, main: str) -> StudyInfo:
+        """The info of the beam study of main study ``main``."""
+        return dataclasses.replace(self, role=BEAM_STUDY, main_study=main)
+
+    def with_settings(self, settings: Mapping[str, Any], extension: Mapping[str, Any]) -> StudyInfo:
+        """The info after the study was continued with ``settings`` (``extension`` logged)."""
+        return dataclasses.replace(self, settings=dict(settings), extended=[*self.extended, dict(extension)])
+
+    def trial_studies(self, name: str) -> list[tuple[str, str | None]]:
+        """Where the trials of search ``name`` live, in record order: (study name, the role its
+        trials have when they do not say). Layout 1 keeps both roles in ``name`` itself."""
+        if self.layout < 2:
+            return [(name, None)]
+        return [(search_study_name(name), BEAM), (name, FINAL)]
+
+
 def record(**fields: Any) -> dict[str, Any]:
     """The user attrs of a trial: ``{TRIAL_ATTR: {...}}`` with the given fields (None dropped).
 
@@ -88,6 +195,59 @@ def record(**fields: Any) -> dict[str, Any]:
     if "wall_time_s" in body:
         body["wall_time_s"] = round(float(body["wall_time_s"]), 4)
     return {TRIAL_ATTR: body}
+
+
+def told(
+    spec: TrialSpec,
+    outcome: TrialOutcome,
+    *,
+    role: str,
+    round: int | None,
+    source_trial: int | None,
+    error: str | None,
+    failure: str | None,
+) -> dict[str, Any]:
+    """The user attrs of a told trial: its spec and its outcome (the one write of its results).
+
+    ``error`` / ``failure``: None for a success (the outcome's metrics are stored), else why it
+    failed (the metrics are not stored).
+    """
+    return record(
+        role=role,
+        round=round,
+        config=spec.config,
+        samples=spec.samples,
+        seed=spec.seed,
+        steps=spec.steps,
+        source_trial=source_trial,
+        metrics=dict(outcome.metrics) if error is None and outcome.metrics is not None else None,
+        error=error,
+        failure=failure,
+        wall_time_s=outcome.wall_time_s,
+        device=outcome.device,
+        node=outcome.node,
+        attempts=outcome.attempts,
+    )
+
+
+def interrupted(fields: Any, role: str, reason: str) -> dict[str, Any]:
+    """The user attrs of an unfinished trial marked interrupted: what its record (an object with
+    the record's fields as attributes, e.g. a ``TrialRecord``) already says, with ``reason``."""
+    return record(
+        role=role,
+        round=fields.round,
+        config=fields.config or {},
+        samples=fields.samples or 0,
+        seed=fields.seed or 0,
+        steps=fields.steps or 0,
+        source_trial=fields.source_trial,
+        error=reason,
+        failure=FAILURE_INTERRUPTED,
+        wall_time_s=0.0,
+        device=fields.device or "unknown",
+        node=fields.node or "unknown",
+        attempts=fields.attempts or 1,
+    )
 
 
 def final_marker(source_trial: int) -> dict[str, Any]:
@@ -114,3 +274,7 @@ def record_fields(user_attrs: Mapping[str, Any], *, failed: bool, role: str | No
             fields["failure"] = FAILURE_INTERRUPTED if error == FAILURE_INTERRUPTED else FAILURE_TRIAL
     fields["role"] = fields.get("role") or role
     return fields
+
+
+LEGACY_ROLE_ATTR = "role"
+"""Layout 1's per-trial role attr (what the direct reads look up to rank a legacy study)."""

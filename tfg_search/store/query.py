@@ -1,22 +1,24 @@
-"""The query commands' reads, straight from the database, without importing Optuna or SQLAlchemy.
+"""The read path of a study database: what the query commands and the Python API answer.
 
-``tfg-search studies``, ``best`` and ``export`` are the main use of a study database and should
-answer at once; importing Optuna (0.3 s) and SQLAlchemy (0.15 s) costs more than the answer
-itself. This module reads the few rows each answer needs from Optuna's tables with the database's
-own driver (``sqlite3`` for ``sqlite:///FILE``, psycopg for ``postgresql+psycopg://...``; the URL
-parsed as SQLAlchemy parses it) and decodes them as Optuna and :mod:`tfg_search.store.record` do, so that
-its answers are those of
-:func:`tfg_search.store.studies.list_searches` and of ``load_search(...).best()``
-(tests/test_query.py compares both paths on SQLite and PostgreSQL: searches finished and not, failed
-trials, foreign studies, a tfg-search 0.1 study). Where it cannot be sure of answering the same (a
-URL of another form or driver, a database it cannot open: the Optuna path then says why; a schema
-version it does not know, a distribution it does not decode, a multi-objective study, a search
-without its beam study) it raises :class:`Unanswered` and the caller asks Optuna.
+``tfg-search studies``, ``best`` and ``export``, and :func:`load_best` / :func:`best_payload` /
+:func:`list_searches` in Python, all read studies through the functions of this module. They are
+the main use of a study database and should answer at once: importing Optuna (0.3 s) and
+SQLAlchemy (0.15 s) costs more than the answer itself. So each function first reads the few rows
+it needs from Optuna's tables with the database's own driver (``sqlite3`` for ``sqlite:///FILE``,
+psycopg for ``postgresql+psycopg://...``; the URL parsed as SQLAlchemy parses it), decoded as
+Optuna and :mod:`tfg_search.store.layout` decode them; where it cannot be sure of answering as
+Optuna would (a URL of another form or driver, a database it cannot open: the Optuna path then
+says why; a schema version it does not know, a distribution it does not decode, a multi-objective
+study, a search without its beam study) it asks Optuna instead (:mod:`tfg_search.store.studies`).
+``via="direct"`` / ``via="optuna"`` take one path only (tests/test_query.py checks that both give
+the same answers on SQLite and PostgreSQL: searches finished and not, failed trials, foreign
+studies, a tfg-search 0.1 study). Nothing here imports torch.
 
 Example:
     >>> rows = list_searches("sqlite:///tfg-studies.db")  # doctest: +SKIP
     >>> best_payload("sqlite:///tfg-studies.db", rows[0]["study"])["config"]  # doctest: +SKIP
     {'rho': 0.5, 'mu': 1.0, ...}
+    >>> config, metrics = load_best("sqlite:///tfg-studies.db", rows[0]["study"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 from tfg_search.errors import TFGSearchError
@@ -37,15 +39,21 @@ from tfg_search.store.database import resolve_storage
 from tfg_search.store.layout import (
     BEAM,
     FINAL,
-    LAYOUT,
+    LEGACY_ROLE_ATTR,
     SEARCH_SUFFIX,
     STUDY_ATTR,
     TRIAL_ATTR,
+    StudyInfo,
     record_fields,
-    search_study_name,
 )
 
-__all__ = ["SCHEMAS", "Unanswered", "best_payload", "list_searches", "payload"]
+if TYPE_CHECKING:
+    from tfg_search.guidance.config import TFGConfig
+
+__all__ = ["SCHEMAS", "VIA", "Unanswered", "best_payload", "list_searches", "load_best", "payload"]
+
+VIA = ("auto", "direct", "optuna")
+"""How to read: the direct reads with Optuna as the fallback (default), or one path only."""
 
 SCHEMAS = frozenset({"v3.0.0.d", "v3.2.0.a"})
 """Optuna schema revisions (``alembic_version``) read here: since v3.0.0.d, infinite values are a
@@ -189,7 +197,7 @@ class _Candidate:
 
 def payload(
     study: str,
-    info: Mapping[str, Any],
+    info: StudyInfo,
     *,
     role: str | None,
     trial: int,
@@ -202,11 +210,11 @@ def payload(
     """What ``tfg-search best --json`` prints (and ``export`` writes) for a search's best trial."""
     return {
         "study": study,
-        "task": info["task"],
-        "target": info["target"],
-        "method": info["method"],
-        "task_options": info["settings"].get("task_options", {}),
-        "steps": info["settings"]["steps"],
+        "task": info.task,
+        "target": info.target,
+        "method": info.method,
+        "task_options": info.settings.get("task_options", {}),
+        "steps": info.settings["steps"],
         "role": role,
         "trial": trial,
         "score": score,
@@ -217,64 +225,170 @@ def payload(
     }
 
 
-def list_searches(url: str | None) -> list[dict[str, Any]]:
-    """:func:`tfg_search.store.studies.list_searches` of the database at ``url``, in a few queries.
+def _check_via(via: str) -> None:
+    if via not in VIA:
+        raise ValueError(f"via must be one of {', '.join(VIA)}, got {via!r}")
+
+
+def list_searches(storage: str | None = None, *, via: str = "auto") -> list[dict[str, Any]]:
+    """One row per search in the database at ``storage``: study, task, target, method, trials,
+    best score, finished.
+
+    Search studies (``N:search``) are listed with their main study, not on their own; studies not
+    made by tfg-search are listed with empty fields. A few queries in all, whatever the number and
+    size of the studies.
 
     Raises:
-        TFGSearchError: the database cannot be read (as :func:`tfg_search.store.studies.open_storage`).
-        Unanswered: see the module docstring.
+        TFGSearchError: the database cannot be read (the message says why).
+        Unanswered: ``via="direct"`` and the direct reads cannot answer.
     """
+    _check_via(via)
+    if via != "optuna":
+        try:
+            return _direct_list(storage)
+        except Unanswered:
+            if via == "direct":
+                raise
+    return _optuna_list(storage)
+
+
+def best_payload(storage: str | None, study_name: str, *, via: str = "auto") -> dict[str, Any]:
+    """:func:`payload` of the reported best of search ``study_name`` (its main study, or its search
+    study): the best final re-run, else (search not finished) the best beam trial.
+
+    Raises:
+        TFGSearchError: no such study, not a tfg-search study, no completed trial yet, or the
+            database cannot be read.
+        Unanswered: ``via="direct"`` and the direct reads cannot answer.
+    """
+    _check_via(via)
+    if via != "optuna":
+        try:
+            return _direct_best(storage, study_name)
+        except Unanswered:
+            if via == "direct":
+                raise
+    return _optuna_best(storage, study_name)
+
+
+def load_best(storage: str | None, study_name: str) -> tuple[TFGConfig, dict[str, float]]:
+    """The best configuration of a search and its metrics (from its final re-run when it has one).
+
+    Example:
+        >>> cfg, metrics = load_best("sqlite:///tfg-studies.db", "digits-3-tfg-1a2b3c4d")  # doctest: +SKIP
+        >>> metrics["validity"]  # doctest: +SKIP
+        0.92
+    """
+    from tfg_search.guidance.config import TFGConfig
+
+    found = best_payload(storage, study_name)
+    return TFGConfig.from_dict(found["config"]), dict(found["metrics"])
+
+
+def _optuna_list(storage: str | None) -> list[dict[str, Any]]:
+    """:func:`list_searches` through Optuna (a few queries per study)."""
+    from tfg_search.store.record import best
+    from tfg_search.store.studies import load_search, open_storage
+
+    rdb = open_storage(storage, create=False)
+    summaries = rdb.get_all_studies()
+    ids = {s.study_name: rdb.get_study_id_from_name(s.study_name) for s in summaries}
+    rows = []
+    for s in summaries:
+        info = StudyInfo.of(s.user_attrs)
+        if info is not None and info.is_beam_study:
+            continue
+        row: dict[str, Any] = {"study": s.study_name, "task": None, "target": None, "method": None}
+        if info is None:
+            n = rdb.get_n_trials(ids[s.study_name])
+            rows.append({**row, "trials": n, "best": None, "finished": False})
+            continue
+        parts = [(ids.get(name), role) for name, role in info.trial_studies(s.study_name)]
+        n = sum(rdb.get_n_trials(i) for i, _ in parts if i is not None)
+        if all(role is not None for _, role in parts):  # one role per study: Optuna's best of each
+            by_role = {role: _optuna_best_value(rdb, i) for i, role in parts if i is not None}
+            best_value, finished = by_role.get(FINAL), by_role.get(FINAL) is not None
+            if best_value is None:
+                best_value = by_role.get(BEAM)
+        else:
+            found = best(load_search(rdb, s.study_name).records())
+            best_value = found.value if found is not None else None
+            finished = found is not None and found.role == FINAL
+        row.update(task=info.task, target=info.target, method=info.method)
+        rows.append({**row, "trials": n, "best": best_value, "finished": finished})
+    return rows
+
+
+def _optuna_best_value(rdb: Any, study_id: int) -> float | None:
+    try:
+        return float(rdb.get_best_trial(study_id).value)
+    except ValueError:  # no completed trial yet
+        return None
+
+
+def _optuna_best(storage: str | None, study_name: str) -> dict[str, Any]:
+    """:func:`best_payload` through Optuna."""
+    from tfg_search.store.studies import load_search
+
+    studies = load_search(storage, study_name)
+    found = studies.best()
+    return payload(
+        studies.name,
+        studies.info,
+        role=found.role,
+        trial=found.number,
+        score=found.value,
+        params=found.params,
+        config=found.config,
+        metrics=found.metrics,
+        samples=found.samples,
+    )
+
+
+def _direct_list(url: str | None) -> list[dict[str, Any]]:
+    """:func:`list_searches` by the direct reads."""
     with _open(url) as db:
         studies = [(int(i), str(n)) for i, n in db.rows(_STUDIES)]
         ids = {name: study_id for study_id, name in studies}
-        infos = _study_attrs(db, STUDY_ATTR)
+        infos = {i: StudyInfo.of({STUDY_ATTR: raw}) for i, raw in _study_attrs(db, STUDY_ATTR).items()}
         counts = {int(i): int(n) for i, n in db.rows(_COUNTS)}
         values = _best_values(db)
         rows = []
         for study_id, name in studies:
             info = infos.get(study_id)
-            if isinstance(info, dict) and info.get("role") == "search":
+            if info is not None and info.is_beam_study:
                 continue
             row: dict[str, Any] = {"study": name, "task": None, "target": None, "method": None}
-            if not isinstance(info, dict) or "settings" not in info:
+            if info is None:
                 rows.append({**row, "trials": counts.get(study_id, 0), "best": None, "finished": False})
                 continue
-            if info.get("layout", 1) >= LAYOUT:
-                search_id = ids.get(search_study_name(name))
-                n = counts.get(study_id, 0) + (counts.get(search_id, 0) if search_id is not None else 0)
-                best_value = values(study_id)
-                finished = best_value is not None
-                if best_value is None and search_id is not None:
-                    best_value = values(search_id)
+            parts = [(ids.get(n), role) for n, role in info.trial_studies(name)]
+            n = sum(counts.get(i, 0) for i, _ in parts if i is not None)
+            if all(role is not None for _, role in parts):  # one role per study: its best value
+                by_role = {role: values(i) for i, role in parts if i is not None}
+                best_value, finished = by_role.get(FINAL), by_role.get(FINAL) is not None
+                if best_value is None:
+                    best_value = by_role.get(BEAM)
             else:
-                n = counts.get(study_id, 0)
-                found = _best(db, [(study_id, None)])
+                found = _best(db, [(i, role) for i, role in parts if i is not None])
                 best_value = found.value if found is not None else None
                 finished = found is not None and _role(found) == FINAL
-            row.update(task=info.get("task"), target=info.get("target"), method=info.get("method"))
+            row.update(task=info.task, target=info.target, method=info.method)
             rows.append({**row, "trials": n, "best": best_value, "finished": finished})
         return rows
 
 
-def best_payload(url: str | None, study_name: str) -> dict[str, Any]:
-    """:func:`payload` of the reported best of search ``study_name`` (its main study, or its search
-    study): the best final re-run, else the best beam trial, as ``load_search(...).best()``.
-
-    Raises:
-        TFGSearchError: no such study, not a tfg-search study, no completed trial yet (the same
-            messages as the Optuna path), or the database cannot be read.
-        Unanswered: see the module docstring.
-    """
+def _direct_best(url: str | None, study_name: str) -> dict[str, Any]:
+    """:func:`best_payload` by the direct reads."""
     with _open(url) as db:
-        name, study_id, info = _search(db, study_name)
-        if info.get("layout", 1) < LAYOUT:
-            studies = [(study_id, None)]
-        else:
-            search_id = _study_id(db, search_study_name(name))
-            if search_id is None:
-                raise Unanswered(f"no beam study {search_study_name(name)!r}")
-            studies = [(search_id, BEAM), (study_id, FINAL)]
-        found = _best(db, studies)
+        name, _, info = _search(db, study_name)
+        parts = []
+        for part, role in info.trial_studies(name):
+            part_id = _study_id(db, part)
+            if part_id is None:
+                raise Unanswered(f"no study {part!r} of search {name!r}")
+            parts.append((part_id, role))
+        found = _best(db, parts)
         if found is None:
             raise TFGSearchError(f"study {name!r} has no completed trial yet")
         attrs = {key: json.loads(value) for key, value in db.rows(_TRIAL_ATTRS, id=found.trial_id)}
@@ -306,7 +420,7 @@ _CANDIDATES = (
     "SELECT t.trial_id, t.number, t.study_id, v.value, a.value_json, r.value_json FROM trials t "
     "JOIN trial_values v ON v.trial_id = t.trial_id "
     "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = :body "
-    "LEFT JOIN trial_user_attributes r ON r.trial_id = t.trial_id AND r.key = 'role' "
+    "LEFT JOIN trial_user_attributes r ON r.trial_id = t.trial_id AND r.key = :legacy_role "
     "WHERE t.study_id IN :ids AND t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE'"
 )
 _TRIAL_ATTRS = "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :id"
@@ -337,7 +451,7 @@ def _study_attrs(db: _Reader, key: str, study_id: int | None = None) -> dict[int
     return {int(i): json.loads(value) for i, value in rows}
 
 
-def _load(db: _Reader, name: str) -> tuple[int, dict[str, Any]]:
+def _load(db: _Reader, name: str) -> tuple[int, StudyInfo]:
     """The id and tfg-search info of study ``name``, with the messages of
     :func:`tfg_search.store.studies.load_study` and :func:`tfg_search.store.studies.study_info`."""
     study_id = _study_id(db, name)
@@ -345,17 +459,17 @@ def _load(db: _Reader, name: str) -> tuple[int, dict[str, Any]]:
         names = [n for _, n in db.rows(_STUDIES) if not n.endswith(SEARCH_SUFFIX)]
         listed = ", ".join(names) if names else "none"
         raise TFGSearchError(f"no study named {name!r} in this storage; studies: {listed}")
-    info = _study_attrs(db, STUDY_ATTR, study_id).get(study_id)
-    if not isinstance(info, dict) or "settings" not in info:
+    info = StudyInfo.of({STUDY_ATTR: _study_attrs(db, STUDY_ATTR, study_id).get(study_id)})
+    if info is None:
         raise TFGSearchError(f"study {name!r} was not made by tfg-search (no {STUDY_ATTR!r} attr)")
     return study_id, info
 
 
-def _search(db: _Reader, name: str) -> tuple[str, int, dict[str, Any]]:
+def _search(db: _Reader, name: str) -> tuple[str, int, StudyInfo]:
     """The main study of search ``name`` (given by its main or its search study's name)."""
     study_id, info = _load(db, name)
-    if info.get("role") == "search" and info.get("main_study"):
-        name = info["main_study"]
+    if info.is_beam_study and info.main_study:
+        name = info.main_study
         study_id, info = _load(db, name)
     return name, study_id, info
 
@@ -402,7 +516,7 @@ def _best(db: _Reader, studies: Sequence[tuple[int, str | None]]) -> _Candidate 
     default = dict(studies)
     candidates = []
     for trial_id, number, study_id, value, body, legacy_role in db.rows(
-        _CANDIDATES, ids=ids, body=TRIAL_ATTR
+        _CANDIDATES, ids=ids, body=TRIAL_ATTR, legacy_role=LEGACY_ROLE_ATTR
     ):
         if value is None or not math.isfinite(float(value)):
             continue
@@ -435,7 +549,7 @@ def _role(candidate: _Candidate) -> str | None:
     if candidate.body is not None:
         attrs[TRIAL_ATTR] = json.loads(candidate.body)
     if candidate.legacy_role is not None:
-        attrs["role"] = json.loads(candidate.legacy_role)
+        attrs[LEGACY_ROLE_ATTR] = json.loads(candidate.legacy_role)
     return record_fields(attrs, failed=False, role=candidate.role)["role"]
 
 

@@ -1,38 +1,26 @@
-"""The trial record: the one owner of what tfg-search stores in Optuna's studies and how it reads it.
+"""The trial record: a trial of either study of a search, as tfg-search reads it (on Optuna's trials).
 
-Layout of a search named ``N`` (layout 2, written since tfg-search 0.2):
-
-* study ``N``, the *answer*: the final re-runs only (each a top beam configuration re-run at full
-  size on a fresh seed). Optuna's own tools (``optuna best-trial``, ``study.best_trial``,
-  optuna-dashboard) therefore name the same best as ``tfg-search best``.
-* study ``N:search`` (:func:`search_study_name`): the beam trials, driven by
-  :class:`searchers.TFGBeamSampler`.
-
-Both studies carry the study user attr :data:`STUDY_ATTR` (what the search is, its settings, the
-versions that made it, and ``layout``). Each trial carries **one** user attr, :data:`TRIAL_ATTR`, a
-JSON object written in one go when the result is told (:func:`record`), so a trial costs one
-attribute write, and the dashboard still shows every field. A final re-run is enqueued with
-``{"role": "final", "source_trial": n}`` under the same key so that an interrupted one can be told
-apart.
-
-Studies written before layout 2 (one study holding beam and final trials, with one user attr per
-field: ``role``, ``config``, ``metrics``, ...) are read by :func:`read` just the same, and a
-resumed search of such a study keeps writing into it.
-
-The names and the decoding of the attrs live in :mod:`tfg_search.store.layout` (no Optuna there, for the
-query commands) and are re-exported here; this module adds the record on Optuna's trials.
+What is stored, and how each layout decodes, is :mod:`tfg_search.store.layout` (the one module that
+spells stored keys, without Optuna, so that the query commands decode trials the same way);
+:class:`TrialRecord` is its reading of one Optuna trial, and :func:`ranked` / :func:`best` the one
+ranking (ties go to the lower trial number, everywhere).
 
 Example:
-    >>> attrs = record(role="beam", round=0, config={"rho": 0.5}, samples=64, seed=0, steps=50,
-    ...                metrics={"validity": 0.8}, wall_time_s=1.5, device="cpu", node="n1")
-    >>> sorted(attrs) == [TRIAL_ATTR]
-    True
+    >>> import optuna
+    >>> from tfg_search.store.layout import record
+    >>> study = optuna.create_study(direction="maximize")
+    >>> trial = study.ask()
+    >>> for key, value in record(role="beam", round=0, config={"rho": 0.5}, samples=64).items():
+    ...     trial.set_user_attr(key, value)
+    >>> study.tell(trial, 0.5)
+    >>> read_all(study)[0].role, best(read_all(study)).value
+    ('beam', 0.5)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,45 +28,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.store.layout import (
-    BEAM,
-    FAILURE_ENVIRONMENT,
-    FAILURE_INTERRUPTED,
-    FAILURE_TRIAL,
-    FINAL,
-    LAYOUT,
-    RETRIED_ON_RESUME,
-    SEARCH_SUFFIX,
-    STUDY_ATTR,
-    TRIAL_ATTR,
-    final_marker,
-    record,
-    record_fields,
-    search_study_name,
-)
+from tfg_search.store.layout import BEAM, FINAL, record_fields
+from tfg_search.trial import RETRIED_ON_RESUME
 
-__all__ = [
-    "BEAM",
-    "FAILURE_ENVIRONMENT",
-    "FAILURE_INTERRUPTED",
-    "FAILURE_TRIAL",
-    "FINAL",
-    "LAYOUT",
-    "RETRIED_ON_RESUME",
-    "SEARCH_SUFFIX",
-    "STUDY_ATTR",
-    "TRIAL_ATTR",
-    "TrialRecord",
-    "best",
-    "final_marker",
-    "outcome_record",
-    "ranked",
-    "read",
-    "read_all",
-    "record",
-    "record_fields",
-    "search_study_name",
-]
+__all__ = ["TrialRecord", "best", "ranked", "read", "read_all"]
 
 
 @dataclass(frozen=True)
@@ -175,39 +128,3 @@ def best(records: Sequence[TrialRecord]) -> TrialRecord | None:
         if top:
             return top[0]
     return None
-
-
-def outcome_record(
-    *,
-    role: str,
-    round: int | None,
-    config: TFGConfig,
-    samples: int,
-    seed: int,
-    steps: int,
-    source_trial: int | None,
-    metrics: Mapping[str, float] | None,
-    error: str | None,
-    failure: str | None,
-    wall_time_s: float,
-    device: str,
-    node: str,
-    attempts: int,
-) -> dict[str, Any]:
-    """:func:`record` of a told trial: its spec and its outcome (the one write of its results)."""
-    return record(
-        role=role,
-        round=round,
-        config=config,
-        samples=samples,
-        seed=seed,
-        steps=steps,
-        source_trial=source_trial,
-        metrics=dict(metrics) if metrics is not None else None,
-        error=error,
-        failure=failure,
-        wall_time_s=wall_time_s,
-        device=device,
-        node=node,
-        attempts=attempts,
-    )

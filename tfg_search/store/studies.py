@@ -1,15 +1,15 @@
-"""Where studies live: SQLAlchemy URLs opened as Optuna RDB storage, and queries of the results.
+"""The two Optuna studies of a search, on the study database opened as Optuna RDB storage.
 
-Default: an SQLite file ``tfg-studies.db`` in the current folder; ``--storage`` or the environment
-variable ``TFG_SEARCH_STORAGE`` give another URL (e.g. ``postgresql+psycopg://user:pw@host/db``).
-URLs are only ever shown through :func:`redact` (no password). The database is plain Optuna: the
-optuna CLI and optuna-dashboard read it unchanged. The URL handling and the checked connection
-are in :mod:`tfg_search.store.database` (without Optuna; re-exported here), the query commands' direct
-reads in :mod:`tfg_search.store.query`.
+Default storage: an SQLite file ``tfg-studies.db`` in the current folder; ``--storage`` or the
+environment variable ``TFG_SEARCH_STORAGE`` give another URL (e.g.
+``postgresql+psycopg://user:pw@host/db``). URLs are only ever shown through
+:func:`~tfg_search.store.database.redact` (no password). The database is plain Optuna: the optuna
+CLI and optuna-dashboard read it unchanged. The URL handling and the checked connection are in
+:mod:`tfg_search.store.database` (without Optuna); reading results is :mod:`tfg_search.store.query`.
 
 Example:
-    >>> redact("postgresql+psycopg://tfg:secret@db:5432/tfg")
-    'postgresql+psycopg://tfg:***@db:5432/tfg'
+    >>> studies = load_search("sqlite:///tfg-studies.db", "digits-3-tfg-1a2b3c4d")  # doctest: +SKIP
+    >>> studies.best().tfg_config()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,44 +22,11 @@ import optuna
 import sqlalchemy
 
 from tfg_search.errors import TFGSearchError
-from tfg_search.guidance.config import TFGConfig
-from tfg_search.store.database import (
-    DEFAULT_STORAGE,
-    MAX_STUDY_NAME,
-    STORAGE_ENV,
-    check_study_name,
-    connection,
-    is_sqlite_file,
-    redact,
-    resolve_storage,
-)
-from tfg_search.store.record import (
-    BEAM,
-    FINAL,
-    LAYOUT,
-    SEARCH_SUFFIX,
-    STUDY_ATTR,
-    TrialRecord,
-    best,
-    read_all,
-    search_study_name,
-)
+from tfg_search.store.database import connection, is_sqlite_file, redact, resolve_storage
+from tfg_search.store.layout import SEARCH_SUFFIX, STUDY_ATTR, StudyInfo
+from tfg_search.store.record import TrialRecord, best, read_all
 
-__all__ = [
-    "DEFAULT_STORAGE",
-    "MAX_STUDY_NAME",
-    "STORAGE_ENV",
-    "SearchStudies",
-    "check_study_name",
-    "list_searches",
-    "load_best",
-    "load_search",
-    "load_study",
-    "open_storage",
-    "redact",
-    "resolve_storage",
-    "study_info",
-]
+__all__ = ["SearchStudies", "load_search", "load_study", "open_storage", "study_info"]
 
 
 def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage:
@@ -130,10 +97,10 @@ def load_study(storage: optuna.storages.BaseStorage | str | None, study_name: st
         raise TFGSearchError(f"no study named {study_name!r} in this storage; studies: {listed}") from None
 
 
-def study_info(study: optuna.Study) -> dict[str, Any]:
-    """What a tfg-search study is (task, target, method, settings); refuses foreign studies."""
-    info = study.user_attrs.get(STUDY_ATTR)
-    if not isinstance(info, dict) or "settings" not in info:
+def study_info(study: optuna.Study) -> StudyInfo:
+    """What a tfg-search study is (:class:`~tfg_search.store.layout.StudyInfo`); refuses foreign studies."""
+    info = StudyInfo.of(study.user_attrs)
+    if info is None:
         raise TFGSearchError(
             f"study {study.study_name!r} was not made by tfg-search (no {STUDY_ATTR!r} attr)"
         )
@@ -144,7 +111,7 @@ def study_info(study: optuna.Study) -> dict[str, Any]:
 class SearchStudies:
     """The studies of one search: ``main`` holds the answer (final re-runs), ``search`` the beam.
 
-    For a study written before layout 2 (:mod:`tfg_search.store.record`) both are the same study.
+    For a study written before layout 2 (:mod:`tfg_search.store.layout`) both are the same study.
     """
 
     main: optuna.Study
@@ -160,14 +127,18 @@ class SearchStudies:
         return self.main is self.search
 
     @property
-    def info(self) -> dict[str, Any]:
+    def info(self) -> StudyInfo:
         return study_info(self.main)
+
+    def parts(self) -> list[tuple[optuna.Study, str | None]]:
+        """Each study of the search with the role its trials have when they do not say, in record
+        order (:meth:`StudyInfo.trial_studies <tfg_search.store.layout.StudyInfo.trial_studies>`)."""
+        by_name = {self.search.study_name: self.search, self.main.study_name: self.main}
+        return [(by_name[name], role) for name, role in self.info.trial_studies(self.name)]
 
     def records(self) -> list[TrialRecord]:
         """Every trial of the search: beam trials first, then the final re-runs."""
-        if self.legacy:
-            return read_all(self.main)
-        return read_all(self.search, role=BEAM) + read_all(self.main, role=FINAL)
+        return [r for study, role in self.parts() for r in read_all(study, role=role)]
 
     def best(self) -> TrialRecord:
         """The reported best (:func:`tfg_search.store.record.best`), or TFGSearchError before any result."""
@@ -184,7 +155,8 @@ def load_search(
 ) -> SearchStudies:
     """The studies of the search ``study_name`` (the name of its main study, or of its search study).
 
-    ``sampler`` is given to the search study (the coordinator's beam sampler; default random: reading).
+    ``sampler`` is given to the study that holds the beam (the coordinator's beam sampler; default
+    random: reading).
 
     Raises:
         TFGSearchError: no such study, or one not made by tfg-search.
@@ -193,92 +165,13 @@ def load_search(
         storage = open_storage(storage, create=False)
     main = load_study(storage, study_name)
     info = study_info(main)
-    if info.get("role") == "search" and info.get("main_study"):
-        main = load_study(storage, info["main_study"])
+    if info.is_beam_study and info.main_study:
+        main = load_study(storage, info.main_study)
         info = study_info(main)
-    if info.get("layout", 1) < LAYOUT:
-        if sampler is not None:
-            main = optuna.load_study(study_name=main.study_name, storage=storage, sampler=sampler)
-        return SearchStudies(main, main)
+    (beam_name, _), *_ = info.trial_studies(main.study_name)
     search = optuna.load_study(
-        study_name=search_study_name(main.study_name),
-        storage=storage,
-        sampler=sampler or optuna.samplers.RandomSampler(),
+        study_name=beam_name, storage=storage, sampler=sampler or optuna.samplers.RandomSampler()
     )
+    if beam_name == main.study_name:  # layout 1: one study holds both
+        return SearchStudies(search, search)
     return SearchStudies(main, search)
-
-
-def load_best(storage: str | None, study_name: str) -> tuple[TFGConfig, dict[str, float]]:
-    """The best configuration of a study and its metrics (from the final re-run when there is one).
-
-    Example:
-        >>> cfg, metrics = load_best("sqlite:///tfg-studies.db", "digits-3-tfg-1a2b3c4d")  # doctest: +SKIP
-        >>> metrics["validity"]  # doctest: +SKIP
-        0.92
-    """
-    found = load_search(storage, study_name).best()
-    return found.tfg_config(), dict(found.metrics or {})
-
-
-def list_searches(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
-    """One row per search in ``storage``: study, task, target, method, trials, best score, finished.
-
-    Search studies (``N:search``) are listed with their main study, not on their own; studies not
-    made by tfg-search are listed with empty fields. Few queries per study (the best and the trial
-    counts come from the database, not from reading every trial), so this stays fast for many and
-    large studies.
-    """
-    summaries = storage.get_all_studies()
-    ids = {s.study_name: storage.get_study_id_from_name(s.study_name) for s in summaries}
-    rows = []
-    for s in summaries:
-        info = s.user_attrs.get(STUDY_ATTR)
-        if isinstance(info, dict) and info.get("role") == "search":
-            continue
-        if not isinstance(info, dict) or "settings" not in info:
-            rows.append(
-                {
-                    "study": s.study_name,
-                    "task": None,
-                    "target": None,
-                    "method": None,
-                    "trials": storage.get_n_trials(ids[s.study_name]),
-                    "best": None,
-                    "finished": False,
-                }
-            )
-            continue
-        if info.get("layout", 1) >= LAYOUT:
-            main_id, search_id = ids[s.study_name], ids.get(search_study_name(s.study_name))
-            n = storage.get_n_trials(main_id) + (
-                storage.get_n_trials(search_id) if search_id is not None else 0
-            )
-            best_value = _best_value(storage, main_id)
-            finished = best_value is not None
-            if best_value is None and search_id is not None:
-                best_value = _best_value(storage, search_id)
-        else:
-            records = read_all(load_study(storage, s.study_name))
-            n = len(records)
-            found = best(records)
-            best_value = found.value if found is not None else None
-            finished = found is not None and found.role == FINAL
-        rows.append(
-            {
-                "study": s.study_name,
-                "task": info.get("task"),
-                "target": info.get("target"),
-                "method": info.get("method"),
-                "trials": n,
-                "best": best_value,
-                "finished": finished,
-            }
-        )
-    return rows
-
-
-def _best_value(storage: optuna.storages.BaseStorage, study_id: int) -> float | None:
-    try:
-        return float(storage.get_best_trial(study_id).value)  # type: ignore[arg-type]
-    except ValueError:  # no completed trial yet
-        return None

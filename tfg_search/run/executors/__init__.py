@@ -1,7 +1,7 @@
 """Where trials run: in this process (:class:`LocalExecutor`) or on Ray actors (``RayExecutor``).
 
-An executor takes a round of :class:`~tfg_search.run.worker.TrialSpec` at once and yields a
-:class:`~tfg_search.run.worker.TrialOutcome` for each as it finishes; the coordinator tells each
+An executor takes a round of :class:`~tfg_search.trial.TrialSpec` at once and yields a
+:class:`~tfg_search.trial.TrialOutcome` for each as it finishes; the coordinator tells each
 result to the study as it arrives.
 """
 

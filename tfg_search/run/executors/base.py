@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
-from tfg_search.run.worker import TrialOutcome, TrialSpec
+from tfg_search.trial import TrialOutcome, TrialSpec
 
 
 class Executor(ABC):

@@ -1,6 +1,6 @@
 """The in-process executor: trials run in the coordinator's process, a round batched where it can.
 
-Specs with equal :meth:`~tfg_search.run.worker.TrialSpec.batch_key` (task, target, sample count,
+Specs with equal :meth:`~tfg_search.trial.TrialSpec.batch_key` (task, target, sample count,
 steps, device and structure: n_recur, n_iter, n_mc, eta) run as one sampling batch
 (:func:`tfg_search.run.worker.run_batch`), each with the samples it would get alone. ``batch_size`` caps
 how many candidates share a batch (1 turns batching off).
@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tfg_search.run.executors.base import Executor
-from tfg_search.run.worker import TrialOutcome, TrialSpec, run_batch
+from tfg_search.run.worker import run_batch
+from tfg_search.trial import TrialOutcome, TrialSpec
 
 
 def group(specs: Sequence[TrialSpec], batch_size: int) -> list[list[TrialSpec]]:

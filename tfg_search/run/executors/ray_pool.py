@@ -34,7 +34,8 @@ from typing import Any
 
 from tfg_search.errors import TFGSearchError
 from tfg_search.run.executors.base import Executor
-from tfg_search.run.worker import TrialOutcome, TrialSpec, run_trial
+from tfg_search.run.worker import run_trial
+from tfg_search.trial import FAILURE_ENVIRONMENT, TrialOutcome, TrialSpec
 
 MAX_ATTEMPTS = 2
 """A trial whose actor dies is run at most this many times in all."""
@@ -275,7 +276,7 @@ class RayExecutor(Executor):
                         spec.device or self.device or "unknown",
                         node,
                         attempts=attempt,
-                        failure="environment",
+                        failure=FAILURE_ENVIRONMENT,
                     )
                 except ray.exceptions.RayError as err:  # e.g. a spec or result that cannot be pickled
                     idle.append(worker)
@@ -287,7 +288,7 @@ class RayExecutor(Executor):
                         spec.device or self.device or "unknown",
                         worker.node or "unknown",
                         attempts=attempt,
-                        failure="environment",
+                        failure=FAILURE_ENVIRONMENT,
                     )
                 else:
                     idle.append(worker)

@@ -1,0 +1,110 @@
+"""The progress display of ``tfg-search search``: bars for rounds, trials and samples, the live best."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+
+from tfg_search.cli import output
+
+console = output.console(stderr=True)
+
+
+class SearchProgress:
+    """Rich progress bars for rounds, trials and samples, with the current best.
+
+    The samples bar's total is the work planned so far: the samples of the trials run, those of
+    the round handed out, and the final re-runs still due (``final_top x final_samples``); it
+    grows as each round is planned (the beam's length is not known in advance) and is exact once
+    the final re-runs start. The live best is the best beam trial so far; of equal scores the
+    lower trial number, as in the summary (:func:`tfg_search.store.record.ranked`).
+    """
+
+    def __init__(self, rounds: int, quiet: bool) -> None:
+        # here, not at the top: only `search` shows progress (the query commands start faster)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.quiet = quiet
+        self.best: tuple[float, int] | None = None
+        self.best_text = ""
+        self.samples_done = 0
+        self.samples_round = 0
+        self.finals_due = 0
+        self.started = False
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.rounds = self.progress.add_task("rounds", total=rounds, info="")
+        self.trials = self.progress.add_task("trials", total=0, info="")
+        self.samples = self.progress.add_task("samples", total=None, info="")
+
+    def _samples_total(self, planned: int) -> None:
+        self.progress.update(self.samples, total=self.samples_done + planned)
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        p = self.progress
+        if kind == "study":
+            self.progress.start()  # only once the study is open: bad input prints just its error
+            self.started = True
+            settings = data.get("settings") or {}
+            self.samples_round = int(settings.get("samples", 0))
+            self.finals_due = int(settings.get("final_top", 0)) * int(settings.get("final_samples", 0))
+            self._samples_total(self.finals_due)
+            if self.quiet:
+                return
+            state = "resuming" if data["resumed"] else "new"
+            extra = f", {data['recovered']} interrupted trial(s) to redo" if data["recovered"] else ""
+            if data.get("retried"):
+                extra += f", {data['retried']} trial(s) that failed on the machine to retry"
+            holder = data.get("previous_holder")
+            taken = f" (took over from dead {escape(holder)})" if holder else ""
+            name = escape(data["name"])
+            console.print(f"[bold]study[/] {name} ({state}, {data['completed']} completed{extra}){taken}")
+        elif kind == "round":
+            p.update(self.rounds, completed=data["round"], info=f"round {data['round']}")
+            p.update(self.trials, total=data["pending"], completed=0, info=self._best_info())
+            self._samples_total(data["pending"] * self.samples_round + self.finals_due)
+        elif kind == "final":
+            p.update(self.rounds, completed=p.tasks[self.rounds].total, info="final re-runs")
+            p.update(self.trials, total=data["count"], completed=0, info=f"final x {data['samples']}")
+            self.finals_due = 0
+            self._samples_total(data["count"] * data["samples"])
+        elif kind == "trial":
+            from tfg_search.cli.report import describe_params
+
+            p.advance(self.trials)
+            p.advance(self.samples, data["samples"])
+            self.samples_done += data["samples"]
+            value = data["value"]
+            if value is not None and data["role"] == "beam":
+                key = (-float(value), int(data["number"]))  # higher score, then lower number
+                if self.best is None or key < self.best:
+                    self.best, self.best_text = key, describe_params(data["params"])
+            if data["role"] == "beam":
+                p.update(self.trials, info=self._best_info())
+            if data["error"]:
+                p.console.print(
+                    f"[yellow]trial {data['number']} failed:[/] {escape(str(data['error'])[:200])}"
+                )
+        elif kind == "done":
+            p.update(self.samples, total=self.samples_done)
+
+    def _best_info(self) -> str:
+        """The live best beam trial, as the trials bar shows it."""
+        if self.best is None:
+            return ""
+        return f"best {-self.best[0]:.4f} (trial {self.best[1]}: {self.best_text})"
+
+    def __enter__(self) -> SearchProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:  # stopping a display never started still prints a blank line
+            self.progress.stop()

@@ -1,0 +1,150 @@
+"""What ``tfg-search search`` prints and writes when it is done: the top table, the summary (or
+JSON), the search plot and a grid of the best configuration's samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from tfg_search.cli import output
+from tfg_search.errors import TFGSearchError
+from tfg_search.paths import safe_name
+
+out = output.console()
+
+
+def top_table(report: Any, objective: list[str]) -> Table:
+    from tfg_search.cli.report import describe_params
+
+    wanted = ["validity", *(m.lstrip("_") for m in objective)]
+    names = list(dict.fromkeys(m for m in wanted if report.top and m in report.top[0]["metrics"]))
+    rows = [
+        [
+            str(row["trial"]),
+            str(row["role"]),
+            f"{row['score']:.4f}",
+            describe_params(row["params"]),
+            *[f"{row['metrics'].get(n, float('nan')):.4g}" for n in names],
+        ]
+        for row in report.top
+    ]
+    return output.table(
+        f"top configurations of {report.study_name}",
+        ["trial", "role", "score", "params", *names],
+        rows,
+        keep={"params"},
+    )
+
+
+def finish(
+    report: Any,
+    settings: Any,
+    storage: str | None,
+    out_dir: Path | None,
+    device: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """The plots and the summary (or JSON) of a finished search; plots go to ``out_dir``, else to
+    ``tfg-output/<safe_name(study)>`` (one folder inside tfg-output, whatever the study name)."""
+    from tfg_search.cli.report import plot_search
+    from tfg_search.store.studies import load_search
+
+    folder = out_dir or Path("tfg-output") / safe_name(report.study_name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TFGSearchError(
+            f"the search is done (study {report.study_name!r}) but its plots cannot be written to "
+            f"{folder} ({err.strerror or err}); rerun with another --out-dir"
+        ) from None
+    studies = load_search(storage, report.study_name)
+    plot = plot_search(studies, folder / "search.png", settings.top_k)
+    grid = sample_grid(
+        settings.task,
+        settings.task_options,
+        settings.target,
+        report.best_config,
+        64,
+        settings.seed + 2,
+        settings.steps,
+        device,
+        folder / "best-samples.png",
+    )
+    payload = {
+        "study": report.study_name,
+        "storage": report.storage,
+        "best": {
+            "trial": report.best_trial,
+            "role": report.best_role,
+            "score": report.best_score,
+            "config": report.best_config.to_dict(),
+            "metrics": report.best_metrics,
+        },
+        "trials": {
+            "beam": report.counts.beam,
+            "final": report.counts.final,
+            "failed": report.counts.failed,
+            "interrupted": report.counts.interrupted,
+            "environment": report.counts.environment,
+        },
+        "wall_time_s": round(report.wall_time_s, 2),
+        "files": {"search_plot": str(plot), "samples": str(grid)},
+    }
+    if as_json:
+        out.print_json(json.dumps(payload))
+        return
+    if not quiet:
+        out.print(top_table(report, studies.info.settings["objective"]))
+    cfg = report.best_config
+    out.print(
+        f"best ({report.best_role} trial {report.best_trial}): score {report.best_score:.4f}  "
+        f"rho={cfg.rho:g} mu={cfg.mu:g} gamma={cfg.gamma:g} n_recur={cfg.n_recur} n_iter={cfg.n_iter}"
+    )
+    out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in report.best_metrics.items()))
+    c = report.counts
+    extra = "".join(
+        f", {n} {what}"
+        for n, what in ((c.interrupted, "interrupted"), (c.environment, "failed on the machine"))
+        if n
+    )
+    out.print(
+        f"{c.beam} beam + {c.final} final trials ({c.failed} failed{extra}) in "
+        f"{report.wall_time_s:.1f} s; study '{escape(report.study_name)}' in {escape(report.storage)}"
+    )
+    for reason in c.reasons[:3]:
+        out.print(f"machine failure: {escape(reason[:300])}")
+    out.print(f"wrote {escape(str(plot))} and {escape(str(grid))}")
+
+
+def sample_grid(
+    task_name: str,
+    task_options: Any,
+    target: str,
+    config: Any,
+    n: int,
+    seed: int,
+    steps: int | None,
+    device: str | None,
+    path: Path,
+) -> Path:
+    from tasks import get_task
+    from tfg_search.cli.images import save_samples
+    from tfg_search.run.evaluation import evaluate
+
+    task = get_task(task_name, task_options)
+    result = evaluate(
+        task, target, config, n, seed, device=device, num_inference_steps=steps, return_samples=True
+    )
+    reference = None
+    if result.samples is not None and result.samples.dim() == 2:
+        try:
+            reference = task.reference(target)
+        except TFGSearchError:
+            reference = None
+    save_samples(result.samples, path, title=f"{task_name} target {target}", reference=reference)
+    return path
