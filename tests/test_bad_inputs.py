@@ -100,6 +100,15 @@ def assert_nothing_written(folder: Path, before: dict[str, tuple[int, int]], row
 # (args, text the error line must contain, whether the folder holds the study database)
 BAD: list[tuple[list[str], str, bool]] = [
     ([*S, "--mode", "clever"], "--mode must be one of reference, refined", False),
+    ([*S, "--sampler", "cmaes"], "--sampler must be one of beam, gp, tpe, random", False),
+    ([*S, "--sampler", ""], "--sampler is empty", False),
+    ([*S, "--sampler", "gp", "--rounds", "3"], "--rounds applies to --sampler beam", False),
+    ([*S, "--sampler", "tpe", "--mode", "refined", "--top-k", "3"], "--top-k, --mode applies", False),
+    ([*S, "--trials", "10"], "--trials applies to --sampler gp, tpe or random", False),
+    ([*S, "--wave", "4"], "--wave applies to --sampler gp, tpe or random", False),
+    ([*S, "--sampler", "gp", "--trials", "0"], "--trials must be an integer >= 1", False),
+    ([*S, "--sampler", "random", "--wave", "0"], "--wave must be an integer >= 1", False),
+    ([*S, "--sampler", "gp", "--seed-presets"], "(a warm start) applies to --sampler beam", False),
     ([*S, "--threads", "0"], "--threads must be an integer >= 1", False),
     ([*EV, "--threads", "0"], "--threads must be >= 1", False),
     ([*S, "--seed-presets", "--method", "dps"], "applies to method 'tfg' only", False),

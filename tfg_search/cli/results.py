@@ -93,6 +93,7 @@ def finish(
             "environment": report.counts.environment,
         },
         "wall_time_s": round(report.wall_time_s, 2),
+        "compute": report.compute,
         "files": {"search_plot": str(plot), "samples": str(grid)},
     }
     if as_json:
@@ -115,6 +116,11 @@ def finish(
     out.print(
         f"{c.beam} beam + {c.final} final trials ({c.failed} failed{extra}) in "
         f"{report.wall_time_s:.1f} s; study '{escape(report.study_name)}' in {escape(report.storage)}"
+    )
+    passes = report.compute.get("passes", {})
+    out.print(
+        f"compute: {passes.get('denoiser', 0):,} denoiser passes ({passes.get('denoiser_backward', 0):,} "
+        f"with backward), {passes.get('predictor', 0):,} predictor passes, over all the study's trials"
     )
     for reason in c.reasons[:3]:
         out.print(f"machine failure: {escape(reason[:300])}")

@@ -75,8 +75,10 @@ def search(
         None, "--final-samples", help="samples per final re-run (default: task's)"
     ),
     final_top: int = typer.Option(2, "--final-top", help="configurations re-run at full size (>= 1)"),
-    top_k: int = typer.Option(2, "--top-k", help="beam width"),
-    rounds: int = typer.Option(6, "--rounds", help="round limit (round 0 counts)"),
+    top_k: int | None = typer.Option(None, "--top-k", help="beam width (--sampler beam; default 2)"),
+    rounds: int | None = typer.Option(
+        None, "--rounds", help="round limit, round 0 counts (--sampler beam; default 6)"
+    ),
     n_recur: int | None = typer.Option(None, "--n-recur", help="recurrence (default: method's)"),
     n_iter: int | None = typer.Option(None, "--n-iter", help="mean-guidance steps (default: method's)"),
     n_mc: int | None = typer.Option(None, "--n-mc", help="Monte-Carlo samples (default: method's)"),
@@ -96,8 +98,19 @@ def search(
         help="warm start: the earlier methods' configurations (their searched best in this storage "
         "when known) join round 0",
     ),
-    mode: str = typer.Option(
-        "reference", "--mode", help="beam mode: reference (the paper's) | refined (also steps down)"
+    mode: str | None = typer.Option(
+        None,
+        "--mode",
+        help="beam mode (--sampler beam): reference (the paper's, the default) | refined (also steps down)",
+    ),
+    sampler: str = typer.Option(
+        "beam", "--sampler", help="beam (TFG's) | gp | tpe | random (Optuna's, on the same lattices)"
+    ),
+    trials: int | None = typer.Option(
+        None, "--trials", help="search trials of --sampler gp|tpe|random (default 32)"
+    ),
+    wave: int | None = typer.Option(
+        None, "--wave", help="trials --sampler gp|tpe|random asks at once (default 8)"
     ),
     threads: int | None = typer.Option(
         None, "--threads", help="torch threads of local evaluations (default: this process's CPU share)"
@@ -130,7 +143,7 @@ def search(
     from tfg_search.cli.results import finish
     from tfg_search.run.coordinator import hold_signals, run_search
     from tfg_search.run.executors import make_executor
-    from tfg_search.run.settings import SearchSettings
+    from tfg_search.run.settings import DEFAULT_TRIALS, DEFAULT_WAVE, SearchSettings
     from tfg_search.store.database import resolve_storage
 
     common.text("--task", task, "give a task name (see `tfg-search tasks`)")
@@ -155,6 +168,16 @@ def search(
         raise TFGSearchError("--gpus-per-trial and --cpus-per-trial must be finite numbers")
     if executor not in ("local", "ray"):
         raise TFGSearchError(f"unknown executor {executor!r}; choose local or ray")
+    common.text("--sampler", sampler, "choose beam, gp, tpe or random")
+    if sampler != "beam":
+        given = [
+            flag for flag, value in (("--top-k", top_k), ("--rounds", rounds), ("--mode", mode)) if value
+        ]
+        if given:
+            raise TFGSearchError(
+                f"{', '.join(given)} applies to --sampler beam; --sampler {sampler} runs --trials "
+                "trials in waves of --wave"
+            )
     settings = SearchSettings(
         task=task,
         target=target,
@@ -162,8 +185,8 @@ def search(
         samples=samples,
         final_samples=final_samples,
         final_top=final_top,
-        top_k=top_k,
-        rounds=rounds,
+        top_k=2 if top_k is None else top_k,
+        rounds=6 if rounds is None else rounds,
         n_recur=n_recur,
         n_iter=n_iter,
         n_mc=n_mc,
@@ -174,7 +197,10 @@ def search(
         search_schedules=search_schedules,
         seed=seed,
         seed_presets=seed_presets,
-        mode=mode,
+        mode=mode or "reference",
+        sampler=sampler,
+        trials=trials,
+        wave=wave,
         task_options=parse_options(task_option, "--task-option"),
     )
     if threads is not None and threads < 1:
@@ -197,7 +223,9 @@ def search(
     with _stopped_by_signals():  # from here on, Ctrl-C and SIGTERM end with exit code 130
         pool = make_executor(executor, **options)
         try:
-            with SearchProgress(rounds, quiet or as_json) as display:
+            waves = -(-(settings.trials or DEFAULT_TRIALS) // (settings.wave or DEFAULT_WAVE))
+            total = settings.rounds if sampler == "beam" else waves
+            with SearchProgress(total, quiet or as_json) as display:
                 report = run_search(settings, storage, study, pool, device, display)
         finally:
             with hold_signals():  # a second Ctrl-C must not cut the workers' shutdown short

@@ -74,6 +74,12 @@ def best(
     out.print(f"trial {payload['trial']} score {payload['score']:.4f}")
     out.print("config: " + ", ".join(f"{k}={v}" for k, v in payload["config"].items()))
     out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in payload["metrics"].items()))
+    spent = payload["compute"]
+    out.print(
+        f"compute: {spent['trials'].get('beam', 0)} search + {spent['trials'].get('final', 0)} final "
+        f"trials, {spent['passes']['denoiser']:,} denoiser and {spent['passes']['predictor']:,} "
+        f"predictor passes, {spent['wall_time_s']:.1f} s"
+    )
 
 
 def _write_error(file: Path, err: OSError) -> TFGSearchError:

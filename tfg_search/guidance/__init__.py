@@ -2,7 +2,8 @@
 
 * :mod:`tfg_search.guidance.config`: :class:`TFGConfig`, the earlier methods' presets (torch-free);
 * :mod:`tfg_search.guidance.schedules`: the increase / decrease / constant structures;
-* :mod:`tfg_search.guidance.sampler`: one guided step and the sampling loop over a DDIM chain.
+* :mod:`tfg_search.guidance.sampler`: one guided step and the sampling loop over a DDIM chain;
+* :mod:`tfg_search.guidance.passes`: the model passes a run needs (torch-free).
 
 The sampler's names are imported on first use (torch is not loaded by ``import tfg_search.guidance``).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from tfg_search.guidance.config import METHODS, STRUCTURES, TFGConfig, method_config
+from tfg_search.guidance.passes import PassCounts, pass_counts, sample_passes
 
 __all__ = [
     "METHODS",
@@ -23,9 +25,10 @@ __all__ = [
     "guided_sample_many",
     "method_config",
     "pass_counts",
+    "sample_passes",
 ]
 
-_SAMPLER_NAMES = ("PassCounts", "Structure", "guided_sample", "guided_sample_many", "pass_counts")
+_SAMPLER_NAMES = ("Structure", "guided_sample", "guided_sample_many")
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,7 @@ from searchers.beam import BeamPlan
 from tfg_search.guidance.config import STRUCTURES
 from tfg_search.run.objective import score
 from tfg_search.run.settings import ResolvedSettings
+from tfg_search.run.waves import WaveSearch, lattice_params, suggest_exponents
 from tfg_search.store.layout import BEAM, FINAL, final_marker, interrupted, told
 from tfg_search.store.record import TrialRecord, ranked, read
 from tfg_search.store.studies import SearchStudies
@@ -72,9 +73,13 @@ class Counts:
 
 
 def suggest(trial: optuna.Trial, resolved: ResolvedSettings) -> dict[str, Any]:
-    """Suggest one candidate's parameters (the beam sampler or an enqueued re-run fixes them)."""
+    """Suggest one candidate's parameters (the search's sampler or an enqueued re-run fixes them):
+    the lattice values for the beam sampler, the lattice exponents for Optuna's samplers
+    (:func:`tfg_search.run.waves.suggest_exponents`)."""
     params: dict[str, Any] = {}
     scheduled = set(resolved.schedule_params())
+    if resolved.sampler != "beam":
+        return suggest_exponents(trial, resolved.lattices(), scheduled)
     for name, lattice in resolved.lattices().items():
         params[name] = trial.suggest_float(name, lattice.low, lattice.cap, log=not lattice.zero)
         if name in scheduled:
@@ -87,7 +92,8 @@ class SearchBook:
 
     Args:
         studies: the search's studies; the search study's sampler is its
-            :class:`searchers.TFGBeamSampler`.
+            :class:`searchers.TFGBeamSampler`, or (``resolved.sampler`` gp, tpe, random) one of
+            Optuna's, run in waves (:class:`tfg_search.run.waves.WaveSearch`).
         resolved: the search's settings.
         device: the device every spec names (None: the worker's default).
     """
@@ -97,9 +103,12 @@ class SearchBook:
         self.resolved = resolved
         self.device = device
         sampler = studies.search.sampler
-        if not isinstance(sampler, TFGBeamSampler):
+        self.beam = resolved.sampler == "beam"
+        if self.beam and not isinstance(sampler, TFGBeamSampler):
             raise TypeError("the search study must be sampled by a searchers.TFGBeamSampler")
-        self.sampler: TFGBeamSampler = sampler
+        self.sampler: TFGBeamSampler | WaveSearch = (
+            sampler if self.beam else WaveSearch(resolved.sampler, resolved.trials, resolved.wave)  # type: ignore[arg-type,assignment]
+        )
 
     # -- reading ------------------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:
@@ -130,6 +139,10 @@ class SearchBook:
                 counts.failed += 1
         return counts
 
+    def point(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A trial's params as lattice values (Optuna's samplers suggest exponents)."""
+        return dict(params) if self.beam else lattice_params(params, self.resolved.lattices())
+
     # -- handing out ---------------------------------------------------------------------------
     def _spec(self, trial: optuna.Trial, params: dict[str, Any], role: str) -> TrialSpec:
         r = self.resolved
@@ -138,7 +151,7 @@ class SearchBook:
             trial.number,
             r.task,
             r.target,
-            r.config(params),
+            r.config(params if self.beam else lattice_params(params, r.lattices())),
             r.final_samples if final else r.samples,
             r.seed + 1 if final else r.seed,
             r.steps,
@@ -153,7 +166,8 @@ class SearchBook:
         is ever enqueued in a search study; :func:`searchers.optuna_internals.new_trial`).
         """
         study = self.studies.search
-        trial = optuna_internals.new_trial(study) if not self.studies.legacy else study.ask()
+        new = self.beam and not self.studies.legacy
+        trial = optuna_internals.new_trial(study) if new else study.ask()
         try:
             params = suggest(trial, self.resolved)
         except optuna.TrialPruned:
@@ -235,9 +249,9 @@ class SearchBook:
         storage, trial_id = optuna_internals.storage(study), optuna_internals.trial_id(trial)
         for key, value in marker.items():
             storage.set_trial_user_attr(trial_id, key, value)
-        if role == BEAM:
+        if role == BEAM and self.beam:
             TFGBeamSampler.requeue(study, trial.number)
-        else:
+        elif trial.state == TrialState.RUNNING:  # a wave search asks it again (not done)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
     def interrupt(self, pendings: Iterable[Pending], reason: str = FAILURE_INTERRUPTED) -> int:
@@ -264,7 +278,12 @@ class SearchBook:
                 if t.state == TrialState.RUNNING:
                     self.mark_interrupted(study, t, role, FAILURE_INTERRUPTED)
                     stale += 1
-                elif rec.retry_on_resume and role == BEAM and not self.sampler.is_requeued(study, t):
+                elif (
+                    self.beam
+                    and rec.retry_on_resume
+                    and role == BEAM
+                    and not self.sampler.is_requeued(study, t)  # type: ignore[union-attr]
+                ):
                     TFGBeamSampler.requeue(study, t.number)
                     retried += 1
         return stale, retried

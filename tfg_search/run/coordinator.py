@@ -43,7 +43,7 @@ from tfg_search.run.book import Counts, Pending, SearchBook
 from tfg_search.run.executors import Executor, LocalExecutor
 from tfg_search.run.settings import ResolvedSettings, SearchSettings
 from tfg_search.store.database import redact, resolve_storage
-from tfg_search.store.layout import BEAM, FINAL, LAYOUT, STUDY_ATTR, StudyInfo, search_study_name
+from tfg_search.store.layout import BEAM, FINAL, LAYOUT, STUDY_ATTR, StudyInfo, compute, search_study_name
 from tfg_search.store.lease import StudyLease
 from tfg_search.store.record import ranked, read
 from tfg_search.store.studies import SearchStudies, load_search, open_storage
@@ -111,6 +111,8 @@ class SearchReport:
     wall_time_s: float
     resumed: bool
     top: list[dict[str, Any]] = field(default_factory=list)
+    compute: dict[str, Any] = field(default_factory=dict)
+    """What the whole study spent (:func:`tfg_search.store.layout.compute`: trials, passes, wall time)."""
 
     @property
     def n_beam(self) -> int:
@@ -141,9 +143,16 @@ def versions() -> dict[str, str]:
     }
 
 
-def make_sampler(resolved: ResolvedSettings, warm_start: Sequence[dict[str, Any]] = ()) -> TFGBeamSampler:
-    """The beam sampler a study of these settings uses (``warm_start``: the presets' points fixed
-    when the study was created, see :mod:`tfg_search.run.warm_start`)."""
+def make_sampler(
+    resolved: ResolvedSettings, warm_start: Sequence[dict[str, Any]] = ()
+) -> optuna.samplers.BaseSampler:
+    """The sampler of the search study of these settings: the beam sampler (``warm_start``: the
+    presets' points fixed when the study was created, see :mod:`tfg_search.run.warm_start`), or
+    Optuna's GP-BO, TPE or random search (:mod:`tfg_search.run.waves`)."""
+    if resolved.sampler != "beam":
+        from tfg_search.run.waves import make_optuna_sampler
+
+        return make_optuna_sampler(resolved.sampler, resolved.seed)
     seeds = [*resolved.seed_configs, *(w["params"] for w in warm_start)]
     return TFGBeamSampler(
         space=resolved.lattices(),
@@ -292,7 +301,7 @@ class Coordinator:
                         "number": pending.number,
                         "role": pending.role,
                         "round": pending.round,
-                        "params": pending.params,
+                        "params": self.book.point(pending.params),
                         "value": value,
                         "error": outcome.error if value is None else None,
                         "samples": pending.spec.samples,
@@ -370,7 +379,7 @@ class Coordinator:
                 "trial": r.number,
                 "role": r.role,
                 "score": r.value,
-                "params": dict(r.params),
+                "params": self.book.point(r.params),
                 "metrics": dict(r.metrics or {}),
             }
             for r in (ranked(records, FINAL) or ranked(records, BEAM))[:5]
@@ -387,6 +396,7 @@ class Coordinator:
             wall_time_s=time.perf_counter() - start,
             resumed=resumed,
             top=top,
+            compute=compute(vars(r) for r in records),
         )
 
 

@@ -27,12 +27,21 @@ from tfg_search.run.objective import check_objective
 TFG_PARAMS = ("rho", "mu", "gamma")
 """What the TFG search varies; a baseline method varies one "strength"."""
 
-EXTENDABLE = ("rounds", "final_top")
+EXTENDABLE = ("rounds", "final_top", "trials")
 """Settings a study may be continued with larger values of (the beam is deterministic: the first
 rounds are the stored ones and only the new rounds / re-runs run). They are not in the study name."""
 
 MODES = ("reference", "refined")
 """Beam modes (:data:`searchers.beam.MODES`, docs/searchers.md)."""
+
+SAMPLERS = ("beam", "gp", "tpe", "random")
+"""What proposes a search's candidates: the TFG beam sampler (:class:`searchers.TFGBeamSampler`,
+in its ``mode``), or Optuna's Gaussian-process BO, TPE or random search over the same lattices
+(their exponents; docs/search.md), in waves of ``wave`` trials asked at once."""
+DEFAULT_TRIALS = 32
+"""Search trials of ``--sampler gp|tpe|random`` when ``--trials`` is not given."""
+DEFAULT_WAVE = 8
+"""Trials ``--sampler gp|tpe|random`` ask at once (one wave of parallel workers)."""
 
 
 def _count(name: str, value: object, minimum: int = 1) -> None:
@@ -64,6 +73,10 @@ class SearchSettings:
             (:func:`tfg_search.run.warm_start.preset_seeds`; fixed when the study is created).
         mode: "reference" (the paper's beam) or "refined" (:data:`MODES`).
         task_options: options of the task (e.g. the ``custom`` task's model folder).
+        sampler: :data:`SAMPLERS` (the beam, or one of Optuna's: then ``trials`` and ``wave``
+            apply instead of ``top_k``, ``rounds`` and ``mode``).
+        trials: search trials of an Optuna sampler (default :data:`DEFAULT_TRIALS`).
+        wave: trials an Optuna sampler asks at once (default :data:`DEFAULT_WAVE`).
     """
 
     task: str
@@ -87,6 +100,9 @@ class SearchSettings:
     seed_presets: bool = False
     mode: str = "reference"
     task_options: Mapping[str, str] | None = None
+    sampler: str = "beam"
+    trials: int | None = None
+    wave: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -122,6 +138,16 @@ class SearchSettings:
             raise SettingError("seed_configs", "(warm start from presets) applies to method 'tfg' only")
         if self.mode not in MODES:
             raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.sampler not in SAMPLERS:
+            raise SettingError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        for name in ("trials", "wave"):
+            value = getattr(self, name)
+            if value is not None:
+                _count(name, value)
+                if self.sampler == "beam":
+                    raise SettingError(name, "applies to --sampler gp, tpe or random (the beam has rounds)")
+        if self.sampler != "beam" and (self.seed_configs or self.seed_presets):
+            raise SettingError("seed_presets", "(a warm start) applies to --sampler beam only")
 
     def resolve(self, task: Any) -> ResolvedSettings:
         """Fill the defaults from ``task`` (its steps, sample counts, objective, lattices) and the method."""
@@ -166,6 +192,9 @@ class SearchSettings:
             seed_configs=[dict(c) for c in self.seed_configs],
             seed_presets=self.seed_presets,
             mode=self.mode,
+            sampler=self.sampler,
+            trials=None if self.sampler == "beam" else (self.trials or DEFAULT_TRIALS),
+            wave=None if self.sampler == "beam" else (self.wave or DEFAULT_WAVE),
         )
 
 
@@ -218,9 +247,22 @@ class ResolvedSettings:
     seed_configs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     seed_presets: bool = False
     mode: str = "reference"
+    sampler: str = "beam"
+    trials: int | None = None
+    wave: int | None = None
 
-    _NEW_DEFAULTS: ClassVar[dict[str, Any]] = {"seed_configs": [], "seed_presets": False, "mode": "reference"}
+    _NEW_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "seed_configs": [],
+        "seed_presets": False,
+        "mode": "reference",
+        "sampler": "beam",
+        "trials": None,
+        "wave": None,
+    }
     """Settings added after the first release, with the value a study without them had."""
+    _ADDED_IN_0_3: ClassVar[tuple[str, ...]] = ("sampler", "trials", "wave")
+    """Settings added since tfg-search 0.2: left out of the identity at their defaults, so that
+    studies made by 0.2 keep their names."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples become lists), as stored in the study's user attrs."""
@@ -230,6 +272,9 @@ class ResolvedSettings:
         data = self.to_dict()
         for key in EXTENDABLE:
             data.pop(key)
+        for key in self._ADDED_IN_0_3:
+            if key not in EXTENDABLE and data.get(key) == self._NEW_DEFAULTS[key]:
+                data.pop(key)
         return data
 
     @property

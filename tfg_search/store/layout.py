@@ -38,11 +38,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tfg_search.guidance.config import TFGConfig
+from tfg_search.guidance.passes import PASS_KINDS, sample_passes
 from tfg_search.trial import FAILURE_INTERRUPTED, FAILURE_TRIAL, TrialOutcome, TrialSpec
 
 STUDY_ATTR = "tfg_search"
@@ -75,10 +76,11 @@ _FIELDS = (
     "device",
     "node",
     "attempts",
+    "passes",
 )
 # Layout 1 stored each field but "failure" as its own user attr, under the same names (an "error"
 # of "interrupted" meant an interrupted trial, any other error a failed configuration).
-_LEGACY_KEYS = tuple(name for name in _FIELDS if name != "failure")
+_LEGACY_KEYS = tuple(name for name in _FIELDS if name not in ("failure", "passes"))
 
 
 def search_study_name(name: str) -> str:
@@ -227,7 +229,40 @@ def told(
         device=outcome.device,
         node=outcome.node,
         attempts=outcome.attempts,
+        passes=sample_passes(spec.config, spec.steps, spec.samples),
     )
+
+
+def passes_of(fields: Mapping[str, Any]) -> dict[str, int] | None:
+    """The model passes a told trial spent (:func:`tfg_search.guidance.passes.sample_passes`):
+    as stored, or (a trial of an earlier version, which did not store them) from its configuration,
+    steps and samples; None for a trial that has not run (no configuration yet, or interrupted)."""
+    stored = fields.get("passes")
+    if isinstance(stored, Mapping):
+        return {kind: int(stored.get(kind, 0)) for kind in PASS_KINDS}
+    config, steps, samples = fields.get("config"), fields.get("steps"), fields.get("samples")
+    if fields.get("failure") == FAILURE_INTERRUPTED or not config or not steps or not samples:
+        return None
+    return sample_passes(TFGConfig.from_dict(config), int(steps), int(samples))
+
+
+def compute(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a search spent, from its trials' record fields: told trials by role, their model
+    passes summed (:func:`passes_of`), and their wall time (what ``tfg-search best --json`` and
+    the search summary report as ``compute``)."""
+    trials = {BEAM: 0, FINAL: 0}
+    total = dict.fromkeys(PASS_KINDS, 0)
+    wall = 0.0
+    for fields in records:
+        spent = fields.get("passes")
+        if spent is None:
+            continue
+        role = fields.get("role") or BEAM
+        trials[role] = trials.get(role, 0) + 1
+        for kind in PASS_KINDS:
+            total[kind] += int(spent.get(kind, 0))
+        wall += float(fields.get("wall_time_s") or 0.0)
+    return {"trials": trials, "passes": total, "wall_time_s": round(wall, 2)}
 
 
 def interrupted(fields: Any, role: str, reason: str) -> dict[str, Any]:
@@ -273,6 +308,7 @@ def record_fields(user_attrs: Mapping[str, Any], *, failed: bool, role: str | No
             error = fields.get("error")
             fields["failure"] = FAILURE_INTERRUPTED if error == FAILURE_INTERRUPTED else FAILURE_TRIAL
     fields["role"] = fields.get("role") or role
+    fields["passes"] = passes_of(fields)
     return fields
 
 

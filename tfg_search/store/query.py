@@ -44,6 +44,7 @@ from tfg_search.store.layout import (
     STUDY_ATTR,
     TRIAL_ATTR,
     StudyInfo,
+    compute,
     record_fields,
 )
 
@@ -206,8 +207,10 @@ def payload(
     config: Any,
     metrics: Mapping[str, float] | None,
     samples: int | None,
+    compute: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """What ``tfg-search best --json`` prints (and ``export`` writes) for a search's best trial."""
+    """What ``tfg-search best --json`` prints (and ``export`` writes) for a search's best trial,
+    with what the whole search spent (:func:`tfg_search.store.layout.compute`)."""
     return {
         "study": study,
         "task": info.task,
@@ -222,6 +225,7 @@ def payload(
         "config": config,
         "metrics": metrics or {},
         "samples": samples,
+        "compute": dict(compute),
     }
 
 
@@ -331,6 +335,7 @@ def _optuna_best(storage: str | None, study_name: str) -> dict[str, Any]:
     from tfg_search.store.studies import load_search
 
     studies = load_search(storage, study_name)
+    records = studies.records()
     found = studies.best()
     return payload(
         studies.name,
@@ -342,6 +347,7 @@ def _optuna_best(storage: str | None, study_name: str) -> dict[str, Any]:
         config=found.config,
         metrics=found.metrics,
         samples=found.samples,
+        compute=compute(vars(r) for r in records),
     )
 
 
@@ -404,6 +410,7 @@ def _direct_best(url: str | None, study_name: str) -> dict[str, Any]:
             config=fields["config"],
             metrics=fields["metrics"],
             samples=fields["samples"],
+            compute=compute(_all_fields(db, parts)),
         )
 
 
@@ -424,10 +431,31 @@ _CANDIDATES = (
     "WHERE t.study_id IN :ids AND t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE'"
 )
 _TRIAL_ATTRS = "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :id"
+_ALL_ATTRS = (
+    "SELECT t.trial_id, t.study_id, t.state, a.key, a.value_json FROM trials t "
+    "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id WHERE t.study_id IN :ids "
+    "ORDER BY t.trial_id"
+)
 _PARAMS = (
     "SELECT param_name, param_value, distribution_json FROM trial_params WHERE trial_id = :id "
     "ORDER BY param_id"
 )
+
+
+def _all_fields(db: _Reader, parts: Sequence[tuple[int, str | None]]) -> list[dict[str, Any]]:
+    """The record fields of every trial of the studies ``parts`` (study id, default role), decoded
+    as :func:`tfg_search.store.record.read` decodes them, in one query."""
+    roles = dict(parts)
+    attrs: dict[int, dict[str, Any]] = {}
+    meta: dict[int, tuple[int, bool]] = {}
+    for trial_id, study_id, state, key, value in db.rows(_ALL_ATTRS, ids=list(roles)):
+        meta[int(trial_id)] = (int(study_id), str(getattr(state, "name", state)) == "FAIL")
+        if key is not None:
+            attrs.setdefault(int(trial_id), {})[str(key)] = json.loads(value)
+    return [
+        record_fields(attrs.get(trial_id, {}), failed=failed, role=roles[study_id])
+        for trial_id, (study_id, failed) in meta.items()
+    ]
 
 
 def _check_schema(db: _Reader) -> None:

@@ -12,7 +12,7 @@ Example:
     >>> trial = study.ask()
     >>> for key, value in record(role="beam", round=0, config={"rho": 0.5}, samples=64).items():
     ...     trial.set_user_attr(key, value)
-    >>> study.tell(trial, 0.5)
+    >>> _ = study.tell(trial, 0.5)
     >>> read_all(study)[0].role, best(read_all(study)).value
     ('beam', 0.5)
 """
@@ -53,6 +53,8 @@ class TrialRecord:
         error: why the trial failed (FAIL trials).
         failure: FAILURE_TRIAL, FAILURE_ENVIRONMENT or FAILURE_INTERRUPTED for FAIL trials.
         wall_time_s, device, node, attempts: where and how long it ran.
+        passes: the model passes it spent (:func:`tfg_search.store.layout.passes_of`; None before
+            it ran).
     """
 
     number: int
@@ -74,6 +76,7 @@ class TrialRecord:
     device: str | None = None
     node: str | None = None
     attempts: int | None = None
+    passes: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,128 @@
+"""Optuna's own samplers on a search's lattices, in waves: ``tfg-search search --sampler gp|tpe|random``.
+
+So that a user can check on their own task what the TFG beam sampler buys, a search can instead
+run Optuna's :class:`~optuna.samplers.GPSampler` (Gaussian-process BO), :class:`~optuna.samplers.
+TPESampler` or :class:`~optuna.samplers.RandomSampler` over the same space, with the same study
+layout, final re-runs, summary and queries. Each sampler suggests every searched parameter's
+lattice exponent (``suggest_int("<name>_exponent", ...)``, -1 for 0 where the lattice has it:
+:func:`suggest_exponents`) and, where schedules are searched, its structure; the configuration of
+a trial is the lattice point.
+
+Trials are asked in *waves* of ``wave`` (what ``wave`` parallel workers run at once): a wave is
+handed out whole, evaluated, and told before the next one is asked; the samplers see the wave's
+trials as running meanwhile (TPE with its constant liar, GP-BO with its batch acquisition over the
+running trials). The search stops once ``trials`` trials are done.
+
+Example:
+    >>> study = optuna.create_study(direction="maximize", sampler=make_optuna_sampler("random", 0))
+    >>> WaveSearch("random", trials=16, wave=8).plan(study).pending
+    8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from searchers import Lattice
+from searchers.beam import BeamPlan
+from tfg_search.guidance.config import STRUCTURES
+from tfg_search.trial import RETRIED_ON_RESUME
+
+EXPONENT = "_exponent"
+"""Suffix of the parameter an Optuna sampler suggests for each lattice (its exponent)."""
+
+
+def make_optuna_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler ``kind`` ("gp", "tpe" or "random") as a wave search uses it."""
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown Optuna sampler {kind!r}; choose gp, tpe or random")
+
+
+def suggest_exponents(
+    trial: optuna.Trial, space: Mapping[str, Lattice], scheduled: set[str]
+) -> dict[str, Any]:
+    """Suggest each lattice's exponent (and a searched schedule); returns the trial's params."""
+    params: dict[str, Any] = {}
+    for name, lattice in space.items():
+        key = name + EXPONENT
+        params[key] = trial.suggest_int(key, lattice.lowest_exponent, lattice.size - 1)
+        if name in scheduled:
+            params[f"{name}_schedule"] = trial.suggest_categorical(f"{name}_schedule", list(STRUCTURES))
+    return params
+
+
+def lattice_params(params: Mapping[str, Any], space: Mapping[str, Lattice]) -> dict[str, Any]:
+    """Exponent params -> the lattice values (and schedules) of the configuration."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if name.endswith(EXPONENT) and name[: -len(EXPONENT)] in space:
+            out[name[: -len(EXPONENT)]] = space[name[: -len(EXPONENT)]].value(int(value))
+        else:
+            out[name] = value
+    return out
+
+
+def _counts(study: optuna.Study) -> tuple[int, int]:
+    """(trials done, trials running) of a search study; failures that are retried do not count."""
+    done = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            running += 1
+        elif t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not _retried(t)):
+            done += 1
+    return done, running
+
+
+def _retried(trial: FrozenTrial) -> bool:
+    from tfg_search.store.layout import record_fields
+
+    fields = record_fields(trial.user_attrs, failed=True, role=None)
+    return fields.get("failure") in RETRIED_ON_RESUME
+
+
+class WaveSearch:
+    """The search plan of an Optuna sampler run in waves (the part of a beam sampler that the
+    search's book uses: :meth:`plan`, :meth:`trial_round`, :attr:`seed_points`).
+
+    Args:
+        kind: "gp", "tpe" or "random".
+        trials: trials to run in all (failures of the environment and interruptions are redone).
+        wave: trials asked at once.
+
+    The Optuna sampler itself is the search study's (:func:`make_optuna_sampler`).
+    """
+
+    def __init__(self, kind: str, trials: int, wave: int) -> None:
+        self.kind = kind
+        self.trials = trials
+        self.wave = wave
+
+    seed_points: tuple[dict[str, Any], ...] = ()
+
+    def plan(self, study: optuna.Study) -> BeamPlan:
+        """Where the search stands: the current wave, what may be asked now, whether it is over."""
+        done, running = _counts(study)
+        pending = 0 if running else min(self.wave, self.trials - done)
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        top = sorted(complete, key=lambda t: (-float(t.value), t.number))  # type: ignore[arg-type]
+        return BeamPlan(
+            round=done // self.wave,
+            candidates=[],
+            pending=max(0, pending),
+            running=running,
+            exhausted=done >= self.trials,
+            beam=[t.number for t in top[:2]],
+        )
+
+    def trial_round(self, trial: Any) -> int:
+        """The wave a trial was asked in (its number counts the trials asked before it)."""
+        return int(trial.number) // self.wave
