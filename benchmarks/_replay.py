@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 from _table import CHUNK, STEPS, Key, Table, config_of, final_seeds, metrics, score
+from _waves import Passes
 
 POOL_CHUNKS = 2
 """Chunk seeds 0..1: the part of every point's stream that the table holds for every point."""
@@ -37,31 +38,11 @@ EXTENSION_CHUNKS = 14
 """Chunk seeds 2..15: generated on demand (a point's first 32 + 224 samples in all)."""
 
 
-@dataclass(frozen=True)
-class Passes:
-    """Model passes of some evaluations, summed over samples, steps and recurrence rounds."""
-
-    denoiser: int = 0
-    denoiser_backward: int = 0
-    predictor: int = 0
-
-    def __add__(self, other: Passes) -> Passes:
-        return Passes(
-            self.denoiser + other.denoiser,
-            self.denoiser_backward + other.denoiser_backward,
-            self.predictor + other.predictor,
-        )
-
-
 def passes_of(key: Key, samples: int) -> Passes:
-    from tfg_search.guidance.sampler import pass_counts
+    """The model passes of an evaluation of ``key`` on ``samples`` samples."""
+    from tfg_search.guidance.passes import sample_passes
 
-    p = pass_counts(config_of(key), STEPS)  # type: ignore[arg-type]
-    return Passes(
-        (p.unet_forward + p.unet_forward_backward) * samples,
-        p.unet_forward_backward * samples,
-        p.predictor_forward_backward * samples,
-    )
+    return Passes(**sample_passes(config_of(key), STEPS, samples))  # type: ignore[arg-type]
 
 
 class MissingChunks(Exception):
@@ -87,6 +68,10 @@ class Oracle:
     table: Table
     target: str
     seed: int
+    lenient: bool = False
+    """Collect every missing chunk of a run in one pass: an evaluation that needs chunks the
+    table lacks is scored on the point's pool instead (a placeholder that keeps the run going;
+    a run that used one is replayed once the chunks are made)."""
     log: list[Evaluation] = field(default_factory=list)
     used: dict[Key, int] = field(default_factory=dict)
     missing: set[tuple[Key, int]] = field(default_factory=set)
@@ -112,11 +97,14 @@ class Oracle:
         need = {(key, s) for s in seeds if not self.table.has(key, s)}
         if need:
             self.missing |= need
-            raise MissingChunks(need)
-        chunks = self.table.chunks(key, seeds)
-        position = {s: i for i, s in enumerate(seeds)}
-        index = [position[s // CHUNK] * CHUNK + s % CHUNK for s in slots]
-        value = score(metrics(chunks.subset(index), self.target))
+            if not self.lenient:
+                raise MissingChunks(need)
+            value = pool_score(self.table, key, self.target)
+        else:
+            chunks = self.table.chunks(key, seeds)
+            position = {s: i for i, s in enumerate(seeds)}
+            index = [position[s // CHUNK] * CHUNK + s % CHUNK for s in slots]
+            value = score(metrics(chunks.subset(index), self.target))
         self.used[key] = start + samples
         self.log.append(Evaluation(key, samples, value, passes_of(key, samples)))
         return value
@@ -127,6 +115,12 @@ class Oracle:
         for e in self.log:
             total = total + e.passes
         return total
+
+    def fork(self) -> Oracle:
+        """An oracle that goes on from here independently (the same streams, its own position)."""
+        return Oracle(
+            self.table, self.target, self.seed, self.lenient, list(self.log), dict(self.used), self.missing
+        )
 
 
 def pool_score(table: Table, key: Key, target: str) -> float:

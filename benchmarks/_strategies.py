@@ -1,4 +1,5 @@
-"""Search strategies compared by the search benchmarks, on a finite grid of candidate keys.
+"""The grids, oracles and beam replays of ``guidance_quality.py`` (on the evaluation cache of
+``_cache.py``): search strategies on a finite grid of candidate keys.
 
 A :class:`GridSpace` is the benchmark's search space: lattices (with 0 where the lattice has it)
 and, for some parameters, the schedule structure. A *key* is one integer per parameter (its
@@ -9,9 +10,6 @@ batch), and count distinct keys evaluated.
 * :func:`beam`: the beam doubling search, replayed exactly as ``searchers.TFGBeamSampler`` plans it
   (``searchers.planner.plan_round``), on the sampler's own key space: the reference mode, the mode
   with 0 in the lattices and warm-start seeds, or the refined mode.
-* :func:`optuna_search`: Optuna's TPE, random search and Gaussian-process BO (``GPSampler``) on
-  the same grid (each exponent through ``suggest_int``, each structure through
-  ``suggest_categorical``); repeats cost nothing and do not count.
 """
 
 from __future__ import annotations
@@ -23,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from _cache import ChunkEvaluator
 
 from searchers import SCHEDULES, Lattice, TFGBeamSampler
+from tfg_search.guidance.config import TFGConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -108,15 +108,6 @@ class Run:
         return ranked[:n]
 
 
-def reevaluated(run: Run, second: Oracle, m: int, name: str) -> Run:
-    """``run`` with its ``m`` best re-evaluated once by ``second`` (another search seed, common to
-    them: a paired re-evaluation), ranked among themselves by the mean of both scores."""
-    top = run.top(m)
-    again = second(top)
-    estimate = {k: 0.5 * (run.evaluated[k] + v) for k, v in zip(top, again, strict=True)}
-    return Run(name, dict(run.evaluated), estimate, run.extra + len(top))
-
-
 def _finite(v: float) -> float:
     return v if math.isfinite(v) else -1e300
 
@@ -176,36 +167,55 @@ def beam(
     return run
 
 
-def optuna_search(space: GridSpace, oracle: Oracle, kind: str, budget: int, seed: int) -> Run:
-    """TPE, random or GP-BO over the grid until ``budget`` distinct keys are evaluated, or it has
-    asked ``10 x budget`` trials (a sampler that keeps proposing evaluated points, as GP-BO does
-    once a small grid is mostly evaluated, stops there: each of its asks refits the model)."""
-    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-    }
-    study = optuna.create_study(direction="maximize", sampler=samplers[kind]())
-    run = Run(kind)
-    budget = min(budget, space.size())
-    asked = 0
-    while run.evaluations < budget and asked < 10 * budget:
-        trial = study.ask()
-        asked += 1
-        ks = [
-            trial.suggest_int(f"k_{n}", space.lattices[n].lowest_exponent, space.lattices[n].size - 1)
-            for n in space.names
-        ]
-        ss = [
-            SCHEDULES.index(trial.suggest_categorical(f"{n}_schedule", list(SCHEDULES)))
-            for n in space.schedules
-        ]
-        key = (*ks, *ss)
-        if key not in run.evaluated:
-            run.evaluated[key] = oracle([key])[0]
-        v = run.evaluated[key]
-        if math.isfinite(v):
-            study.tell(trial, v)
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return run
+FINAL_SEED = 999
+"""Search seed of every final re-run: fresh noise, shared by all searches (paired finals)."""
+
+
+def z(init: float, factor: float, cap: float) -> Lattice:
+    return Lattice(init, factor, cap, zero=True)
+
+
+TASKS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "space": GridSpace(
+            {"rho": z(0.02, 2, 0.64), "mu": z(0.02, 2, 0.64), "gamma": z(0.01, 10, 1)}, schedules=("rho",)
+        ),
+        "targets": ["0", "1", "3", "5", "8"],
+        "samples": 32,
+        "final_samples": 128,
+        "steps": 10,
+    },
+    "shapes": {
+        "space": GridSpace({"rho": z(0.25, 2, 8), "mu": z(0.06, 2, 0.96), "gamma": z(0.01, 10, 0.1)}),
+        "targets": ["cyan-triangle", "yellow-triangle", "blue-square"],
+        "samples": 32,
+        "final_samples": 64,
+        "steps": 10,
+    },
+    "gmm2d": {
+        "space": GridSpace({"rho": z(0.002, 2, 0.032), "mu": z(0.002, 2, 0.032), "gamma": z(0.001, 10, 0.1)}),
+        "targets": ["3"],
+        "samples": 32,
+        "final_samples": 32,
+        "steps": 8,
+    },
+}
+
+
+class GridOracle:
+    """Scores of grid keys for one target and search seed, through the evaluation cache."""
+
+    def __init__(self, ev: ChunkEvaluator, target: str, base: Any, space: GridSpace, seed: int, chunks: int):
+        self.ev, self.target, self.base, self.space = ev, target, base, space
+        self.seed, self.chunks = seed, chunks
+        self.known: dict[Key, float] = {}
+
+    def config(self, key: Key) -> TFGConfig:
+        return self.base.config(self.space.params(key))
+
+    def __call__(self, keys: list[Key]) -> list[float]:
+        todo = [k for k in dict.fromkeys(keys) if k not in self.known]
+        if todo:
+            res = self.ev.evaluate(self.target, [(self.config(k), self.seed, self.chunks) for k in todo])
+            self.known.update({k: r.score for k, r in zip(todo, res, strict=True)})
+        return [self.known[k] for k in keys]

@@ -44,8 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cache import ChunkEvaluator
 from _common import print_table, write_json
-from _strategies import GridSpace, Key, beam
-from search_efficiency import FINAL_SEED, TASKS, GridOracle
+from _strategies import FINAL_SEED, TASKS, GridOracle, GridSpace, Key, beam
 
 from searchers import Lattice
 from tasks import get_task

@@ -1,38 +1,42 @@
-"""Which search finds the best guidance configuration for the fewest evaluations?
+"""Which search finds the best guidance configuration for the least compute, in fewest waves?
 
-For each task, target and search seed, every search runs on the same grid of candidates (the
-task's benchmark space: lattices with 0 ("off") and, on digits, the rho schedule structure as a
-dimension) with common random numbers (every candidate of a search on the same seed):
+Methods (``benchmarks/_waves.py``: the samplers a user runs, driven in waves of ``K`` parallel
+workers, each ending with the service's final re-runs of its two best configurations):
 
-* ``beam-reference``: the paper's beam (``TFGBeamSampler`` defaults: lattices without 0, start at
-  the lowest strengths, steps up only), top_k 2, 6 rounds;
-* ``beam-zero``: the same beam on lattices with 0 and the earlier methods' points (at the middle
-  of the task's strength lattice) in round 0 (``--seed-presets``);
-* ``beam-refined``: ``TFGBeamSampler(mode="refined")`` with the same lattices and seeds
-  (docs/searchers.md);
-* ``beam-reeval``: ``beam-refined``, then its ``REEVAL_TOP`` (6) best re-evaluated once on a second
-  search seed (common to the six: a paired re-evaluation) and ranked by the mean of both scores;
-  the re-evaluations count as evaluations;
-* ``tpe``, ``random``, ``gp``: Optuna's TPESampler, RandomSampler and GPSampler on the grid, with
-  as many distinct evaluations as the last beam variant run (``beam-reeval``: all its evaluations,
-  re-evaluations included) used on that target and seed.
+* ``rungs``: ``tfg-search search``'s default, ``TFGBeamSampler(mode="rungs")`` with the earlier
+  methods' configurations in its spread start (``searchers/rungs.py``);
+* ``beam``: the paper's beam (``--mode reference``), for context: it stops on its own, with
+  less compute;
+* ``gp``, ``tpe``, ``random``: Optuna's GPSampler, TPESampler and RandomSampler on the lattice
+  exponents, with as many model passes as ``rungs`` spent on the same target and seed (its search
+  samples in trials of ``samples``, the same finals); then ``--extra-waves`` more waves for the
+  anytime curve.
 
-Each search's two best configurations (by search score) are re-run on ``--final-samples`` fresh
-samples (one seed shared by all searches); the better re-run is the search's answer, reported as a
-fraction of the *grid best* (the best re-run of the grid's ``--grid-top`` configurations at search
-seed 0). Differences between methods are paired over (target, seed) with 95% t-intervals: a
-difference whose interval contains 0 is a tie.
+Tasks:
 
-Evaluations are cached (``benchmarks/results/cache/``, see ``_cache.py``): a run that is stopped
-resumes where it was, and new strategies cost nothing once a grid is evaluated
-(``--full-grid`` evaluates the whole grid at every search seed up front, in big batches).
+* ``shapes`` (the task that discriminates): replayed on the tabular benchmark of
+  ``benchmarks/_table.py`` (every point of the grid judged per sample at the task's 50 steps;
+  ``_replay.py``: how an evaluation reads its samples). Each answer and each incumbent is judged
+  on 256 samples of the table's final seeds (the same for every point: paired), against a
+  *reference that no method can beat*: the best judged score among the grid's 16 best points
+  (by their 32-sample pool score) and every point any method answered or held; its own noise is
+  its score's spread over two more reseeds of 256 samples.
+* ``digits`` (at its own 50 steps, live through the evaluation cache of ``_cache.py``): judged on
+  512 fresh samples (the task's final size), as a fraction of the best judged answer.
+* ``gmm2d`` (``--quick``, the smoke test): live, tiny.
+
+Reported per method: mean and minimum fraction of the reference, model passes (denoiser and
+predictor) and waves at the answer, ``waves_to_0.98`` (the first wave at which the mean over
+runs of the incumbents' fractions reaches 0.98; Optuna's samplers continue past their budget for
+it), and paired differences of the answers with 95% t-intervals.
 
 Run:
-    python benchmarks/search_efficiency.py --tasks digits --full-grid
-    python benchmarks/search_efficiency.py --tasks shapes --targets cyan-triangle,yellow-triangle,blue-square
-    python benchmarks/search_efficiency.py --quick                # < 2 min smoke configuration
+    python benchmarks/search_efficiency.py --tasks shapes             # the table; builds what it lacks
+    python benchmarks/search_efficiency.py --tasks digits
+    python benchmarks/search_efficiency.py --quick                     # < 2 min smoke configuration
 
-Prints tables and writes benchmarks/results/search_efficiency.json (``--out`` elsewhere).
+Prints tables and writes benchmarks/results/search_efficiency.json and
+docs/img/search-efficiency.png (``--out`` / ``--plot`` elsewhere).
 """
 
 from __future__ import annotations
@@ -42,316 +46,550 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cache import ChunkEvaluator
 from _common import print_table, write_json
-from _strategies import GridSpace, Key, Run, beam, optuna_search, reevaluated
+from _waves import METHODS, OPTUNA, Key, Passes, Run, optuna_sampler, tfg_sampler
 
 from searchers import Lattice
-from tfg_search.guidance.config import TFGConfig, search_point
-from tfg_search.run.settings import SearchSettings
-from tfg_search.run.warm_start import PRESET_METHODS, default_strength
+from searchers.rungs import RungSchedule
 
-FINAL_SEED = 999
-"""Search seed of every final re-run: fresh noise, shared by all searches (paired finals)."""
-METHODS = ("beam-reference", "beam-zero", "beam-refined", "beam-reeval", "tpe", "random", "gp")
-REEVAL_TOP = 6
-"""``beam-reeval``: how many of ``beam-refined``'s best are re-evaluated on a second search seed."""
-REEVAL_SEED = 100
-"""``beam-reeval`` re-evaluates on search seed ``REEVAL_SEED + seed``."""
-
-
-def z(init: float, factor: float, cap: float) -> Lattice:
-    return Lattice(init, factor, cap, zero=True)
-
-
-TASKS: dict[str, dict[str, Any]] = {
-    "digits": {
-        "space": GridSpace(
-            {"rho": z(0.02, 2, 0.64), "mu": z(0.02, 2, 0.64), "gamma": z(0.01, 10, 1)}, schedules=("rho",)
-        ),
-        "targets": ["0", "1", "3", "5", "8"],
-        "samples": 32,
-        "final_samples": 128,
-        "steps": 10,
-    },
-    "shapes": {
-        "space": GridSpace({"rho": z(0.25, 2, 8), "mu": z(0.06, 2, 0.96), "gamma": z(0.01, 10, 0.1)}),
-        "targets": ["cyan-triangle", "yellow-triangle", "blue-square"],
-        "samples": 32,
-        "final_samples": 64,
-        "steps": 10,
-    },
-    "gmm2d": {
-        "space": GridSpace({"rho": z(0.002, 2, 0.032), "mu": z(0.002, 2, 0.032), "gamma": z(0.001, 10, 0.1)}),
-        "targets": ["3"],
-        "samples": 32,
-        "final_samples": 32,
-        "steps": 8,
-    },
-}
+ROOT = Path(__file__).resolve().parents[1]
+K = 8
+"""Parallel workers: trials per wave."""
+FRACTION_GOAL = 0.98
+FINAL_TOP = 2
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class GridOracle:
-    """Scores of grid keys for one target and search seed, through the evaluation cache."""
+@dataclass
+class TaskSetup:
+    """How one task is benchmarked."""
 
-    def __init__(self, ev: ChunkEvaluator, target: str, base: Any, space: GridSpace, seed: int, chunks: int):
-        self.ev, self.target, self.base, self.space = ev, target, base, space
-        self.seed, self.chunks = seed, chunks
-        self.known: dict[Key, float] = {}
-
-    def config(self, key: Key) -> TFGConfig:
-        return self.base.config(self.space.params(key))
-
-    def __call__(self, keys: list[Key]) -> list[float]:
-        todo = [k for k in dict.fromkeys(keys) if k not in self.known]
-        if todo:
-            res = self.ev.evaluate(self.target, [(self.config(k), self.seed, self.chunks) for k in todo])
-            self.known.update({k: r.score for k, r in zip(todo, res, strict=True)})
-        return [self.known[k] for k in keys]
+    space: dict[str, Lattice]
+    targets: list[str]
+    samples: int
+    """Samples of a search trial of Optuna's samplers and the beam (the task's search samples)."""
+    unit: int
+    """Samples of a rung-0 evaluation of the rung search (half the task's search samples)."""
+    final_samples: int
+    presets: list[Key] = field(default_factory=list)
+    """The earlier methods' points in the rung search's spread start."""
 
 
-def preset_seeds(task: Any) -> list[dict[str, Any]]:
-    """The earlier methods' points at the middle of the task's strength lattice."""
-    s = default_strength(task)
-    return [search_point(TFGConfig.preset(m, s)) for m in PRESET_METHODS]
+def shapes_setup() -> TaskSetup:
+    from _table import GRID
+    from shapes_table import LADDER_PAIRS
+
+    return TaskSetup(dict(GRID), list(LADDER_PAIRS), 32, 16, 128, preset_keys("shapes", GRID))
 
 
-def paired(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean of a - b with a 95% t-interval (pairs: same target and seed)."""
-    d = [x - y for x, y in zip(a, b, strict=True)]
+def digits_setup() -> TaskSetup:
+    from tasks.digits import DIGITS_SPACE
+
+    space = {n: Lattice(lat.init, lat.factor, lat.cap, zero=True) for n, lat in DIGITS_SPACE.items()}
+    return TaskSetup(space, ["0", "1", "3", "5", "8"], 64, 32, 512, preset_keys("digits", space))
+
+
+def gmm_setup() -> TaskSetup:
+    z = lambda *a: Lattice(*a, zero=True)  # noqa: E731
+    space = {"rho": z(0.002, 2, 0.032), "mu": z(0.002, 2, 0.032), "gamma": z(0.001, 10, 0.1)}
+    return TaskSetup(space, ["3"], 32, 16, 32, preset_keys("gmm2d", space))
+
+
+def preset_keys(task_name: str, space: dict[str, Lattice]) -> list[Key]:
+    """The earlier methods' configurations at the task's middle strength, as lattice keys (what
+    ``--seed-presets`` adds to a search without stored searches of them)."""
+    from tasks import get_task
+    from tfg_search.guidance.config import TFGConfig, search_point
+    from tfg_search.run.warm_start import PRESET_METHODS, default_strength
+
+    s = default_strength(get_task(task_name))
+    keys = []
+    for method in PRESET_METHODS:
+        point = search_point(TFGConfig.preset(method, s))
+        key = tuple(space[n].nearest(float(point.get(n, 0.0))) for n in space)
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+# -- oracles --------------------------------------------------------------------------------------
+
+
+class LiveOracle:
+    """Evaluations made on demand through the evaluation cache (digits, gmm2d).
+
+    The n-th evaluation of any point draws the chunks of evaluation seed ``base + n`` (common
+    random numbers: every point's n-th look has the same noise; a re-evaluation has fresh noise).
+    """
+
+    def __init__(self, ev: Any, target: str, seed: int, space: dict[str, Lattice], structure: Any) -> None:
+        self.ev, self.target, self.seed, self.space, self.structure = ev, target, seed, space, structure
+        self.used: dict[Key, int] = {}
+        self.spent = Passes()
+
+    def config(self, key: Key) -> Any:
+        return self.structure.config(
+            {n: self.space[n].value(k) for n, k in zip(self.space, key, strict=True)}
+        )
+
+    def evaluate(self, key: Key, samples: int) -> float:
+        from tfg_search.guidance.passes import sample_passes
+
+        n = self.used.get(key, 0)
+        self.used[key] = n + 1
+        config = self.config(key)
+        result = self.ev.evaluate_one(
+            self.target, config, 10_000 + 100 * self.seed + n, samples // self.ev.chunk
+        )
+        self.spent = self.spent + Passes(**sample_passes(config, self.ev.steps, samples))
+        return result.score
+
+    @property
+    def passes(self) -> Passes:
+        return self.spent
+
+    def fork(self) -> LiveOracle:
+        other = LiveOracle(self.ev, self.target, self.seed, self.space, self.structure)
+        other.used, other.spent = dict(self.used), self.spent
+        return other
+
+
+JUDGE_SEED = 999
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def run_method(
+    method: str,
+    oracle: Any,
+    setup: TaskSetup,
+    seed: int,
+    budget: int | None,
+    extra_waves: int,
+) -> Run:
+    """One search of ``method`` (Optuna's samplers: ``budget`` search samples)."""
+    if method == "rungs":
+        return tfg_sampler(
+            oracle,
+            setup.space,
+            mode="rungs",
+            seed=seed,
+            unit=setup.unit,
+            workers=K,
+            final_top=FINAL_TOP,
+            final_samples=setup.final_samples,
+            schedule=RungSchedule(wave=K),
+            seeds=setup.presets,
+        )
+    if method == "beam":
+        return tfg_sampler(
+            oracle,
+            setup.space,
+            mode="reference",
+            seed=seed,
+            unit=setup.samples,
+            workers=K,
+            final_top=FINAL_TOP,
+            final_samples=setup.final_samples,
+        )
+    assert budget is not None
+    return optuna_sampler(
+        method,
+        oracle,
+        setup.space,
+        seed=seed,
+        samples=setup.samples,
+        workers=K,
+        trials=max(1, round(budget / setup.samples)),
+        final_top=FINAL_TOP,
+        final_samples=setup.final_samples,
+        extra_waves=extra_waves,
+    )
+
+
+def search_samples(run: Run, setup: TaskSetup, steps: int) -> int:
+    """Samples a run's search spent (its passes less the finals', per step)."""
+    finals = FINAL_TOP * setup.final_samples
+    return run.waves[-1].passes.denoiser // steps - finals if run.waves else 0
+
+
+def run_all(
+    methods: list[str],
+    setup: TaskSetup,
+    target: str,
+    seeds: list[int],
+    make_oracle: Callable[[int], Any],
+    steps: int,
+    extra_waves: int,
+) -> dict[tuple[str, int], Run]:
+    """Every method on every seed; Optuna's samplers get the rung search's search samples."""
+    runs: dict[tuple[str, int], Run] = {}
+    for seed in seeds:
+        budget = None
+        for method in ["rungs", *[m for m in methods if m != "rungs"]]:
+            if method not in methods and method != "rungs":
+                continue
+            t0 = time.perf_counter()
+            run = run_method(method, make_oracle(seed), setup, seed, budget, extra_waves)
+            if method == "rungs":
+                budget = search_samples(run, setup, steps)
+            runs[(method, seed)] = run
+            log(
+                f"{target} seed {seed} {method}: answer {run.answer}, {run.evaluations} evaluations, "
+                f"{run.passes.denoiser:,} denoiser passes, {len(run.waves)} waves "
+                f"({time.perf_counter() - t0:.1f} s)"
+            )
+    return {k: v for k, v in runs.items() if k[0] in methods}
+
+
+# -- judging and summaries ------------------------------------------------------------------------
+
+
+def t_interval(d: list[float]) -> dict[str, float]:
+    """Mean of ``d`` with its 95% t-interval."""
     mean = statistics.mean(d)
     if len(d) < 2:
         return {"mean": mean, "low": mean, "high": mean}
-    half = 2.0 * statistics.stdev(d) / math.sqrt(len(d))  # t(0.975, ~14 df) ~ 2.1; 2.0 for n >= 30
-    if len(d) < 30:
-        half *= {2: 6.35, 3: 2.15, 4: 1.59, 5: 1.39, 6: 1.28, 7: 1.22, 8: 1.18}.get(len(d), 1.07)
+    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}
+    q = t.get(len(d), 2.11 if len(d) <= 18 else 2.0)
+    half = q * statistics.stdev(d) / math.sqrt(len(d))
     return {"mean": mean, "low": mean - half, "high": mean + half}
 
 
-def run_target(ev: ChunkEvaluator, task_name: str, target: str, args: argparse.Namespace) -> dict[str, Any]:
-    cfg = TASKS[task_name]
-    space: GridSpace = cfg["space"]
-    base = SearchSettings(task=task_name, target=target, steps=ev.steps).resolve(ev.task)
-    chunks = cfg["samples"] // ev.chunk
-    final_chunks = cfg["final_samples"] // ev.chunk
-    reference_space = {n: Lattice(lat.init, lat.factor, lat.cap) for n, lat in space.lattices.items()}
-    seeds_cfg = preset_seeds(ev.task)
-    t0 = time.perf_counter()
-    keys = space.keys()
-    grid0 = GridOracle(ev, target, base, space, 0, chunks)
-    grid0(keys)
-    ev.flush()
-    log(f"{task_name} {target}: grid of {len(keys)} at seed 0 in {time.perf_counter() - t0:.0f} s")
-    grid_run = Run("grid", dict(grid0.known))
-    finals: dict[Key, float] = {}
-
-    def final_scores(wanted: list[Key]) -> None:
-        todo = [k for k in dict.fromkeys(wanted) if k not in finals]
-        if todo:
-            res = ev.evaluate(target, [(grid0.config(k), FINAL_SEED, final_chunks) for k in todo])
-            finals.update({k: r.score for k, r in zip(todo, res, strict=True)})
-
-    final_scores(grid_run.top(args.grid_top))
-    grid_best_key = max(grid_run.top(args.grid_top), key=lambda k: finals[k])
-    grid_best = finals[grid_best_key]
-    records = []
-    for seed in args.seeds:
-        oracle = grid0 if seed == 0 else GridOracle(ev, target, base, space, seed, chunks)
-        if args.full_grid and seed != 0:
-            oracle(keys)
-            ev.flush()
-        runs = [
-            beam(space, oracle, "beam-reference", sampler_space=reference_space),
-            beam(space, oracle, "beam-zero", seeds=seeds_cfg),
-        ]
-        if "beam-refined" in args.methods or "beam-reeval" in args.methods:
-            runs.append(beam(space, oracle, "beam-refined", seeds=seeds_cfg, mode="refined"))
-        if "beam-reeval" in args.methods:
-            second = GridOracle(ev, target, base, space, REEVAL_SEED + seed, chunks)
-            runs.append(reevaluated(runs[-1], second, REEVAL_TOP, "beam-reeval"))
-        budget = runs[-1].total_evaluations
-        for kind in ("tpe", "random", "gp"):
-            if kind in args.methods:
-                runs.append(optuna_search(space, oracle, kind, budget, seed))
-        runs = [r for r in runs if r.name in args.methods]
-        final_scores([k for r in runs for k in r.top(2)])
-        for r in runs:
-            chosen = max(r.top(2), key=lambda k: finals[k])
-            records.append(
-                {
-                    "method": r.name,
-                    "seed": seed,
-                    "evaluations": r.evaluations,
-                    "total_evaluations": r.total_evaluations,
-                    "chosen": space.params(chosen),
-                    "final_score": finals[chosen],
-                    "fraction": finals[chosen] / grid_best if grid_best > 0 else float("nan"),
-                }
-            )
-        log(f"{task_name} {target} seed {seed}: " + ", ".join(f"{r.name} {r.evaluations} ev" for r in runs))
-    ev.flush()
-    check = fidelity_check(ev, task_name, target, grid0.known) if args.fidelity_check else None
-    if check is not None:
-        log(f"{task_name} {target}: reduced vs full fidelity, Spearman {check['spearman']:.2f}")
-    return {
-        "fidelity_check": check,
-        "grid": {
-            "size": len(keys),
-            "best": {"params": space.params(grid_best_key), "final_score": grid_best},
-        },
-        "runs": records,
-        "wall_s": round(time.perf_counter() - t0, 1),
-    }
+def curve(run: Run, frac: Callable[[Key], float]) -> list[float]:
+    """The incumbent's fraction after each wave (the extended waves after the finals)."""
+    return [frac(w.incumbent) for w in [*run.waves, *run.extended]]
 
 
-def fidelity_check(
-    ev: ChunkEvaluator, task_name: str, target: str, grid: dict[Key, float], n: int = 8
+def search_curve(run: Run, frac: Callable[[Key], float]) -> list[float]:
+    """The incumbent's fraction after each search wave of an Optuna sampler, past its budget too
+    (its finals left out: they are not a search wave)."""
+    waves = run.waves[: run.search_waves] + run.extended
+    return [frac(w.incumbent) for w in waves]
+
+
+def waves_to(curves: list[list[float]], goal: float) -> int | None:
+    """The first wave (1-based) at which the mean of the curves reaches ``goal`` (None: never)."""
+    length = min(len(c) for c in curves)
+    for i in range(length):
+        if statistics.mean(c[i] for c in curves) >= goal:
+            return i + 1
+    return None
+
+
+def summarize(
+    runs: dict[tuple[str, int], Run],
+    fractions: dict[tuple[str, int], float],
+    curves: dict[tuple[str, int], list[float]],
+    methods: list[str],
 ) -> dict[str, Any]:
-    """Does the reduced fidelity rank like the full one? ``n`` grid points spread over the
-    reduced-fidelity ranking, re-scored at the task's own steps on 64 samples (seed 0)."""
-    from scipy.stats import spearmanr
+    """Per method: mean / min fraction, passes, waves, waves to the goal; paired differences."""
+    out: dict[str, Any] = {}
+    for m in methods:
+        keys = sorted(k for k in runs if k[0] == m)
+        if not keys:
+            continue
+        fr = [fractions[k] for k in keys]
+        out[m] = {
+            "runs": len(keys),
+            "mean_fraction": statistics.mean(fr),
+            "min_fraction": min(fr),
+            "passes": statistics.mean(runs[k].passes.denoiser for k in keys),
+            "predictor_passes": statistics.mean(runs[k].passes.predictor for k in keys),
+            "evaluations": statistics.mean(runs[k].evaluations for k in keys),
+            "waves": statistics.mean(len(runs[k].waves) for k in keys),
+            f"waves_to_{FRACTION_GOAL}": waves_to([curves[k] for k in keys], FRACTION_GOAL),
+        }
+    base = "rungs"
+    for m in methods:
+        if m == base or m not in out or base not in out:
+            continue
+        pairs = sorted({k[1:] for k in runs if k[0] == m} & {k[1:] for k in runs if k[0] == base})
+        d = [fractions[(base, *p)] - fractions[(m, *p)] for p in pairs]
+        out[base][f"minus_{m}"] = t_interval(d)
+    return out
 
-    space: GridSpace = TASKS[task_name]["space"]
-    ranked = sorted(grid, key=lambda k: -grid[k])
-    picks = [ranked[round(i * (len(ranked) - 1) / (n - 1))] for i in range(n)]
-    full_ev = ChunkEvaluator(task_name, chunk=ev.chunk, cache=ev.use_cache)
-    base = SearchSettings(task=task_name, target=target, steps=full_ev.steps).resolve(full_ev.task)
-    res = full_ev.evaluate(target, [(base.config(space.params(k)), 0, 64 // ev.chunk) for k in picks])
-    full_ev.flush()
-    rho = spearmanr([grid[k] for k in picks], [r.score for r in res]).statistic
+
+def write_plot(
+    curves_by_method: dict[str, list[tuple[list[float], list[float]]]], path: Path, title: str
+) -> None:
+    """Fraction of the reference against model passes: each method's mean curve over runs,
+    shaded between the runs' lowest and highest (runs of one method share their waves' passes
+    up to the budget only approximately: the curve is drawn on the runs' mean passes per wave)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for method, pts in curves_by_method.items():
+        n = min(len(x) for x, _ in pts)
+        xs = [statistics.mean(x[i] for x, _ in pts) for i in range(n)]
+        ys = [[y[i] for _, y in pts] for i in range(n)]
+        mean = [statistics.mean(v) for v in ys]
+        ax.plot(xs, mean, marker="o", ms=3, label=method)
+        ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], alpha=0.15)
+    ax.axhline(FRACTION_GOAL, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("denoiser passes (samples x steps), log scale")
+    ax.set_ylabel("fraction of the reference")
+    ax.set_ylim(0.5, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# -- the tasks ------------------------------------------------------------------------------------
+
+
+def bench_table(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
+    """shapes, replayed on the table (building the chunks its runs and judges need)."""
+    from _replay import Oracle, judge, pool_score
+    from _table import STEPS, Table, final_seeds
+
+    setup = shapes_setup()
+    targets = args.targets.split(",") if args.targets else setup.targets
+    per_target: dict[str, Any] = {}
+    all_runs: dict[tuple[str, str, int], Run] = {}
+    all_fractions: dict[tuple[str, str, int], float] = {}
+    all_curves: dict[tuple[str, str, int], list[float]] = {}
+    plot_points: dict[str, list[tuple[list[float], list[float]]]] = {}
+    for target in targets:
+        table = Table(target)
+        grid_top = sorted(table.grid_keys(), key=lambda k: (-pool_score(table, k, target), k))[
+            : args.grid_top
+        ]
+        for attempt in range(args.max_builds + 1):
+            oracles: list[Any] = []
+
+            def make_oracle(
+                seed: int, table: Any = table, target: str = target, oracles: list = oracles
+            ) -> Any:
+                oracle = Oracle(table, target, seed, lenient=True)
+                oracles.append(oracle)
+                return oracle
+
+            runs = run_all(methods, setup, target, args.seeds, make_oracle, STEPS, args.extra_waves)
+            need = set().union(*(o.missing for o in oracles))
+            held = {w.incumbent for r in runs.values() for w in [*r.waves, *r.extended]}
+            held |= {r.answer for r in runs.values() if r.answer is not None}
+            for key in [*grid_top, *sorted(held)]:
+                need |= {(key, s) for s in final_seeds(0) if not table.has(key, s)}
+            judged = {
+                k: judge(table, k, target) for k in [*grid_top, *held] if judge(table, k, target) is not None
+            }
+            if judged:
+                best = max(judged, key=lambda k: (judged[k], k))
+                need |= {(best, s) for r in (1, 2) for s in final_seeds(r) if not table.has(best, s)}
+            if not need:
+                break
+            if attempt == args.max_builds:
+                raise SystemExit(f"{target}: {len(need)} chunks still missing after {attempt} builds")
+            log(f"{target}: building {len(need)} chunks (attempt {attempt + 1})")
+            table.build(sorted(need))
+        reference_key = max(judged, key=lambda k: (judged[k], k))
+        reference = judged[reference_key]
+        reseeds = [judge(table, reference_key, target, r) for r in (0, 1, 2)]
+        noise = statistics.stdev(reseeds)  # type: ignore[arg-type]
+
+        def frac(key: Key, judged: dict[Key, float] = judged, reference: float = reference) -> float:
+            return judged[key] / reference
+
+        fractions = {(m, s): frac(r.answer) for (m, s), r in runs.items()}  # type: ignore[arg-type]
+        curves = {k: (search_curve(r, frac) if k[0] in OPTUNA else curve(r, frac)) for k, r in runs.items()}
+        per_target[target] = {
+            "reference": {"key": list(reference_key), "score": reference, "reseeds": reseeds, "noise": noise},
+            "grid_top_judged": {",".join(map(str, k)): judged[k] for k in grid_top},
+            "runs": {
+                f"{m}/{s}": {
+                    "answer": list(r.answer or ()),
+                    "fraction": fractions[(m, s)],
+                    "passes": vars(r.passes),
+                    "evaluations": r.evaluations,
+                    "waves": len(r.waves),
+                    "curve": curves[(m, s)],
+                }
+                for (m, s), r in sorted(runs.items())
+            },
+            "summary": summarize(runs, fractions, curves, methods),
+        }
+        log(f"{target}: reference {reference_key} {reference:.4f} (noise {noise:.4f})")
+        for (m, s), r in runs.items():
+            all_runs[(m, target, s)] = r
+            all_fractions[(m, target, s)] = fractions[(m, s)]
+            all_curves[(m, target, s)] = curves[(m, s)]
+            waves = r.waves[: r.search_waves] + r.extended if m in OPTUNA else r.waves
+            plot_points.setdefault(m, []).append(([w.passes.denoiser for w in waves], curves[(m, s)]))
+    overall = summarize(all_runs, all_fractions, all_curves, methods)  # type: ignore[arg-type]
+    if args.plot:
+        write_plot(plot_points, Path(args.plot), f"shapes, {len(targets)} pairs x {len(args.seeds)} seeds")
+    return {"targets": per_target, "summary": overall}
+
+
+def bench_live(
+    task_name: str, setup: TaskSetup, args: argparse.Namespace, methods: list[str]
+) -> dict[str, Any]:
+    """digits / gmm2d: live evaluations through the cache; judged on ``setup.final_samples``."""
+    from _cache import ChunkEvaluator
+
+    from tasks import get_task
+    from tfg_search.run.settings import SearchSettings
+
+    task = get_task(task_name)
+    steps = int(args.steps or task.num_inference_steps)
+    ev = ChunkEvaluator(task_name, steps=steps, cache=not args.no_cache)
+    targets = args.targets.split(",") if args.targets else setup.targets
+    per_target: dict[str, Any] = {}
+    all_runs: dict[Any, Run] = {}
+    all_fractions: dict[Any, float] = {}
+    all_curves: dict[Any, list[float]] = {}
+    for target in targets:
+        structure = SearchSettings(task=task_name, target=target, steps=steps).resolve(task)
+
+        def make_oracle(seed: int, target: str = target, structure: Any = structure) -> LiveOracle:
+            return LiveOracle(ev, target, seed, setup.space, structure)
+
+        runs = run_all(methods, setup, target, args.seeds, make_oracle, steps, args.extra_waves)
+        ev.flush()
+        judge_oracle = make_oracle(0)
+        held = {w.incumbent for r in runs.values() for w in [*r.waves, *r.extended]}
+        held |= {r.answer for r in runs.values() if r.answer is not None}
+        chunks = setup.final_samples // ev.chunk
+        judged = {
+            k: ev.evaluate_one(target, judge_oracle.config(k), JUDGE_SEED, chunks).score for k in sorted(held)
+        }
+        ev.flush()
+        reference = max(judged.values())
+
+        def frac(key: Key, judged: dict[Key, float] = judged, reference: float = reference) -> float:
+            return judged[key] / reference
+
+        fractions = {(m, s): frac(r.answer) for (m, s), r in runs.items()}  # type: ignore[arg-type]
+        curves = {k: (search_curve(r, frac) if k[0] in OPTUNA else curve(r, frac)) for k, r in runs.items()}
+        per_target[target] = {
+            "reference": reference,
+            "runs": {
+                f"{m}/{s}": {
+                    "answer": list(r.answer or ()),
+                    "fraction": fractions[(m, s)],
+                    "passes": vars(r.passes),
+                }
+                for (m, s), r in sorted(runs.items())
+            },
+            "summary": summarize(runs, fractions, curves, methods),
+        }
+        for (m, s), r in runs.items():
+            all_runs[(m, target, s)] = r
+            all_fractions[(m, target, s)] = fractions[(m, s)]
+            all_curves[(m, target, s)] = curves[(m, s)]
     return {
-        "points": [
-            {"params": space.params(k), "reduced": grid[k], "full": r.score}
-            for k, r in zip(picks, res, strict=True)
-        ],
-        "full_steps": full_ev.steps,
-        "full_samples": 64,
-        "spearman": float(rho),
+        "targets": per_target,
+        "summary": summarize(all_runs, all_fractions, all_curves, methods),
+        "steps": steps,
     }
 
 
-def summarize(results: dict[str, Any], methods: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per task and method the mean fraction and evaluations, and paired differences."""
-    summary: dict[str, Any] = {}
-    pairs: dict[str, Any] = {}
-    for task_name, per_target in results.items():
-        by: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
-        for target, rec in per_target.items():
-            for r in rec["runs"]:
-                by.setdefault(r["method"], {})[(target, r["seed"])] = r
-        summary[task_name] = {
-            m: {
-                "mean_fraction": statistics.mean(r["fraction"] for r in by[m].values()),
-                "min_fraction": min(r["fraction"] for r in by[m].values()),
-                "evaluations": statistics.mean(r["evaluations"] for r in by[m].values()),
-                "total_evaluations": statistics.mean(r["total_evaluations"] for r in by[m].values()),
-                "runs": len(by[m]),
-            }
-            for m in methods
-            if m in by
-        }
-        leads = [m for m in ("beam-reeval", "beam-refined") if m in by] or [next(iter(by))]
-        keys = {lead: sorted(by[lead]) for lead in leads}
-        pairs[task_name] = {
-            f"{lead} - {m}": paired(
-                [by[lead][k]["fraction"] for k in keys[lead]], [by[m][k]["fraction"] for k in keys[lead]]
-            )
-            for lead in leads
-            for m in methods
-            if m in by and m != lead and m not in leads[: leads.index(lead)]
-        }
-    return summary, pairs
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tasks", default="digits,shapes")
-    p.add_argument("--targets", default=None, help='"0,3" for every task, or "digits:0,3;shapes:red"')
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--grid-top", type=int, default=6)
-    p.add_argument("--full-grid", action="store_true", help="evaluate the whole grid at every seed first")
-    p.add_argument(
-        "--fidelity-check", action="store_true", help="re-score 8 grid points at the task's full fidelity"
-    )
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the evaluation cache")
-    p.add_argument("--quick", action="store_true", help="gmm2d, one target, one seed")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.tasks, args.seeds = "gmm2d", "0"
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    args.methods = [m for m in args.methods.split(",") if m]
-    tasks = [t for t in args.tasks.split(",") if t]
-    targets = {t: list(TASKS[t]["targets"]) for t in tasks}
-    if args.targets:
-        for part in args.targets.split(";"):
-            if ":" in part:
-                t, _, vals = part.partition(":")
-                targets[t] = vals.split(",")
-            else:
-                targets = {t: part.split(",") for t in tasks}
-    start = time.perf_counter()
-    results: dict[str, Any] = {}
-    for task_name in tasks:
-        ev = ChunkEvaluator(task_name, steps=TASKS[task_name]["steps"], cache=not args.no_cache)
-        results[task_name] = {tg: run_target(ev, task_name, tg, args) for tg in targets[task_name]}
-    summary, pairs = summarize(results, args.methods)
-    rows = [
-        [
-            t,
-            m,
-            s["runs"],
-            f"{s['mean_fraction']:.4f}",
-            f"{s['min_fraction']:.4f}",
-            f"{s['evaluations']:.1f}",
-            f"{s['total_evaluations']:.1f}",
-        ]
-        for t, per in summary.items()
-        for m, s in per.items()
-    ]
+def print_summary(task: str, summary: dict[str, Any]) -> None:
+    rows = []
+    for m, s in summary.items():
+        rows.append(
+            [
+                m,
+                s["runs"],
+                f"{s['mean_fraction']:.4f}",
+                f"{s['min_fraction']:.4f}",
+                f"{s['passes']:,.0f}",
+                f"{s['evaluations']:.1f}",
+                f"{s['waves']:.1f}",
+                s[f"waves_to_{FRACTION_GOAL}"] or "not reached",
+            ]
+        )
     print_table(
-        "Search efficiency: chosen configuration's final score / grid best",
-        ["task", "method", "runs", "mean", "min", "distinct evals", "all evals"],
+        f"{task}: fraction of the reference at equal model passes, waves of K = {K} workers",
+        [
+            "method",
+            "runs",
+            "mean fraction",
+            "min",
+            "denoiser passes",
+            "evaluations",
+            "waves",
+            "waves to 0.98",
+        ],
         rows,
     )
-    prow = [
-        [t, name, f"{d['mean']:+.4f}", f"[{d['low']:+.4f}, {d['high']:+.4f}]"]
-        for t, per in pairs.items()
-        for name, d in per.items()
-    ]
-    print_table(
-        "Paired differences of the fraction (95% t-interval; containing 0 = tie)",
-        ["task", "difference", "mean", "interval"],
-        prow,
+    base = summary.get("rungs", {})
+    for key, iv in base.items():
+        if key.startswith("minus_"):
+            print(f"  rungs - {key[6:]}: {iv['mean']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--tasks", default="shapes,digits")
+    parser.add_argument("--targets", default="", help="comma list (default: the task's)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--extra-waves", type=int, default=8, help="waves of Optuna's samplers past the budget"
+    )
+    parser.add_argument(
+        "--grid-top", type=int, default=16, help="shapes: grid points judged for the reference"
+    )
+    parser.add_argument("--max-builds", type=int, default=8)
+    parser.add_argument(
+        "--steps", type=int, default=None, help="live tasks: DDIM steps (default: the task's)"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="gmm2d only, tiny: the smoke test")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "img" / "search-efficiency.png"))
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    if args.quick:
+        args.tasks, args.seeds, args.extra_waves, args.plot = "gmm2d", [0], 1, None
+        args.steps = args.steps or 8
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    for task_name in args.tasks.split(","):
+        if task_name == "shapes":
+            results[task_name] = bench_table(args, methods)
+        else:
+            setup = digits_setup() if task_name == "digits" else gmm_setup()
+            results[task_name] = bench_live(task_name, setup, args, methods)
+        print_summary(task_name, results[task_name]["summary"])
     payload = {
-        "settings": {
-            "tasks": tasks,
-            "targets": targets,
-            "seeds": args.seeds,
-            "methods": args.methods,
-            "grid_top": args.grid_top,
-            "fidelity": {t: {k: TASKS[t][k] for k in ("samples", "final_samples", "steps")} for t in tasks},
-            "spaces": {t: {n: str(lat) for n, lat in TASKS[t]["space"].lattices.items()} for t in tasks},
-            "schedules": {t: list(TASKS[t]["space"].schedules) for t in tasks},
-        },
-        "summary": summary,
-        "paired": pairs,
-        "results": results,
-        "wall_s": round(time.perf_counter() - start, 1),
+        "benchmark": "search_efficiency",
+        "workers": K,
+        "goal": FRACTION_GOAL,
+        "methods": methods,
+        "seeds": args.seeds,
+        "tasks": results,
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "command": " ".join(sys.argv),
     }
-    path = write_json("search_efficiency", payload, args.out)
+    path = write_json("search_efficiency", payload, Path(args.out) if args.out else None)
     log(f"wrote {path}")
-    return payload
 
 
 if __name__ == "__main__":

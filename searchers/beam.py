@@ -1,8 +1,10 @@
-"""Optuna adapter for the TFG beam doubling search (the numeric part lives in ``planner``)."""
+"""Optuna adapter for the TFG searches over lattices: the beam doubling search (its numeric part
+lives in ``planner``) and the rung search (``rungs``)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import threading
@@ -24,18 +26,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import optuna_internals as internals
 from .lattice import DEFAULT_SPACE, Lattice
-from .planner import Key, KeySpace, RoundPlan
+from .planner import Key, KeySpace, Planner, RoundPlan
 from .replay import CLAIM, REQUEUE, SURPLUS, Replay, stored_claim
+from .rungs import RungPlanner, RungSchedule, units
 
 if TYPE_CHECKING:
     from optuna.study import Study
 
 __all__ = ["SCHEDULES", "BeamPlan", "TFGBeamSampler"]
 
-#: Beam modes: "reference" (docs/algorithm.md of the tfg-search repository, section 5: neighbours
-#: step up) and "refined" (a neighbour may also step one exponent down; docs/searchers.md has the
-#: measurements).
-MODES: tuple[str, ...] = ("reference", "refined")
+#: Search modes: "rungs" (a spread start, surrogate-guided refinement and successive halving over
+#: sample sizes: :mod:`searchers.rungs`), "reference" (the paper's beam: docs/algorithm.md of the
+#: tfg-search repository, section 5; neighbours step up) and "refined" (the beam, where a neighbour
+#: may also step one exponent down). docs/searchers.md has the measurements.
+MODES: tuple[str, ...] = ("rungs", "reference", "refined")
 #: Schedule structures, in the order used for structure indices in keys and for neighbours. The
 #: same list as ``tfg_search.guidance.config.STRUCTURES`` (searchers stands alone as an OptunaHub
 #: package, so it cannot import it; tests/test_config.py checks they agree).
@@ -70,7 +74,8 @@ class BeamPlan:
         running: Candidates of this round handed out to trials that have not finished.
         exhausted: Whether the search is over (round limit reached, or nothing new to try).
         beam: Trial numbers of the current top-k among everything evaluated so far, best first
-            (once exhausted: the best configurations, to re-run at full size).
+            (once exhausted: the best configurations, to re-run at full size). In the rung mode,
+            every point evaluated so far (the trial of its last evaluation), best first.
     """
 
     round: int
@@ -179,13 +184,19 @@ class TFGBeamSampler(BaseSampler):
             and down to 0 from the lowest value where 0 is on the lattice) or ``"refined"`` (also
             one exponent down anywhere, so that a beam started from a warm-start seed can move
             both ways). The reference mode replays studies made by earlier versions exactly.
+            ``"rungs"``: the rung search of :mod:`searchers.rungs` (a spread start over the whole
+            lattice, Gaussian-process-guided refinement, then successive halving over sample
+            sizes; ``top_k`` and ``max_rounds`` do not apply, ``rungs`` does). Its trials ask for
+            different sample sizes: the objective reads :meth:`trial_units` (see
+            docs/searchers.md).
+        rungs: The budget of the rung mode (default :class:`~searchers.rungs.RungSchedule`).
         poll_interval: Seconds between storage polls while waiting at the round barrier.
         barrier_timeout: Seconds a trial may wait at the barrier before it gives up: it is
             pruned unevaluated (reason ``"barrier-timeout"``) and the study stops (e.g. when a
             trial left RUNNING by a killed process blocks the round: :meth:`requeue` it, then
             optimize again). ``None`` waits indefinitely.
         seed: Seed of the :class:`~optuna.samplers.RandomSampler` used for parameters outside
-            the search space.
+            the search space, and of the rung mode's spread design (default 0 there).
     """
 
     def __init__(
@@ -198,6 +209,7 @@ class TFGBeamSampler(BaseSampler):
         start_schedules: Mapping[str, str] | None = None,
         seed_configs: Sequence[Mapping[str, float | str]] | None = None,
         mode: str = "reference",
+        rungs: RungSchedule | None = None,
         poll_interval: float = 0.1,
         barrier_timeout: float | None = None,
         seed: int | None = None,
@@ -216,6 +228,11 @@ class TFGBeamSampler(BaseSampler):
             raise ValueError(f"max_rounds must be an int >= 1, got {max_rounds!r}.")
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}.")
+        if rungs is not None and mode != "rungs":
+            raise ValueError(f"rungs applies to mode 'rungs', not {mode!r}.")
+        if rungs is not None and not isinstance(rungs, RungSchedule):
+            raise TypeError(f"rungs must be a searchers.RungSchedule, got {rungs!r}.")
+        schedule = (rungs or RungSchedule()) if mode == "rungs" else None
         starts = {name: _DEFAULT_STRUCTURES.get(name, "constant") for name in space}
         unknown = set(start_schedules or {}) - set(space)
         if unknown:
@@ -250,7 +267,10 @@ class TFGBeamSampler(BaseSampler):
             lows=tuple(space[name].lowest_exponent for name in self._names),
             structured=tuple(name in self._structured for name in self._names),
             steps_down=mode == "refined",
+            rungs=len(schedule.promote) + 1 if schedule is not None else 0,
         )
+        self._schedule = schedule
+        self._design_seed = 0 if seed is None else int(seed)
         self._seeds = tuple(self._seed_key(dict(config)) for config in seed_configs or ())
         fingerprint: dict[str, Any] = {
             "space": [[name, str(space[name])] for name in self._names],  # exact: see Lattice
@@ -267,11 +287,26 @@ class TFGBeamSampler(BaseSampler):
             fingerprint["seeds"] = [list(key) for key in self._seeds]
         if mode != "reference":
             fingerprint["mode"] = mode
+        if schedule is not None:
+            fingerprint["rungs"] = [
+                schedule.wave,
+                schedule.spread,
+                schedule.refine,
+                list(schedule.promote),
+                schedule.beta,
+                self._design_seed,
+            ]
         self._fingerprint = json.dumps(fingerprint)
         self._fallback = RandomSampler(seed=seed)
         self._backoff = random.Random()
         self._lock = threading.Lock()
-        self._replay = Replay(self._keyspace, top_k, max_rounds, self._seeds, self._fingerprint)
+        self._replay = Replay(
+            self._keyspace,
+            functools.partial(
+                _new_planner, self._keyspace, top_k, max_rounds, self._seeds, schedule, self._design_seed
+            ),
+            self._fingerprint,
+        )
         self._claims: dict[int, _Claim] = {}  # trial id -> claim
 
     # ---------------------------------------------------------------- pickling (Ray, spawn)
@@ -296,8 +331,13 @@ class TFGBeamSampler(BaseSampler):
 
     @property
     def mode(self) -> str:
-        """The beam mode (:data:`MODES`)."""
+        """The search mode (:data:`MODES`)."""
         return self._mode
+
+    @property
+    def rungs(self) -> RungSchedule | None:
+        """The rung mode's budget (None in the beam modes)."""
+        return self._schedule
 
     @property
     def schedule_params(self) -> tuple[str, ...]:
@@ -313,7 +353,7 @@ class TFGBeamSampler(BaseSampler):
             >>> TFGBeamSampler({"rho": Lattice(0.25, 2.0, 8.0)}, seed_configs=[{"rho": 1.1}]).seed_points
             ({'rho': 1.0},)
         """
-        return tuple(self._params(key) for key in dict.fromkeys(self._seeds))
+        return tuple(self._point_params(key) for key in dict.fromkeys(self._seeds))
 
     def plan(self, study: Study) -> BeamPlan:
         """Where the search stands, recomputed from the study's storage."""
@@ -350,6 +390,32 @@ class TFGBeamSampler(BaseSampler):
         if key is None or space != self._fingerprint:
             return None
         return int(round_)
+
+    def trial_rung(self, trial: FrozenTrial | optuna.Trial) -> int | None:
+        """The rung of a trial's evaluation in the rung mode (0: first look at a point; rung
+        ``j`` re-evaluates it on fresh samples), ``None`` outside the search or in a beam mode."""
+        key = self.trial_key(trial)
+        if key is None or self._schedule is None:
+            return None
+        return int(key[-1])
+
+    def trial_units(self, trial: FrozenTrial | optuna.Trial) -> int:
+        """How many units of samples the objective evaluates this trial on: 1 in the beam modes
+        and at rung 0; ``2 ** (rung - 1)`` fresh units at rung ``rung >= 1`` (a point's total
+        doubles at each rung). The objective draws ``unit_samples * trial_units(trial)``
+        samples, with a seed of its rung (:meth:`trial_rung`) common to the rung's candidates.
+
+        Example:
+            A rung-mode objective (the unit is, e.g., 16 samples)::
+
+                def objective(trial):
+                    rho = trial.suggest_float("rho", 0.0, 16.0)
+                    n = 16 * sampler.trial_units(trial)
+                    seed = 1_000 * (sampler.trial_rung(trial) or 0)
+                    return evaluate(rho, samples=n, seed=seed)
+        """
+        rung = self.trial_rung(trial)
+        return 1 if rung is None else units(rung)
 
     @staticmethod
     def is_requeued(study: Study, trial: FrozenTrial) -> bool:
@@ -549,6 +615,10 @@ class TFGBeamSampler(BaseSampler):
         return claim
 
     def _params(self, key: Key) -> dict[str, float | str]:
+        """The parameters of a candidate key (the rung mode's keys end with a rung)."""
+        return self._point_params(key[:-1] if self._schedule is not None else key)
+
+    def _point_params(self, key: Key) -> dict[str, float | str]:
         n = len(self._names)
         params: dict[str, float | str] = {
             name: self._space[name].value(k) for name, k in zip(self._names, key[:n], strict=True)
@@ -572,6 +642,21 @@ class TFGBeamSampler(BaseSampler):
                 raise ValueError(f"seed_configs: {name}_schedule {structure!r} is not one of {SCHEDULES}.")
             structures.append(SCHEDULES.index(structure))
         return (*exponents, *structures)
+
+
+def _new_planner(
+    keyspace: KeySpace,
+    top_k: int,
+    max_rounds: int,
+    seeds: tuple[Key, ...],
+    schedule: RungSchedule | None,
+    design_seed: int,
+    maximize: bool,
+) -> Planner | RungPlanner:
+    """A planner of a sampler's search for one study (see :class:`~searchers.replay.Replay`)."""
+    if schedule is not None:
+        return RungPlanner(keyspace, schedule, maximize, seeds, design_seed)
+    return Planner(keyspace, top_k, max_rounds, maximize, seeds)
 
 
 def _fit(name: str, value: float | str, distribution: BaseDistribution) -> Any:

@@ -83,6 +83,8 @@ class KeySpace:
         steps_down: Whether a neighbour may also lower an exponent by one anywhere (the
             "refined" neighbourhood); the reference only steps up (and down to 0 from the lowest
             positive value, where 0 is a value).
+        rungs: When > 0, a key ends with a rung index ``0 .. rungs - 1`` after the point (the
+            rung search, :mod:`searchers.rungs`).
     """
 
     sizes: tuple[int, ...]
@@ -91,6 +93,7 @@ class KeySpace:
     lows: tuple[int, ...] = ()
     structured: tuple[bool, ...] = ()
     steps_down: bool = False
+    rungs: int = 0
 
     def __post_init__(self) -> None:
         if not self.sizes or min(self.sizes) < 1:
@@ -107,6 +110,8 @@ class KeySpace:
             object.__setattr__(self, "structured", (bool(self.n_structures),) * len(self.sizes))
         if len(self.structured) != len(self.sizes) or (any(self.structured) and not self.n_structures):
             raise ValueError("structured needs one flag per parameter (and n_structures > 0 if any is set).")
+        if self.rungs < 0:
+            raise ValueError(f"rungs must be >= 0, got {self.rungs}.")
 
     @property
     def structure_slots(self) -> tuple[int, ...]:
@@ -119,14 +124,28 @@ class KeySpace:
         return (0,) * len(self.sizes) + tuple(self.start_structures[i] for i in self.structure_slots)
 
     def is_valid(self, key: Key) -> bool:
-        """Whether ``key`` is a point of this space."""
+        """Whether ``key`` is a point of this space (with its rung, when the space has rungs)."""
         n = len(self.sizes)
+        if self.rungs:
+            if not key or not 0 <= key[-1] < self.rungs:
+                return False
+            key = key[:-1]
         if len(key) != n + len(self.structure_slots):
             return False
         exponents_ok = all(
             low <= k < size for k, low, size in zip(key[:n], self.lows, self.sizes, strict=True)
         )
         return exponents_ok and all(0 <= s < self.n_structures for s in key[n:])
+
+    def point_space(self) -> KeySpace:
+        """The same space without rungs (keys are points)."""
+        return dataclasses.replace(self, rungs=0)
+
+    def points(self) -> list[Key]:
+        """Every point (exponents, then structures; no rung), in lattice order."""
+        axes = [range(low, size) for low, size in zip(self.lows, self.sizes, strict=True)]
+        axes += [range(self.n_structures) for _ in self.structure_slots]
+        return [tuple(k) for k in itertools.product(*axes)]
 
     def neighbours(self, key: Key) -> list[Key]:
         """One-parameter neighbours in parameter order.

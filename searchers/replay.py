@@ -13,7 +13,7 @@ named here, with the prefix ``"TFGBeamSampler:"``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from . import optuna_internals as internals
-from .planner import Key, KeySpace, Outcome, Planner, Record, RoundPlan
+from .planner import KeySpace, Outcome, Planner, Record, RoundPlan
+from .rungs import RungPlanner
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -79,7 +80,7 @@ class View:
     trials after it (the running ones of the current round, and any finished after them).
     """
 
-    def __init__(self, storage: BaseStorage, planner: Planner) -> None:
+    def __init__(self, storage: BaseStorage, planner: Planner | RungPlanner) -> None:
         self.storage = storage
         self.planner = planner
         self.read = False  # whether base / tail hold a read yet
@@ -123,19 +124,19 @@ class Replay:
 
     Args:
         keyspace: the sampler's key space.
-        top_k, max_rounds, seeds: the beam's width, round limit and round-0 seeds (for the planner).
+        make_planner: a new planner of the sampler's search for a study, given whether the
+            study maximises (a :class:`~searchers.planner.Planner` for the beam modes, a
+            :class:`~searchers.rungs.RungPlanner` for the rung mode).
         fingerprint: the sampler's search-space fingerprint (trials of another space are ignored).
 
     Not thread-safe: the sampler serialises calls with its lock.
     """
 
     def __init__(
-        self, keyspace: KeySpace, top_k: int, max_rounds: int, seeds: Sequence[Key], fingerprint: str
+        self, keyspace: KeySpace, make_planner: Callable[[bool], Planner | RungPlanner], fingerprint: str
     ) -> None:
         self.keyspace = keyspace
-        self.top_k = top_k
-        self.max_rounds = max_rounds
-        self.seeds = tuple(seeds)
+        self.make_planner = make_planner
         self.fingerprint = fingerprint
         self.views: dict[tuple[int, int, bool], View] = {}
 
@@ -156,7 +157,7 @@ class Replay:
         name = (id(storage), internals.study_id(study), maximize)
         view = self.views.get(name)
         if view is None or view.storage is not storage:
-            planner = Planner(self.keyspace, self.top_k, self.max_rounds, maximize, self.seeds)
+            planner = self.make_planner(maximize)
             view = self.views[name] = View(storage, planner)
             while len(self.views) > VIEWS_KEPT:
                 del self.views[next(iter(self.views))]

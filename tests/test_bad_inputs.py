@@ -30,9 +30,22 @@ from tfg_search.store.studies import load_search
 
 STUDY = "s1"
 """The study of the shared database (a finished tiny gmm2d search)."""
-TINY = ["--samples", "4", "--final-samples", "4", "--steps", "2", "--rounds", "1", "--final-top", "1"]
+TINY = [
+    "--samples",
+    "4",
+    "--final-samples",
+    "4",
+    "--steps",
+    "2",
+    "--rounds",
+    "1",
+    "--final-top",
+    "1",
+    "--mode",
+    "reference",
+]
 SETTINGS = SearchSettings(
-    task="gmm2d", target="3", samples=4, final_samples=4, steps=2, rounds=1, final_top=1
+    task="gmm2d", target="3", samples=4, final_samples=4, steps=2, rounds=1, final_top=1, mode="reference"
 )
 S = ["search", "--task", "gmm2d", "--target", "3"]
 EV = ["evaluate", "--task", "gmm2d", "--target", "3", "--samples", "4", "--steps", "2"]
@@ -99,13 +112,16 @@ def assert_nothing_written(folder: Path, before: dict[str, tuple[int, int]], row
 
 # (args, text the error line must contain, whether the folder holds the study database)
 BAD: list[tuple[list[str], str, bool]] = [
-    ([*S, "--mode", "clever"], "--mode must be one of reference, refined", False),
+    ([*S, "--mode", "clever"], "--mode must be one of rungs, reference, refined", False),
+    ([*S, "--rounds", "3"], "--rounds applies to --mode reference or refined", False),
+    ([*S, "--mode", "rungs", "--top-k", "3"], "--top-k applies to --mode reference or refined", False),
+    ([*S, "--mode", "refined", "--wave", "4"], "--wave applies to --mode rungs", False),
     ([*S, "--sampler", "cmaes"], "--sampler must be one of beam, gp, tpe, random", False),
     ([*S, "--sampler", ""], "--sampler is empty", False),
     ([*S, "--sampler", "gp", "--rounds", "3"], "--rounds applies to --sampler beam", False),
     ([*S, "--sampler", "tpe", "--mode", "refined", "--top-k", "3"], "--top-k, --mode applies", False),
     ([*S, "--trials", "10"], "--trials applies to --sampler gp, tpe or random", False),
-    ([*S, "--wave", "4"], "--wave applies to --sampler gp, tpe or random", False),
+
     ([*S, "--sampler", "gp", "--trials", "0"], "--trials must be an integer >= 1", False),
     ([*S, "--sampler", "random", "--wave", "0"], "--wave must be an integer >= 1", False),
     ([*S, "--sampler", "gp", "--seed-presets"], "(a warm start) applies to --sampler beam", False),
@@ -119,8 +135,8 @@ BAD: list[tuple[list[str], str, bool]] = [
     ([*S, "--samples", "0"], "--samples must be an integer >= 1", False),
     ([*S, "--samples", "-5"], "--samples must be an integer >= 1", False),
     ([*S, "--samples", "abc"], "Invalid value for '--samples'", False),
-    ([*S, "--rounds", "0"], "--rounds must be an integer >= 1", False),
-    ([*S, "--top-k", "0"], "--top-k must be an integer >= 1", False),
+    ([*S, "--mode", "reference", "--rounds", "0"], "--rounds must be an integer >= 1", False),
+    ([*S, "--mode", "refined", "--top-k", "0"], "--top-k must be an integer >= 1", False),
     ([*S, "--final-top", "-1"], "--final-top must be an integer >= 1", False),
     ([*S, "--final-top", "0"], "--final-top must be an integer >= 1", False),
     ([*S, "--n-recur", "0"], "--n-recur must be an integer >= 1", False),

@@ -31,7 +31,8 @@ STUDY = "stopped"
 # evaluation the same whether or not the search was interrupted.
 ARGS = [
     "search", "--task", "gmm2d", "--target", "3", "--samples", "64", "--steps", "10", "--rounds", "2",
-    "--final-samples", "64", "--final-top", "2", "--batch-size", "1", "--study", STUDY, "--quiet", "--json",
+    "--mode", "reference", "--final-samples", "64", "--final-top", "2", "--batch-size", "1",
+    "--study", STUDY, "--quiet", "--json",
 ]  # fmt: skip
 MESSAGE = re.compile(
     r"interrupted: (\d+) running trial\(s\) marked interrupted; rerun the same command to resume"
@@ -137,7 +138,9 @@ def test_stopped_search_on_postgresql(fresh_postgres_url: str, tmp_path: Path, u
     stop_and_resume(fresh_postgres_url, signal.SIGINT, tmp_path, uninterrupted)
 
 
-SMALL = SearchSettings(task="gmm2d", target="3", samples=8, final_samples=8, steps=4, rounds=2, final_top=2)
+SMALL = SearchSettings(
+    task="gmm2d", target="3", samples=8, final_samples=8, steps=4, rounds=2, final_top=2, mode="reference"
+)
 
 
 class _StopsAfter(LocalExecutor):

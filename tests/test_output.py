@@ -29,7 +29,19 @@ def test_nothing_wraps_on_a_pipe(tmp_path) -> None:
     db = tmp_path / "a-rather-long-folder-name-for-the-study-database-to-make-the-url-long" / "s.db"
     db.parent.mkdir()
     args = ["search", "--task", "gmm2d", "--target", "3", "--samples", "8", "--final-samples", "8"]
-    args += ["--steps", "4", "--rounds", "1", "--final-top", "1", "--quiet", "--storage", f"sqlite:///{db}"]
+    args += [
+        "--steps",
+        "4",
+        "--mode",
+        "reference",
+        "--rounds",
+        "1",
+        "--final-top",
+        "1",
+        "--quiet",
+        "--storage",
+        f"sqlite:///{db}",
+    ]
     res = run_proc(args, tmp_path, env={"COLUMNS": ""})
     assert res.code == 0, res.err
     best = next(line for line in res.out.splitlines() if line.startswith("best ("))

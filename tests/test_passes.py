@@ -30,20 +30,28 @@ def test_passes_count_samples_steps_and_recurrence() -> None:
     assert mean_only == {"denoiser": 640, "denoiser_backward": 0, "predictor": 1280}
 
 
-@pytest.mark.parametrize("sampler", ["beam", "random"])
+SEARCHES = {
+    "rungs": {},  # the default: rung j evaluates 8 * 2 ** (j - 1) samples
+    "reference": {"mode": "reference", "rounds": 2},
+    "random": {"sampler": "random", "trials": 4, "wave": 2},
+}
+
+
+@pytest.mark.parametrize("search", list(SEARCHES))
 def test_each_trial_stores_its_passes_and_the_study_sums_them(
-    sampler: str, tmp_storage_url: str, capsys: pytest.CaptureFixture[str]
+    search: str, tmp_storage_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    extra = {"rounds": 2} if sampler == "beam" else {"trials": 4, "wave": 2}
     settings = SearchSettings(
-        task="gmm2d", target="3", samples=8, final_samples=32, steps=6, final_top=1, sampler=sampler, **extra
+        task="gmm2d", target="3", samples=8, final_samples=32, steps=6, final_top=1, **SEARCHES[search]
     )
     report = run_search(settings, tmp_storage_url)
     records = load_search(tmp_storage_url, report.study_name).records()
     for r in records:
         want = sample_passes(r.tfg_config(), r.steps, r.samples)
         assert r.passes == want
-        assert r.samples == (32 if r.role == "final" else 8)
+        assert r.samples in ((32,) if r.role == "final" else (8, 16, 32) if search == "rungs" else (8,))
+    if search == "rungs":
+        assert {r.samples for r in records if r.role == "beam"} == {8, 16}  # rung 0 and 1 on 8, rung 2 on 16
     finals = [r for r in records if r.role == "final"]
     assert finals and all(r.passes["denoiser"] == 32 * 6 for r in finals)
     total = {k: sum(r.passes[k] for r in records) for k in records[0].passes}

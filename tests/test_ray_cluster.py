@@ -115,7 +115,20 @@ def test_cli_search_on_a_two_node_cluster(
 ) -> None:
     address, env = ray_cluster
     cmd = [str(BIN / "tfg-search"), "search", "--task", "gmm2d", "--target", "2", "--samples", "16"]
-    cmd += ["--final-samples", "16", "--final-top", "1", "--steps", "10", "--rounds", "2", "--study", "c"]
+    cmd += [
+        "--final-samples",
+        "16",
+        "--final-top",
+        "1",
+        "--steps",
+        "10",
+        "--rounds",
+        "2",
+        "--mode",
+        "reference",
+        "--study",
+        "c",
+    ]
     cmd += ["--storage", tmp_storage_url, "--executor", "ray", "--ray-address", address, "--workers", "2"]
     cmd += ["--json", "--quiet", "--out-dir", str(tmp_path / "out")]
     run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
@@ -175,7 +188,18 @@ def test_ray_job_submit_runs_a_search(
     db = tmp_path / "jobs.db"
     cmd = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{port}", "--"]
     cmd += ["tfg-search", "search", "--task", "gmm2d", "--target", "4", "--samples", "16", "--steps", "10"]
-    cmd += ["--rounds", "2", "--final-samples", "16", "--final-top", "1", "--study", "job"]
+    cmd += [
+        "--rounds",
+        "2",
+        "--mode",
+        "reference",
+        "--final-samples",
+        "16",
+        "--final-top",
+        "1",
+        "--study",
+        "job",
+    ]
     cmd += ["--executor", "ray", "--ray-address", "auto", "--storage", f"sqlite:///{db}"]
     cmd += ["--quiet", "--json", "--out-dir", str(tmp_path / "out")]
     run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)

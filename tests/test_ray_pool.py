@@ -133,7 +133,14 @@ def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_stora
     from tfg_search.run.settings import SearchSettings
 
     settings = SearchSettings(
-        task="gmm2d", target="3", samples=16, final_samples=16, final_top=1, rounds=1, steps=10
+        task="gmm2d",
+        target="3",
+        samples=16,
+        final_samples=16,
+        final_top=1,
+        rounds=1,
+        steps=10,
+        mode="reference",
     )
     trial_fn = functools.partial(dying_trial, str(tmp_path), frozenset({1}), frozenset({2}))
     with RayExecutor(num_workers=2, trial_fn=trial_fn) as pool:

@@ -63,7 +63,7 @@ def finish(
             f"{folder} ({err.strerror or err}); rerun with another --out-dir"
         ) from None
     studies = load_search(storage, report.study_name)
-    plot = plot_search(studies, folder / "search.png", settings.top_k)
+    plot = plot_search(studies, folder / "search.png", settings.top_k or 2)
     grid = sample_grid(
         settings.task,
         settings.task_options,

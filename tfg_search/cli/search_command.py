@@ -62,6 +62,19 @@ def _stopped_by_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _rounds(settings: Any) -> int:
+    """How many rounds (waves) the progress display counts."""
+    from tfg_search.run.settings import DEFAULT_TRIALS, DEFAULT_WAVE
+
+    if settings.sampler != "beam":
+        return -(-(settings.trials or DEFAULT_TRIALS) // (settings.wave or DEFAULT_WAVE))
+    if settings.mode == "rungs":
+        from searchers.rungs import RungSchedule
+
+        return RungSchedule(wave=settings.wave or DEFAULT_WAVE).rounds
+    return settings.rounds or 6
+
+
 def search(
     task: str = typer.Option(..., "--task", help="task name (see `tfg-search tasks`)"),
     target: str = typer.Option(..., "--target", help="target of the task (e.g. a class)"),
@@ -69,15 +82,20 @@ def search(
     storage: str | None = typer.Option(None, "--storage", help=common.STORAGE_HELP),
     study: str | None = typer.Option(None, "--study", help="study name (default: derived from settings)"),
     samples: int | None = typer.Option(
-        None, "--samples", help="samples per search evaluation (default: task's)"
+        None,
+        "--samples",
+        help="samples per search evaluation (default: task's; --mode rungs: per rung-0 evaluation, "
+        "default half the task's)",
     ),
     final_samples: int | None = typer.Option(
         None, "--final-samples", help="samples per final re-run (default: task's)"
     ),
     final_top: int = typer.Option(2, "--final-top", help="configurations re-run at full size (>= 1)"),
-    top_k: int | None = typer.Option(None, "--top-k", help="beam width (--sampler beam; default 2)"),
+    top_k: int | None = typer.Option(
+        None, "--top-k", help="beam width (--mode reference|refined; default 2)"
+    ),
     rounds: int | None = typer.Option(
-        None, "--rounds", help="round limit, round 0 counts (--sampler beam; default 6)"
+        None, "--rounds", help="round limit, round 0 counts (--mode reference|refined; default 6)"
     ),
     n_recur: int | None = typer.Option(None, "--n-recur", help="recurrence (default: method's)"),
     n_iter: int | None = typer.Option(None, "--n-iter", help="mean-guidance steps (default: method's)"),
@@ -101,7 +119,9 @@ def search(
     mode: str | None = typer.Option(
         None,
         "--mode",
-        help="beam mode (--sampler beam): reference (the paper's, the default) | refined (also steps down)",
+        help="--sampler beam's search: rungs (the default: spread start, surrogate-guided refinement, "
+        "successive halving over sample sizes) | reference (the paper's beam) | refined (the beam, "
+        "also stepping down)",
     ),
     sampler: str = typer.Option(
         "beam", "--sampler", help="beam (TFG's) | gp | tpe | random (Optuna's, on the same lattices)"
@@ -110,7 +130,10 @@ def search(
         None, "--trials", help="search trials of --sampler gp|tpe|random (default 32)"
     ),
     wave: int | None = typer.Option(
-        None, "--wave", help="trials --sampler gp|tpe|random asks at once (default 8)"
+        None,
+        "--wave",
+        help="parallel trials per wave: candidates per round of --mode rungs, trials --sampler "
+        "gp|tpe|random asks at once (default 8)",
     ),
     threads: int | None = typer.Option(
         None, "--threads", help="torch threads of local evaluations (default: this process's CPU share)"
@@ -143,7 +166,7 @@ def search(
     from tfg_search.cli.results import finish
     from tfg_search.run.coordinator import hold_signals, run_search
     from tfg_search.run.executors import make_executor
-    from tfg_search.run.settings import DEFAULT_TRIALS, DEFAULT_WAVE, SearchSettings
+    from tfg_search.run.settings import SearchSettings
     from tfg_search.store.database import resolve_storage
 
     common.text("--task", task, "give a task name (see `tfg-search tasks`)")
@@ -169,15 +192,19 @@ def search(
     if executor not in ("local", "ray"):
         raise TFGSearchError(f"unknown executor {executor!r}; choose local or ray")
     common.text("--sampler", sampler, "choose beam, gp, tpe or random")
+    beam_flags = [flag for flag, value in (("--top-k", top_k), ("--rounds", rounds)) if value is not None]
     if sampler != "beam":
-        given = [
-            flag for flag, value in (("--top-k", top_k), ("--rounds", rounds), ("--mode", mode)) if value
-        ]
+        given = [*beam_flags, *(["--mode"] if mode is not None else [])]
         if given:
             raise TFGSearchError(
                 f"{', '.join(given)} applies to --sampler beam; --sampler {sampler} runs --trials "
                 "trials in waves of --wave"
             )
+    elif (mode or "rungs") == "rungs" and beam_flags:
+        raise TFGSearchError(
+            f"{', '.join(beam_flags)} applies to --mode reference or refined (the beam); the default "
+            "--mode rungs plans its own rounds (--wave candidates each)"
+        )
     settings = SearchSettings(
         task=task,
         target=target,
@@ -185,8 +212,8 @@ def search(
         samples=samples,
         final_samples=final_samples,
         final_top=final_top,
-        top_k=2 if top_k is None else top_k,
-        rounds=6 if rounds is None else rounds,
+        top_k=top_k,
+        rounds=rounds,
         n_recur=n_recur,
         n_iter=n_iter,
         n_mc=n_mc,
@@ -197,7 +224,7 @@ def search(
         search_schedules=search_schedules,
         seed=seed,
         seed_presets=seed_presets,
-        mode=mode or "reference",
+        mode=mode or "rungs",
         sampler=sampler,
         trials=trials,
         wave=wave,
@@ -223,8 +250,7 @@ def search(
     with _stopped_by_signals():  # from here on, Ctrl-C and SIGTERM end with exit code 130
         pool = make_executor(executor, **options)
         try:
-            waves = -(-(settings.trials or DEFAULT_TRIALS) // (settings.wave or DEFAULT_WAVE))
-            total = settings.rounds if sampler == "beam" else waves
+            total = _rounds(settings)
             with SearchProgress(total, quiet or as_json) as display:
                 report = run_search(settings, storage, study, pool, device, display)
         finally:

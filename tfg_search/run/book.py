@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from searchers import TFGBeamSampler, optuna_internals
 from searchers.beam import BeamPlan
+from searchers.rungs import units
 from tfg_search.guidance.config import STRUCTURES
 from tfg_search.run.objective import score
 from tfg_search.run.settings import ResolvedSettings
@@ -146,14 +147,18 @@ class SearchBook:
     # -- handing out ---------------------------------------------------------------------------
     def _spec(self, trial: optuna.Trial, params: dict[str, Any], role: str) -> TrialSpec:
         r = self.resolved
-        final = role == FINAL
+        if role == FINAL:
+            samples, seed = r.final_samples, r.seed + 1
+        else:
+            rung = self.sampler.trial_rung(trial) if self.beam else None  # type: ignore[union-attr]
+            samples, seed = r.samples * units(rung or 0), rung_seed(r.seed, rung)
         return TrialSpec(
             trial.number,
             r.task,
             r.target,
             r.config(params if self.beam else lattice_params(params, r.lattices())),
-            r.final_samples if final else r.samples,
-            r.seed + 1 if final else r.seed,
+            samples,
+            seed,
             r.steps,
             self.device,
             task_options=dict(r.task_options) or None,
@@ -187,6 +192,10 @@ class SearchBook:
         """
         records = self.records()
         beam = ranked(records, BEAM)
+        if self.resolved.rung_schedule() is not None:  # the rung search ranks points itself
+            by_number = {r.number: r for r in beam}
+            ranking = self.sampler.plan(self.studies.search).beam
+            beam = [by_number[n] for n in ranking if n in by_number]
         top = beam[: self.resolved.final_top]
         points = self.sampler.seed_points
         warm = next((r for r in beam if any(_at(r.params, p) for p in points)), None)
@@ -287,6 +296,13 @@ class SearchBook:
                     TFGBeamSampler.requeue(study, t.number)
                     retried += 1
         return stale, retried
+
+
+def rung_seed(seed: int, rung: int | None) -> int:
+    """The sampling seed of a search trial: the search's ``seed`` for the beam and for rung 0 of
+    the rung search; ``seed + 1 + rung`` for a later rung (fresh samples, common to the rung's
+    candidates; ``seed + 1`` is the final re-runs')."""
+    return seed if not rung else seed + 1 + rung
 
 
 def _at(params: dict[str, Any], point: dict[str, Any]) -> bool:

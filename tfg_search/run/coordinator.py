@@ -163,6 +163,7 @@ def make_sampler(
         else tuple(resolved.search_schedules),
         seed_configs=seeds or None,
         mode=resolved.mode,
+        rungs=resolved.rung_schedule(),
         seed=resolved.seed,
     )
 

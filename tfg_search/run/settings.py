@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from searchers import Lattice
+from searchers.rungs import RungSchedule
 from tfg_search.errors import SettingError, TFGSearchError
 from tfg_search.guidance.config import METHODS, TFGConfig
 from tfg_search.run.objective import check_objective
@@ -31,8 +32,12 @@ EXTENDABLE = ("rounds", "final_top", "trials")
 """Settings a study may be continued with larger values of (the beam is deterministic: the first
 rounds are the stored ones and only the new rounds / re-runs run). They are not in the study name."""
 
-MODES = ("reference", "refined")
-"""Beam modes (:data:`searchers.beam.MODES`, docs/searchers.md)."""
+MODES = ("rungs", "reference", "refined")
+"""Modes of the TFG sampler (:data:`searchers.beam.MODES`, docs/searchers.md): "rungs" (the
+default: a spread start, surrogate-guided refinement and successive halving over sample sizes),
+"reference" (the paper's beam, exact) and "refined" (the beam, also stepping down)."""
+BEAM_MODES = ("reference", "refined")
+"""The modes that are the beam doubling search (``top_k`` and ``rounds`` apply to them)."""
 
 SAMPLERS = ("beam", "gp", "tpe", "random")
 """What proposes a search's candidates: the TFG beam sampler (:class:`searchers.TFGBeamSampler`,
@@ -41,7 +46,8 @@ in its ``mode``), or Optuna's Gaussian-process BO, TPE or random search over the
 DEFAULT_TRIALS = 32
 """Search trials of ``--sampler gp|tpe|random`` when ``--trials`` is not given."""
 DEFAULT_WAVE = 8
-"""Trials ``--sampler gp|tpe|random`` ask at once (one wave of parallel workers)."""
+"""Trials asked at once by ``--sampler gp|tpe|random`` and per round of the rung search (one
+wave of parallel workers)."""
 
 
 def _count(name: str, value: object, minimum: int = 1) -> None:
@@ -56,10 +62,13 @@ class SearchSettings:
     Attributes:
         task, target: what is guided (a registered task and one of its targets).
         method: "tfg" (search rho, mu, gamma) or an earlier method (search its single strength).
-        samples: samples per search evaluation (the small fidelity; default: the task's).
+        samples: samples per search evaluation (the small fidelity; default: the task's). In the
+            rung mode, the samples of a rung-0 evaluation (the unit: rung ``j`` draws
+            ``2 ** (j - 1)`` units more; default: half the task's).
         final_samples, final_top: the top ``final_top`` (>= 1) configurations are re-run on
             ``final_samples`` samples (default: the task's); the best of those is the answer.
-        top_k, rounds: beam width and round limit of the beam search.
+        top_k, rounds: beam width (default 2) and round limit (default 6) of the beam search
+            (modes reference and refined only).
         n_recur, n_iter, n_mc, eta, steps: fixed during a search (they set its cost).
         objective: metric names averaged into the score ("_" prefix: lower is better).
         space: the lattice of each searched parameter.
@@ -71,12 +80,13 @@ class SearchSettings:
         seed_presets: warm start from the earlier methods: their configurations (at their
             searched best in the storage when known) join round 0
             (:func:`tfg_search.run.warm_start.preset_seeds`; fixed when the study is created).
-        mode: "reference" (the paper's beam) or "refined" (:data:`MODES`).
+        mode: "rungs" (the default), "reference" (the paper's beam) or "refined" (:data:`MODES`).
         task_options: options of the task (e.g. the ``custom`` task's model folder).
-        sampler: :data:`SAMPLERS` (the beam, or one of Optuna's: then ``trials`` and ``wave``
-            apply instead of ``top_k``, ``rounds`` and ``mode``).
+        sampler: :data:`SAMPLERS` ("beam": the TFG sampler in its ``mode``; or one of Optuna's:
+            then ``trials`` and ``wave`` apply instead of ``top_k``, ``rounds`` and ``mode``).
         trials: search trials of an Optuna sampler (default :data:`DEFAULT_TRIALS`).
-        wave: trials an Optuna sampler asks at once (default :data:`DEFAULT_WAVE`).
+        wave: trials an Optuna sampler asks at once, or the candidates of a rung-search round
+            (default :data:`DEFAULT_WAVE`).
     """
 
     task: str
@@ -85,8 +95,8 @@ class SearchSettings:
     samples: int | None = None
     final_samples: int | None = None
     final_top: int = 2
-    top_k: int = 2
-    rounds: int = 6
+    top_k: int | None = None
+    rounds: int | None = None
     n_recur: int | None = None
     n_iter: int | None = None
     n_mc: int | None = None
@@ -98,7 +108,7 @@ class SearchSettings:
     seed: int = 0
     seed_configs: tuple[Mapping[str, Any], ...] = ()
     seed_presets: bool = False
-    mode: str = "reference"
+    mode: str = "rungs"
     task_options: Mapping[str, str] | None = None
     sampler: str = "beam"
     trials: int | None = None
@@ -107,8 +117,10 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SettingError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("top_k", "rounds", "final_top"):
-            _count(name, getattr(self, name))
+        _count("final_top", self.final_top)
+        for name in ("top_k", "rounds"):
+            if getattr(self, name) is not None:
+                _count(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SettingError("seed", f"must be an integer >= 0, got {self.seed!r}")
         for name, minimum in (
@@ -144,8 +156,15 @@ class SearchSettings:
             value = getattr(self, name)
             if value is not None:
                 _count(name, value)
-                if self.sampler == "beam":
-                    raise SettingError(name, "applies to --sampler gp, tpe or random (the beam has rounds)")
+        beam_given = [name for name in ("top_k", "rounds") if getattr(self, name) is not None]
+        if beam_given and (self.sampler != "beam" or self.mode not in BEAM_MODES):
+            raise SettingError(beam_given[0], "applies to mode reference or refined (the beam)")
+        if self.trials is not None and self.sampler == "beam":
+            raise SettingError(
+                "trials", "applies to --sampler gp, tpe or random (the TFG sampler plans rounds)"
+            )
+        if self.wave is not None and self.sampler == "beam" and self.mode != "rungs":
+            raise SettingError("wave", "applies to --mode rungs and --sampler gp, tpe or random")
         if self.sampler != "beam" and (self.seed_configs or self.seed_presets):
             raise SettingError("seed_presets", "(a warm start) applies to --sampler beam only")
 
@@ -173,11 +192,11 @@ class SearchSettings:
             task=self.task,
             target=self.target,
             method=self.method,
-            samples=self.samples or int(task.search_samples),
+            samples=self.samples or self._default_samples(task),
             final_samples=self.final_samples or int(task.final_samples),
             final_top=self.final_top,
-            top_k=self.top_k,
-            rounds=self.rounds,
+            top_k=self.top_k or 2,
+            rounds=self.rounds or 6,
             n_recur=base.n_recur,
             n_iter=base.n_iter,
             n_mc=base.n_mc,
@@ -194,8 +213,15 @@ class SearchSettings:
             mode=self.mode,
             sampler=self.sampler,
             trials=None if self.sampler == "beam" else (self.trials or DEFAULT_TRIALS),
-            wave=None if self.sampler == "beam" else (self.wave or DEFAULT_WAVE),
+            wave=None if self.sampler == "beam" and self.mode != "rungs" else (self.wave or DEFAULT_WAVE),
         )
+
+    def _default_samples(self, task: Any) -> int:
+        """The task's search samples; half of them in the rung mode (its unit: the survivors of
+        its rungs are evaluated on 2, 4, ... units)."""
+        if self.sampler == "beam" and self.mode == "rungs":
+            return max(1, int(task.search_samples) // 2)
+        return int(task.search_samples)
 
 
 def base_config(
@@ -306,6 +332,12 @@ class ResolvedSettings:
         """The name tfg-search 0.1 derived for these settings (to resume its studies)."""
         fp = self.legacy_fingerprint
         return None if fp is None else f"{self.task}-{self.target}-{self.method}-{fp}"
+
+    def rung_schedule(self) -> RungSchedule | None:
+        """The budget of the rung search (None unless ``sampler`` is "beam" in mode "rungs")."""
+        if self.sampler != "beam" or self.mode != "rungs":
+            return None
+        return RungSchedule(wave=self.wave or DEFAULT_WAVE)
 
     def lattices(self) -> dict[str, Lattice]:
         """The searched space as lattices."""
