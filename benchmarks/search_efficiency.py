@@ -320,6 +320,25 @@ def summarize(
     return out
 
 
+def run_records(
+    runs: dict[tuple[str, int], Run],
+    fractions: dict[tuple[str, int], float],
+    curves: dict[tuple[str, int], list[float]],
+) -> dict[str, Any]:
+    """What the JSON keeps of each run (``method/seed``)."""
+    return {
+        f"{m}/{s}": {
+            "answer": list(r.answer or ()),
+            "fraction": fractions[(m, s)],
+            "passes": vars(r.passes),
+            "evaluations": r.evaluations,
+            "waves": len(r.waves),
+            "curve": curves[(m, s)],
+        }
+        for (m, s), r in sorted(runs.items())
+    }
+
+
 def write_plot(
     curves_by_method: dict[str, list[tuple[list[float], list[float]]]], path: Path, title: str
 ) -> None:
@@ -413,17 +432,7 @@ def bench_table(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
         per_target[target] = {
             "reference": {"key": list(reference_key), "score": reference, "reseeds": reseeds, "noise": noise},
             "grid_top_judged": {",".join(map(str, k)): judged[k] for k in grid_top},
-            "runs": {
-                f"{m}/{s}": {
-                    "answer": list(r.answer or ()),
-                    "fraction": fractions[(m, s)],
-                    "passes": vars(r.passes),
-                    "evaluations": r.evaluations,
-                    "waves": len(r.waves),
-                    "curve": curves[(m, s)],
-                }
-                for (m, s), r in sorted(runs.items())
-            },
+            "runs": run_records(runs, fractions, curves),
             "summary": summarize(runs, fractions, curves, methods),
         }
         log(f"{target}: reference {reference_key} {reference:.4f} (noise {noise:.4f})")
@@ -481,14 +490,7 @@ def bench_live(
         curves = {k: (search_curve(r, frac) if k[0] in OPTUNA else curve(r, frac)) for k, r in runs.items()}
         per_target[target] = {
             "reference": reference,
-            "runs": {
-                f"{m}/{s}": {
-                    "answer": list(r.answer or ()),
-                    "fraction": fractions[(m, s)],
-                    "passes": vars(r.passes),
-                }
-                for (m, s), r in sorted(runs.items())
-            },
+            "runs": run_records(runs, fractions, curves),
             "summary": summarize(runs, fractions, curves, methods),
         }
         for (m, s), r in runs.items():

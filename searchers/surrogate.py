@@ -32,10 +32,13 @@ import numpy as np
 
 Key = tuple[int, ...]
 
-LENGTH_SCALES = (0.1, 0.2, 0.35, 0.6, 1.0, 2.0, 5.0)
-"""Length scales tried for each coordinate (in units of its whole lattice)."""
-NOISE_LEVELS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
-"""Noise variances tried, per unit of samples, relative to the variance of the scores."""
+LENGTH_SCALES = (0.2, 0.35, 0.6, 1.0, 2.0, 5.0)
+"""Length scales tried for each coordinate (in units of its whole lattice). None shorter than
+0.2 (about two steps of a ten-value lattice): a shorter one lets one lucky small-sample score
+pull the whole refinement to itself (measured: docs/benchmarks-search.md)."""
+NOISE_LEVELS = (0.1, 0.2, 0.4, 0.8, 1.6)
+"""Noise variances tried, per unit of samples, relative to the variance of the scores (at least
+0.1: a small-sample score is never taken as exact)."""
 FAILED_MARGIN = 1.0
 """A failed evaluation is modelled as the worst score minus this many standard deviations."""
 

@@ -51,34 +51,29 @@ def quality(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def test_search_efficiency_quick(efficiency: dict[str, Any]) -> None:
     data = efficiency
-    assert data["benchmark"] == "search_efficiency"
-    assert {"machine", "settings", "summary", "paired", "results", "wall_s"} <= set(data)
-    assert data["machine"]["cpu_count"] >= 1
-    summary = data["summary"]["gmm2d"]
-    assert set(summary) == {
-        "beam-reference",
-        "beam-zero",
-        "beam-refined",
-        "beam-reeval",
-        "tpe",
-        "random",
-        "gp",
-    }
+    assert data["benchmark"] == "search_efficiency" and data["workers"] == 8 and data["goal"] == 0.98
+    assert {"machine", "methods", "seeds", "tasks", "wall_time_s", "command"} <= set(data)
+    task = data["tasks"]["gmm2d"]
+    summary = task["summary"]
+    assert set(summary) == {"rungs", "beam", "gp", "tpe", "random"}
     for row in summary.values():
-        assert 0 < row["mean_fraction"] <= 1.1 and row["min_fraction"] <= row["mean_fraction"] + 1e-12
-        assert row["evaluations"] >= 1
-    per_target = data["results"]["gmm2d"]["3"]
-    assert per_target["grid"]["size"] == 6 * 6 * 4  # the quick grid: rho, mu with 0 and 5 values, gamma 4
-    by_method = {r["method"]: r for r in per_target["runs"]}
-    reeval = by_method["beam-reeval"]  # the refined beam's evaluations and 6 re-evaluations
-    assert reeval["evaluations"] == by_method["beam-refined"]["evaluations"]
-    assert reeval["total_evaluations"] == reeval["evaluations"] + 6
-    for kind in ("tpe", "random", "gp"):  # equal budget: every evaluation of beam-reeval
-        assert by_method[kind]["evaluations"] == reeval["total_evaluations"]
-    assert by_method["beam-reference"]["chosen"]["mu"] > 0  # the reference lattices have no 0
-    assert set(data["paired"]["gmm2d"]) == {
-        f"beam-reeval - {m}" for m in ("beam-reference", "beam-zero", "beam-refined", "tpe", "random", "gp")
-    } | {f"beam-refined - {m}" for m in ("beam-reference", "beam-zero", "tpe", "random", "gp")}
+        assert 0 < row["min_fraction"] <= row["mean_fraction"] <= 1.0 + 1e-12  # the best judged is 1
+        assert row["evaluations"] >= 1 and row["waves"] >= 2  # a search wave and the finals' wave
+        assert row["waves_to_0.98"] is None or row["waves_to_0.98"] >= 1
+    # equal compute: Optuna's samplers spend the rung search's model passes (finals included)
+    for kind in ("gp", "tpe", "random"):
+        assert summary[kind]["passes"] == summary["rungs"]["passes"]
+        assert set(summary["rungs"][f"minus_{kind}"]) == {"mean", "low", "high"}
+    runs = task["targets"]["3"]["runs"]
+    rungs = runs["rungs/0"]
+    # 16 spread (presets first) + 16 refine at one unit, 8 at rung 1, 4 at rung 2, 2 finals
+    assert rungs["evaluations"] == 16 + 16 + 8 + 4 + 2
+    assert rungs["passes"]["denoiser"] == 8 * (16 * (16 + 16 + 8 + 4 * 2) + 2 * 32)
+    assert (
+        rungs["passes"]["predictor"] > 0
+        and rungs["passes"]["denoiser_backward"] <= rungs["passes"]["denoiser"]
+    )
+    assert runs["gp/0"]["waves"] == 3 + 1  # 24 trials of 32 samples in waves of 8, then the finals
 
 
 def test_guidance_quality_quick(quality: dict[str, Any]) -> None:

@@ -110,11 +110,12 @@ def search(
         False, "--search-schedules", help="also search schedule structures"
     ),
     seed: int = typer.Option(0, "--seed", help="seed of every search evaluation"),
-    seed_presets: bool = typer.Option(
-        False,
-        "--seed-presets",
+    seed_presets: bool | None = typer.Option(
+        None,
+        "--seed-presets/--no-seed-presets",
         help="warm start: the earlier methods' configurations (their searched best in this storage "
-        "when known) join round 0",
+        "when known) join round 0 (default: yes for --mode rungs, no for the beam)",
+        show_default=False,
     ),
     mode: str | None = typer.Option(
         None,

@@ -78,7 +78,8 @@ class SearchSettings:
             the same noise); the final re-runs use ``seed + 1`` (fresh samples, no selection bias).
         seed_configs: warm start: configurations put into round 0.
         seed_presets: warm start from the earlier methods: their configurations (at their
-            searched best in the storage when known) join round 0
+            searched best in the storage when known) join round 0 (default: in the rung mode
+            of method tfg, yes; else no)
             (:func:`tfg_search.run.warm_start.preset_seeds`; fixed when the study is created).
         mode: "rungs" (the default), "reference" (the paper's beam) or "refined" (:data:`MODES`).
         task_options: options of the task (e.g. the ``custom`` task's model folder).
@@ -107,7 +108,7 @@ class SearchSettings:
     search_schedules: bool | tuple[str, ...] = False
     seed: int = 0
     seed_configs: tuple[Mapping[str, Any], ...] = ()
-    seed_presets: bool = False
+    seed_presets: bool | None = None
     mode: str = "rungs"
     task_options: Mapping[str, str] | None = None
     sampler: str = "beam"
@@ -209,12 +210,19 @@ class SearchSettings:
             seed=self.seed,
             task_options=dict(self.task_options or {}),
             seed_configs=[dict(c) for c in self.seed_configs],
-            seed_presets=self.seed_presets,
+            seed_presets=self._presets(),
             mode=self.mode,
             sampler=self.sampler,
             trials=None if self.sampler == "beam" else (self.trials or DEFAULT_TRIALS),
             wave=None if self.sampler == "beam" and self.mode != "rungs" else (self.wave or DEFAULT_WAVE),
         )
+
+    def _presets(self) -> bool:
+        """Whether the earlier methods' configurations join the start: as set, else in the rung
+        search of TFG's space (its spread start holds them)."""
+        if self.seed_presets is not None:
+            return self.seed_presets
+        return self.sampler == "beam" and self.mode == "rungs" and self.method == "tfg"
 
     def _default_samples(self, task: Any) -> int:
         """The task's search samples; half of them in the rung mode (its unit: the survivors of
