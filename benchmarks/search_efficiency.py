@@ -78,7 +78,7 @@ class TaskSetup:
     samples: int
     """Samples of a search trial of Optuna's samplers and the beam (the task's search samples)."""
     unit: int
-    """Samples of a rung-0 evaluation of the rung search (half the task's search samples)."""
+    """Samples of a rung-0 evaluation of the rung search (the task's search samples)."""
     final_samples: int
     presets: list[Key] = field(default_factory=list)
     """The earlier methods' points in the rung search's spread start."""
@@ -88,20 +88,20 @@ def shapes_setup() -> TaskSetup:
     from _table import GRID
     from shapes_table import LADDER_PAIRS
 
-    return TaskSetup(dict(GRID), list(LADDER_PAIRS), 32, 16, 128, preset_keys("shapes", GRID))
+    return TaskSetup(dict(GRID), list(LADDER_PAIRS), 32, 32, 128, preset_keys("shapes", GRID))
 
 
 def digits_setup() -> TaskSetup:
     from tasks.digits import DIGITS_SPACE
 
     space = {n: Lattice(lat.init, lat.factor, lat.cap, zero=True) for n, lat in DIGITS_SPACE.items()}
-    return TaskSetup(space, ["0", "1", "3", "5", "8"], 64, 32, 512, preset_keys("digits", space))
+    return TaskSetup(space, ["0", "1", "3", "5", "8"], 64, 64, 512, preset_keys("digits", space))
 
 
 def gmm_setup() -> TaskSetup:
     z = lambda *a: Lattice(*a, zero=True)  # noqa: E731
     space = {"rho": z(0.002, 2, 0.032), "mu": z(0.002, 2, 0.032), "gamma": z(0.001, 10, 0.1)}
-    return TaskSetup(space, ["3"], 32, 16, 32, preset_keys("gmm2d", space))
+    return TaskSetup(space, ["3"], 32, 32, 32, preset_keys("gmm2d", space))
 
 
 def preset_keys(task_name: str, space: dict[str, Lattice]) -> list[Key]:

@@ -76,7 +76,7 @@ class RungSchedule:
     wave: int = 8
     spread: int = 16
     refine: int = 2
-    promote: tuple[int, ...] = (8, 4)
+    promote: tuple[int, ...] = (4, 2)
     beta: float = 1.0
     rank: str = "mean"
 

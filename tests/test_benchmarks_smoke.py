@@ -66,14 +66,14 @@ def test_search_efficiency_quick(efficiency: dict[str, Any]) -> None:
         assert set(summary["rungs"][f"minus_{kind}"]) == {"mean", "low", "high"}
     runs = task["targets"]["3"]["runs"]
     rungs = runs["rungs/0"]
-    # 16 spread (presets first) + 16 refine at one unit, 8 at rung 1, 4 at rung 2, 2 finals
-    assert rungs["evaluations"] == 16 + 16 + 8 + 4 + 2
-    assert rungs["passes"]["denoiser"] == 8 * (16 * (16 + 16 + 8 + 4 * 2) + 2 * 32)
+    # 16 spread (presets first) + 16 refine at one unit, 4 at rung 1, 2 at rung 2 (2 units), 2 finals
+    assert rungs["evaluations"] == 16 + 16 + 4 + 2 + 2
+    assert rungs["passes"]["denoiser"] == 8 * (32 * (16 + 16 + 4 + 2 * 2) + 2 * 32)
     assert (
         rungs["passes"]["predictor"] > 0
         and rungs["passes"]["denoiser_backward"] <= rungs["passes"]["denoiser"]
     )
-    assert runs["gp/0"]["waves"] == 3 + 1  # 24 trials of 32 samples in waves of 8, then the finals
+    assert runs["gp/0"]["waves"] == 5 + 1  # 40 trials of 32 samples in waves of 8, then the finals
 
 
 def test_guidance_quality_quick(quality: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ def test_passes_count_samples_steps_and_recurrence() -> None:
 
 
 SEARCHES = {
-    "rungs": {},  # the default: rung j evaluates 8 * 2 ** (j - 1) samples
+    "rungs": {},  # the default: rung j >= 1 evaluates 8 * 2 ** (j - 1) fresh samples
     "reference": {"mode": "reference", "rounds": 2},
     "random": {"sampler": "random", "trials": 4, "wave": 2},
 }

@@ -85,7 +85,7 @@ def search(
         None,
         "--samples",
         help="samples per search evaluation (default: task's; --mode rungs: per rung-0 evaluation, "
-        "default half the task's)",
+        "later rungs draw 1, 2, 4... times as many)",
     ),
     final_samples: int | None = typer.Option(
         None, "--final-samples", help="samples per final re-run (default: task's)"

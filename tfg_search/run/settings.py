@@ -64,7 +64,7 @@ class SearchSettings:
         method: "tfg" (search rho, mu, gamma) or an earlier method (search its single strength).
         samples: samples per search evaluation (the small fidelity; default: the task's). In the
             rung mode, the samples of a rung-0 evaluation (the unit: rung ``j`` draws
-            ``2 ** (j - 1)`` units more; default: half the task's).
+            ``2 ** (j - 1)`` units more).
         final_samples, final_top: the top ``final_top`` (>= 1) configurations are re-run on
             ``final_samples`` samples (default: the task's); the best of those is the answer.
         top_k, rounds: beam width (default 2) and round limit (default 6) of the beam search
@@ -193,7 +193,7 @@ class SearchSettings:
             task=self.task,
             target=self.target,
             method=self.method,
-            samples=self.samples or self._default_samples(task),
+            samples=self.samples or int(task.search_samples),
             final_samples=self.final_samples or int(task.final_samples),
             final_top=self.final_top,
             top_k=self.top_k or 2,
@@ -223,13 +223,6 @@ class SearchSettings:
         if self.seed_presets is not None:
             return self.seed_presets
         return self.sampler == "beam" and self.mode == "rungs" and self.method == "tfg"
-
-    def _default_samples(self, task: Any) -> int:
-        """The task's search samples; half of them in the rung mode (its unit: the survivors of
-        its rungs are evaluated on 2, 4, ... units)."""
-        if self.sampler == "beam" and self.mode == "rungs":
-            return max(1, int(task.search_samples) // 2)
-        return int(task.search_samples)
 
 
 def base_config(
