@@ -11,8 +11,10 @@ extension chunks a search is the first to ask for, which are generated once and 
   candidates of one search are compared on common random numbers, as a live search compares
   them (every candidate drawn with the same seed), and two search seeds see other noise.
 * **Independent evaluations.** Each evaluation of a point takes the next slots of its stream:
-  a point evaluated again (a re-evaluation, a promotion, a final re-run) gets samples it has not
-  had, as a live re-run on a fresh seed does.
+  a point evaluated again (a promotion to a later rung, a final re-run) gets samples it has not
+  had, as a live re-run on a fresh seed does. A search that draws every trial with one seed
+  (Optuna's samplers in ``tfg-search search``) evaluates with ``fresh=False``: a point proposed
+  again is drawn on the same samples, as it is live.
 * **Passes.** Every evaluation counts its model passes (``tfg_search.guidance.pass_counts`` of
   its configuration, times its samples): denoiser forward passes (one per sample, step and
   recurrence round) and predictor gradient passes. Compute budgets are denoiser passes.
@@ -34,8 +36,10 @@ from _waves import Passes
 
 POOL_CHUNKS = 2
 """Chunk seeds 0..1: the part of every point's stream that the table holds for every point."""
-EXTENSION_CHUNKS = 14
-"""Chunk seeds 2..15: generated on demand (a point's first 32 + 224 samples in all)."""
+EXTENSION_BLOCKS = ((2, 16), (16, 32))
+"""Chunk seeds of the extension, generated on demand, in blocks shuffled one after the other:
+seeds 2..15, then 16..31 (a point's 32 + 480 samples in all). The blocks keep the order of a
+shorter stream: a stream that grew keeps the chunks its first part already asked for."""
 
 
 def passes_of(key: Key, samples: int) -> Passes:
@@ -80,8 +84,11 @@ class Oracle:
         rng = random.Random(10_007 * self.seed + 17)
         pool = list(range(POOL_CHUNKS * CHUNK))
         rng.shuffle(pool)
-        chunks = list(range(POOL_CHUNKS, POOL_CHUNKS + EXTENSION_CHUNKS))
-        rng.shuffle(chunks)
+        chunks: list[int] = []
+        for low, high in EXTENSION_BLOCKS:
+            block = list(range(low, high))
+            rng.shuffle(block)
+            chunks += block
         self._slots = pool + [c * CHUNK + i for c in chunks for i in range(CHUNK)]
 
     def stream(self, key: Key, start: int, n: int) -> list[int]:
@@ -89,9 +96,14 @@ class Oracle:
             raise ValueError(f"point {key} has no {start + n} samples in its stream")
         return self._slots[start : start + n]
 
-    def evaluate(self, key: Key, samples: int) -> float:
-        """The score of ``key`` on its next ``samples`` samples (recorded with its passes)."""
-        start = self.used.get(key, 0)
+    def evaluate(self, key: Key, samples: int, fresh: bool = True) -> float:
+        """The score of ``key`` on its next ``samples`` samples (recorded with its passes).
+
+        ``fresh=False``: on the first ``samples`` of its stream instead, as a search that draws
+        every trial with one seed does (``tfg-search search --sampler gp|tpe|random``): a point
+        proposed again gets the same samples, hence the same score, and costs its passes again.
+        """
+        start = self.used.get(key, 0) if fresh else 0
         slots = self.stream(key, start, samples)
         seeds = sorted({s // CHUNK for s in slots})
         need = {(key, s) for s in seeds if not self.table.has(key, s)}
@@ -105,7 +117,7 @@ class Oracle:
             position = {s: i for i, s in enumerate(seeds)}
             index = [position[s // CHUNK] * CHUNK + s % CHUNK for s in slots]
             value = score(metrics(chunks.subset(index), self.target))
-        self.used[key] = start + samples
+        self.used[key] = max(self.used.get(key, 0), start + samples)
         self.log.append(Evaluation(key, samples, value, passes_of(key, samples)))
         return value
 

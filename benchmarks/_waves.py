@@ -9,17 +9,19 @@ runs, driven the way ``tfg-search search`` drives it with ``K`` workers:
 * ``beam``: ``TFGBeamSampler(mode="reference")``, the paper's beam, the same way;
 * ``gp``, ``tpe``, ``random``: Optuna's GPSampler (batch acquisition over the running trials,
   qLogEI), TPESampler (``constant_liar=True``) and RandomSampler on the lattice exponents
-  (``suggest_int``), ``K`` trials asked, evaluated and told per wave; a point proposed again is
-  evaluated again, on fresh samples, and costs what it costs.
+  (``suggest_int``), ``K`` trials asked, evaluated and told per wave; every trial is drawn with
+  the search's one seed, as ``tfg-search search --sampler gp`` draws it, so a point proposed
+  again gets the same score and costs its passes again.
 
 Every method then makes the service's final re-runs: its ``final_top`` best configurations (by
 its own ranking: the best scores observed, the beam's ranking, the rung search's ranking) on
 ``final_samples`` fresh samples, one more wave; the better re-run is its answer. Compute is
 what the oracle counts: model passes summed over samples, steps and recurrence rounds.
 
-An *oracle* is any object with ``evaluate(key, samples) -> score`` (a fresh evaluation of a
-lattice point: its next samples, common to every point at the same position of the stream) and
-``passes`` (a :class:`Passes` of everything evaluated so far).
+An *oracle* is any object with ``evaluate(key, samples, fresh=True) -> score`` (an evaluation of
+a lattice point: its next samples, common to every point at the same position of its stream; with
+``fresh=False`` its first samples again), ``passes`` (a :class:`Passes` of everything evaluated
+so far) and ``fork()``.
 
 Each run records, after every wave, the compute spent and the method's *incumbent*: the point it
 would answer if stopped there (the best observed for Optuna's samplers, the top of the ranking
@@ -62,7 +64,7 @@ class Passes:
 
 
 class Oracle(Protocol):
-    def evaluate(self, key: Key, samples: int) -> float: ...
+    def evaluate(self, key: Key, samples: int, fresh: bool = True) -> float: ...
 
     @property
     def passes(self) -> Passes: ...
@@ -213,7 +215,7 @@ def optuna_sampler(
             key = tuple(
                 t.suggest_int(f"{m}_exponent", space[m].lowest_exponent, space[m].size - 1) for m in names
             )
-            value = oracle.evaluate(key, samples)
+            value = oracle.evaluate(key, samples, fresh=False)  # one seed for every trial, as live
             if math.isfinite(value):
                 study.tell(t, value)
             else:

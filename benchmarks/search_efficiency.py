@@ -128,7 +128,8 @@ class LiveOracle:
     """Evaluations made on demand through the evaluation cache (digits, gmm2d).
 
     The n-th evaluation of any point draws the chunks of evaluation seed ``base + n`` (common
-    random numbers: every point's n-th look has the same noise; a re-evaluation has fresh noise).
+    random numbers: every point's n-th look has the same noise; a re-evaluation has fresh noise;
+    ``fresh=False``: the first look's seed again, as a one-seed search draws it).
     """
 
     def __init__(self, ev: Any, target: str, seed: int, space: dict[str, Lattice], structure: Any) -> None:
@@ -141,11 +142,11 @@ class LiveOracle:
             {n: self.space[n].value(k) for n, k in zip(self.space, key, strict=True)}
         )
 
-    def evaluate(self, key: Key, samples: int) -> float:
+    def evaluate(self, key: Key, samples: int, fresh: bool = True) -> float:
         from tfg_search.guidance.passes import sample_passes
 
-        n = self.used.get(key, 0)
-        self.used[key] = n + 1
+        n = self.used.get(key, 0) if fresh else 0
+        self.used[key] = max(self.used.get(key, 0), n + 1)
         config = self.config(key)
         result = self.ev.evaluate_one(
             self.target, config, 10_000 + 100 * self.seed + n, samples // self.ev.chunk
