@@ -45,6 +45,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from searchers import Lattice
+from tasks.shapes import SHAPES_SPACE
 
 ROOT = Path(__file__).resolve().parent / "results" / "table"
 CHUNK = 16
@@ -61,13 +62,9 @@ STRUCTURE = {"n_recur": 1, "n_iter": 4, "n_mc": 1, "eta": 1.0}
 BATCH_CONFIGS = 16
 """Configurations sampled together (16 chunks of 16: 256 samples per call)."""
 
-GRID: dict[str, Lattice] = {
-    "rho": Lattice(0.25, 2.0, 16.0, zero=True),
-    "mu": Lattice(0.06, 2.0, 16.0, zero=True),
-    "gamma": Lattice(0.01, 10.0, 1.0, zero=True),
-}
-"""The shapes task's strength lattices (``tasks.shapes.SHAPES_SPACE``) with 0 in each:
-8 x 10 x 4 = 320 points."""
+GRID: dict[str, Lattice] = dict(SHAPES_SPACE)
+"""The shapes task's default lattices (``tasks.shapes.SHAPES_SPACE``, 0 in each): 8 x 10 x 4 = 320
+points, the space ``tfg-search search --task shapes`` searches."""
 
 Key = tuple[int, ...]
 
