@@ -114,7 +114,7 @@ def finish(
         if n
     )
     out.print(
-        f"{c.beam} beam + {c.final} final trials ({c.failed} failed{extra}) in "
+        f"{c.beam} search + {c.final} final trials ({c.failed} failed{extra}) in "
         f"{report.wall_time_s:.1f} s; study '{escape(report.study_name)}' in {escape(report.storage)}"
     )
     passes = report.compute.get("passes", {})

@@ -181,8 +181,9 @@ class SearchBook:
         return Pending(trial, BEAM, self.sampler.trial_round(trial), params, self._spec(trial, params, BEAM))
 
     def final_sources(self) -> list[TrialRecord]:
-        """The beam configurations to re-run at full size that have no final re-run yet: the top
-        ``final_top``, and with a warm start (``seed_configs``, ``--seed-presets``) also the best
+        """The search's configurations to re-run at full size that have no final re-run yet: the
+        top ``final_top`` (by the rung search's ranking, or the beam's scores), and in the beam
+        with a warm start (``seed_configs``, ``--seed-presets``) also the best
         warm-start point when it is not among them, so that the answer, chosen on the final
         samples, is never below the best warm-start configuration because a noisy small-sample
         score ranked it out.
@@ -192,12 +193,15 @@ class SearchBook:
         """
         records = self.records()
         beam = ranked(records, BEAM)
-        if self.resolved.rung_schedule() is not None:  # the rung search ranks points itself
+        rungs = self.resolved.rung_schedule() is not None
+        if rungs:  # the rung search ranks its points itself, on all their evaluations
             by_number = {r.number: r for r in beam}
             ranking = self.sampler.plan(self.studies.search).beam
             beam = [by_number[n] for n in ranking if n in by_number]
         top = beam[: self.resolved.final_top]
-        points = self.sampler.seed_points
+        # In the beam, the best warm-start point joins the finals (see above); in the rung search
+        # the promotions re-evaluate the best points on fresh samples before they are ranked.
+        points = () if rungs else self.sampler.seed_points
         warm = next((r for r in beam if any(_at(r.params, p) for p in points)), None)
         if warm is not None and all(r.number != warm.number for r in top):
             top.append(warm)
