@@ -160,3 +160,30 @@ def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_stora
         if not (r.role == "beam" and r.number == 2):
             assert r.device == "cpu"
     assert all(r.state.is_finished() for r in records)
+
+
+def test_the_default_rung_search_runs_on_ray_as_it_runs_locally(
+    local_ray: None, tmp_storage_url: str
+) -> None:
+    """Ray workers draw each trial's own sample count and rung seed: the same study as in-process."""
+    from tfg_search.run.coordinator import run_search
+    from tfg_search.run.executors import LocalExecutor
+    from tfg_search.run.settings import SearchSettings
+    from tfg_search.store.studies import load_search
+
+    settings = SearchSettings(task="gmm2d", target="3", samples=8, final_samples=16, final_top=1, steps=6)
+    with RayExecutor(num_workers=2) as pool:
+        run_search(settings, tmp_storage_url, "on-ray", pool)
+    run_search(settings, tmp_storage_url, "local", LocalExecutor(batch_size=1))
+
+    def trials(name: str) -> list[tuple]:
+        records = load_search(tmp_storage_url, name).records()
+        return sorted(
+            (r.role, r.round, tuple(sorted(r.params.items())), r.samples, r.seed, r.value) for r in records
+        )
+
+    on_ray, local = trials("on-ray"), trials("local")
+    assert [t[:5] for t in on_ray] == [t[:5] for t in local]
+    assert [t[5] for t in on_ray] == pytest.approx([t[5] for t in local], rel=1e-5)
+    # rung 0 on the search seed, rung 1 on seed + 2, rung 2 on twice the samples and seed + 3
+    assert {(t[3], t[4]) for t in on_ray if t[0] == "beam"} == {(8, 0), (8, 2), (16, 3)}
