@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 Key = tuple[int, ...]
 
-__all__ = ["Key", "KeySpace", "Outcome", "Planner", "Record", "RoundPlan", "plan_round"]
+__all__ = ["Key", "KeySpace", "Outcome", "Planner", "Record", "RoundPlan", "plan_round", "resolve"]
 
 
 class Outcome(enum.Enum):
@@ -199,7 +199,7 @@ class RoundPlan:
 _PRIORITY = {Outcome.COMPLETE: 0, Outcome.FAILED: 1, Outcome.RUNNING: 2}
 
 
-def _resolve(records: Iterable[Record], best: dict[Key, Record] | None = None) -> dict[Key, Record]:
+def resolve(records: Iterable[Record], best: dict[Key, Record] | None = None) -> dict[Key, Record]:
     """One representative record per key: COMPLETE beats FAILED beats RUNNING, then lower number.
 
     With ``best`` (the resolution of other records), the records are resolved into it.
@@ -355,7 +355,7 @@ class Planner:
         return True
 
     def _status(self, records: Sequence[Record], stable: int) -> tuple[dict[Key, Record], set[Key] | None]:
-        """:func:`_resolve` of ``records``, reusing that of their first ``stable`` ones when the
+        """:func:`resolve` of ``records``, reusing that of their first ``stable`` ones when the
         previous call began with the same records; and the keys whose resolution may have changed
         since the previous call (None: unknown)."""
         known = self._stable
@@ -365,17 +365,17 @@ class Planner:
             if stable > len(known):
                 added = list(records[len(known) : stable])
                 changed.update(record.key for record in added)
-                self._stable_status = _resolve(added, dict(self._stable_status))
+                self._stable_status = resolve(added, dict(self._stable_status))
                 self._stable = known + added
         else:
             changed = None
             self._stable = list(records[:stable])
-            self._stable_status = _resolve(self._stable)
+            self._stable_status = resolve(self._stable)
         tail = records[stable:]
         self._tail_keys = {record.key for record in tail}
         if changed is not None:
             changed |= self._tail_keys
-        return _resolve(tail, dict(self._stable_status)), changed
+        return resolve(tail, dict(self._stable_status)), changed
 
     def plan(self, records: Sequence[Record], stable: int = 0) -> RoundPlan:
         """The plan of the current round over ``records`` (see :func:`plan_round`).

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .planner import Key, KeySpace, Outcome, Record, RoundPlan, _resolve
+from .planner import Key, KeySpace, Outcome, Record, RoundPlan, resolve
 from .surrogate import GaussianProcess
 
 __all__ = ["RungPlanner", "RungSchedule", "units"]
@@ -219,7 +219,7 @@ class RungPlanner:
     # -- the plan -------------------------------------------------------------------------------
     def plan(self, records: Sequence[Record], stable: int = 0) -> RoundPlan:
         """The current round over ``records`` (``stable`` is accepted for the interface)."""
-        status = _resolve(records)
+        status = resolve(records)
         observed: dict[Key, list[tuple[float, int]]] = {}
         order: dict[Key, int] = {}
         done_keys: list[Key] = []
