@@ -42,6 +42,7 @@ docs/img/search-efficiency.png (``--out`` / ``--plot`` elsewhere).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_json
+from _common import RESULTS, print_table, write_json
 from _waves import METHODS, OPTUNA, Key, Passes, Run, optuna_sampler, tfg_sampler
 
 from searchers import Lattice
@@ -540,6 +541,23 @@ def print_summary(task: str, summary: dict[str, Any]) -> None:
             print(f"  rungs - {key[6:]}: {iv['mean']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}]")
 
 
+def merge_results(earlier: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with the tasks of an ``earlier`` report that this run did not measure (the
+    tasks run apart, e.g. ``--tasks shapes`` then ``--tasks digits``, end up in one report; a
+    task measured again replaces its earlier results). Each task keeps its own command and wall
+    time.
+
+    Example:
+        >>> merge_results({"benchmark": "search_efficiency", "tasks": {"a": 1, "b": 2}},
+        ...               {"benchmark": "search_efficiency", "tasks": {"b": 3}})["tasks"]
+        {'a': 1, 'b': 3}
+    """
+    if earlier.get("benchmark") != "search_efficiency":
+        return payload
+    tasks = {k: v for k, v in earlier.get("tasks", {}).items() if k not in payload["tasks"]}
+    return {**payload, "tasks": {**tasks, **payload["tasks"]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -581,6 +599,10 @@ def main() -> None:
             setup = digits_setup() if task_name == "digits" else gmm_setup()
             results[task_name] = bench_live(task_name, setup, args, methods)
         print_summary(task_name, results[task_name]["summary"])
+    wall = round(time.perf_counter() - t0, 1)
+    for task_results in results.values():
+        task_results["command"] = " ".join(sys.argv)
+        task_results["wall_time_s"] = wall
     payload = {
         "benchmark": "search_efficiency",
         "workers": K,
@@ -588,10 +610,11 @@ def main() -> None:
         "methods": methods,
         "seeds": args.seeds,
         "tasks": results,
-        "wall_time_s": round(time.perf_counter() - t0, 1),
-        "command": " ".join(sys.argv),
     }
-    path = write_json("search_efficiency", payload, Path(args.out) if args.out else None)
+    out = Path(args.out) if args.out else RESULTS / "search_efficiency.json"
+    if out.exists():
+        payload = merge_results(json.loads(out.read_text()), payload)
+    path = write_json("search_efficiency", payload, out)
     log(f"wrote {path}")
 
 

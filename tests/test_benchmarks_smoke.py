@@ -52,8 +52,9 @@ def quality(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def test_search_efficiency_quick(efficiency: dict[str, Any]) -> None:
     data = efficiency
     assert data["benchmark"] == "search_efficiency" and data["workers"] == 8 and data["goal"] == 0.98
-    assert {"machine", "methods", "seeds", "tasks", "wall_time_s", "command"} <= set(data)
+    assert {"machine", "methods", "seeds", "tasks"} <= set(data)
     task = data["tasks"]["gmm2d"]
+    assert task["wall_time_s"] > 0 and "--quick" in task["command"]  # each task keeps its own
     summary = task["summary"]
     assert set(summary) == {"rungs", "beam", "gp", "tpe", "random"}
     for row in summary.values():

@@ -98,3 +98,15 @@ def test_oracle_streams_common_numbers_fresh_samples_and_forks(tmp_path: Path) -
     lenient.evaluate(b, 32)
     value = lenient.evaluate(b, 64)  # scored on the pool, the missing chunks noted
     assert value == value and lenient.missing and lenient.used[b] == 96
+
+
+def test_search_report_keeps_the_tasks_of_an_earlier_run() -> None:
+    """``--tasks shapes`` then ``--tasks digits`` into one report: neither run loses the other's."""
+    from search_efficiency import merge_results
+
+    earlier = {"benchmark": "search_efficiency", "tasks": {"shapes": {"wall_time_s": 9}, "digits": {"a": 1}}}
+    now = {"benchmark": "search_efficiency", "tasks": {"digits": {"a": 2}}}
+    merged = merge_results(earlier, now)
+    assert merged["tasks"] == {"shapes": {"wall_time_s": 9}, "digits": {"a": 2}}
+    # a file that is not this benchmark's report contributes nothing
+    assert merge_results({"benchmark": "other", "tasks": {"x": 1}}, now)["tasks"] == {"digits": {"a": 2}}
