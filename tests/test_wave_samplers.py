@@ -60,3 +60,18 @@ def test_the_cli_runs_gp_and_reports_it_like_the_beam(tmp_path, capsys: pytest.C
     assert payload["compute"]["trials"] == {"beam": 4, "final": 1}
     best = query.best_payload(url, payload["study"])
     assert best["config"] == payload["best"]["config"] and best["role"] == "final"
+
+
+@pytest.mark.parametrize("wave", [None, 4])
+def test_default_trials_spend_the_default_rung_searchs_search_samples(wave: int | None) -> None:
+    """`--sampler gp` on its defaults is the equal-compute comparison with the default search: its
+    trials of one sample unit add up to the rung search's units at the same --wave."""
+    from searchers.rungs import RungSchedule
+    from tasks import get_task
+
+    task = get_task("gmm2d")
+    optuna_run = SearchSettings(**BASE, sampler="gp", wave=wave).resolve(task)
+    rungs = SearchSettings(**BASE, wave=wave).resolve(task)
+    schedule = RungSchedule(wave=rungs.wave)
+    assert optuna_run.trials * optuna_run.samples == schedule.units() * rungs.samples
+    assert optuna_run.trials == (40 if wave is None else 32)

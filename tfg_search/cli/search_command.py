@@ -64,10 +64,10 @@ def _stopped_by_signals() -> Iterator[None]:
 
 def _rounds(settings: Any) -> int:
     """How many rounds (waves) the progress display counts."""
-    from tfg_search.run.settings import DEFAULT_TRIALS, DEFAULT_WAVE
+    from tfg_search.run.settings import DEFAULT_WAVE, default_trials
 
     if settings.sampler != "beam":
-        return -(-(settings.trials or DEFAULT_TRIALS) // (settings.wave or DEFAULT_WAVE))
+        return -(-(settings.trials or default_trials(settings.wave)) // (settings.wave or DEFAULT_WAVE))
     if settings.mode == "rungs":
         from searchers.rungs import RungSchedule
 
@@ -128,7 +128,9 @@ def search(
         "beam", "--sampler", help="beam (TFG's) | gp | tpe | random (Optuna's, on the same lattices)"
     ),
     trials: int | None = typer.Option(
-        None, "--trials", help="search trials of --sampler gp|tpe|random (default 32)"
+        None,
+        "--trials",
+        help="search trials of --sampler gp|tpe|random (default: the rung search's units, 40 at --wave 8)",
     ),
     wave: int | None = typer.Option(
         None,

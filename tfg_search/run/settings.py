@@ -43,11 +43,21 @@ SAMPLERS = ("beam", "gp", "tpe", "random")
 """What proposes a search's candidates: the TFG beam sampler (:class:`searchers.TFGBeamSampler`,
 in its ``mode``), or Optuna's Gaussian-process BO, TPE or random search over the same lattices
 (their exponents; docs/search.md), in waves of ``wave`` trials asked at once."""
-DEFAULT_TRIALS = 32
-"""Search trials of ``--sampler gp|tpe|random`` when ``--trials`` is not given."""
 DEFAULT_WAVE = 8
 """Trials asked at once by ``--sampler gp|tpe|random`` and per round of the rung search (one
 wave of parallel workers)."""
+
+
+def default_trials(wave: int | None = None) -> int:
+    """Search trials of ``--sampler gp|tpe|random`` when ``--trials`` is not given: the sample
+    units the default rung search draws at the same ``wave``, so that either sampler, run on its
+    defaults, spends the same search passes (docs/searchers.md, "The rung search").
+
+    Example:
+        >>> default_trials(), default_trials(4)
+        (40, 32)
+    """
+    return RungSchedule(wave=wave or DEFAULT_WAVE).units()
 
 
 def _count(name: str, value: object, minimum: int = 1) -> None:
@@ -85,7 +95,7 @@ class SearchSettings:
         task_options: options of the task (e.g. the ``custom`` task's model folder).
         sampler: :data:`SAMPLERS` ("beam": the TFG sampler in its ``mode``; or one of Optuna's:
             then ``trials`` and ``wave`` apply instead of ``top_k``, ``rounds`` and ``mode``).
-        trials: search trials of an Optuna sampler (default :data:`DEFAULT_TRIALS`).
+        trials: search trials of an Optuna sampler (default :func:`default_trials`).
         wave: trials an Optuna sampler asks at once, or the candidates of a rung-search round
             (default :data:`DEFAULT_WAVE`).
     """
@@ -213,7 +223,7 @@ class SearchSettings:
             seed_presets=self._presets(),
             mode=self.mode,
             sampler=self.sampler,
-            trials=None if self.sampler == "beam" else (self.trials or DEFAULT_TRIALS),
+            trials=None if self.sampler == "beam" else (self.trials or default_trials(self.wave)),
             wave=None if self.sampler == "beam" and self.mode != "rungs" else (self.wave or DEFAULT_WAVE),
         )
 
