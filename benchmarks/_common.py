@@ -5,13 +5,39 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import statistics
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+_T975 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}
+"""Student's t 0.975 quantile by sample size (n - 1 degrees of freedom)."""
+
+
+def log(msg: str) -> None:
+    """A timestamped progress line on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def t_interval(d: list[float]) -> tuple[float, float, float]:
+    """Mean of ``d`` and its 95% t-interval (a single value: the interval is that value).
+
+    Example:
+        >>> t_interval([1.0, 3.0])
+        (2.0, -10.71, 14.71)
+    """
+    mean = statistics.mean(d)
+    if len(d) < 2:
+        return mean, mean, mean
+    q = _T975.get(len(d), 2.11 if len(d) <= 18 else 2.0)
+    half = q * statistics.stdev(d) / math.sqrt(len(d))
+    return mean, mean - half, mean + half
 
 
 def machine() -> dict[str, Any]:

@@ -35,13 +35,13 @@ import hashlib
 import itertools
 import math
 import os
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _common import log
 from safetensors.torch import load_file, save_file
 
 from searchers import Lattice
@@ -67,10 +67,6 @@ GRID: dict[str, Lattice] = dict(SHAPES_SPACE)
 points, the space ``tfg-search search --task shapes`` searches."""
 
 Key = tuple[int, ...]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def key_text(key: Key) -> str:

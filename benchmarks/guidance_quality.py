@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cache import ChunkEvaluator
-from _common import print_table, write_json
+from _common import log, print_table, t_interval, write_json
 from _strategies import FINAL_SEED, TASKS, GridOracle, GridSpace, Key, beam
 
 from searchers import Lattice
@@ -58,20 +58,6 @@ CLASSES: dict[str, dict[str, Any]] = {
 }
 EXTRA_FINAL_SEEDS = (FINAL_SEED + 1, FINAL_SEED + 2)
 DEFAULT_TARGETS = {"digits": ["0", "3", "8"], "shapes": ["cyan-triangle", "yellow-triangle", "blue-square"]}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def t_interval(d: list[float]) -> tuple[float, float, float]:
-    """Mean of ``d`` and its 95% t-interval."""
-    mean = statistics.mean(d)
-    if len(d) < 2:
-        return mean, mean, mean
-    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}.get(len(d), 2.26)
-    half = t * statistics.stdev(d) / math.sqrt(len(d))
-    return mean, mean - half, mean + half
 
 
 def passes(config: TFGConfig, steps: int) -> dict[str, float]:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -53,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, print_table, write_json
+from _common import RESULTS, log, print_table, t_interval, write_json
 from _waves import METHODS, OPTUNA, Key, Passes, Run, optuna_sampler, tfg_sampler
 
 from searchers import Lattice
@@ -64,10 +63,6 @@ K = 8
 """Parallel workers: trials per wave."""
 FRACTION_GOAL = 0.98
 FINAL_TOP = 2
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -257,17 +252,6 @@ def run_all(
 # -- judging and summaries ------------------------------------------------------------------------
 
 
-def t_interval(d: list[float]) -> dict[str, float]:
-    """Mean of ``d`` with its 95% t-interval."""
-    mean = statistics.mean(d)
-    if len(d) < 2:
-        return {"mean": mean, "low": mean, "high": mean}
-    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}
-    q = t.get(len(d), 2.11 if len(d) <= 18 else 2.0)
-    half = q * statistics.stdev(d) / math.sqrt(len(d))
-    return {"mean": mean, "low": mean - half, "high": mean + half}
-
-
 def curve(run: Run, frac: Callable[[Key], float]) -> list[float]:
     """The incumbent's fraction after each wave (the extended waves after the finals)."""
     return [frac(w.incumbent) for w in [*run.waves, *run.extended]]
@@ -318,7 +302,7 @@ def summarize(
             continue
         pairs = sorted({k[1:] for k in runs if k[0] == m} & {k[1:] for k in runs if k[0] == base})
         d = [fractions[(base, *p)] - fractions[(m, *p)] for p in pairs]
-        out[base][f"minus_{m}"] = t_interval(d)
+        out[base][f"minus_{m}"] = dict(zip(("mean", "low", "high"), t_interval(d), strict=True))
     return out
 
 

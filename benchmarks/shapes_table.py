@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
+from _common import log
 from _replay import pool_score
-from _table import STRUCTURE, Table, final_seeds, log
+from _table import STRUCTURE, Table, final_seeds
 
 from tasks.shapes_data import all_targets
 
