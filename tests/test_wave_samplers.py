@@ -75,3 +75,16 @@ def test_default_trials_spend_the_default_rung_searchs_search_samples(wave: int 
     schedule = RungSchedule(wave=rungs.wave)
     assert optuna_run.trials * optuna_run.samples == schedule.units() * rungs.samples
     assert optuna_run.trials == (40 if wave is None else 32)
+
+
+def test_planned_rounds_count_the_waves_each_search_runs() -> None:
+    """The progress display's round count: the beam's limit, the rung search's rounds, or an
+    Optuna sampler's trials in waves."""
+    from searchers.rungs import RungSchedule
+
+    assert SearchSettings(**BASE).planned_rounds() == RungSchedule(wave=8).rounds == 6
+    assert SearchSettings(**BASE, wave=4).planned_rounds() == RungSchedule(wave=4).rounds
+    assert SearchSettings(**BASE, mode="reference").planned_rounds() == 6
+    assert SearchSettings(**BASE, mode="reference", rounds=3).planned_rounds() == 3
+    assert SearchSettings(**BASE, sampler="gp", trials=20).planned_rounds() == 3  # 8 + 8 + 4
+    assert SearchSettings(**BASE, sampler="tpe").planned_rounds() == 5  # 40 default trials

@@ -52,6 +52,7 @@ def finish(
     """The plots and the summary (or JSON) of a finished search; plots go to ``out_dir``, else to
     ``tfg-output/<safe_name(study)>`` (one folder inside tfg-output, whatever the study name)."""
     from tfg_search.cli.report import plot_search
+    from tfg_search.run.settings import DEFAULT_TOP_K
     from tfg_search.store.studies import load_search
 
     folder = out_dir or Path("tfg-output") / safe_name(report.study_name)
@@ -63,7 +64,7 @@ def finish(
             f"{folder} ({err.strerror or err}); rerun with another --out-dir"
         ) from None
     studies = load_search(storage, report.study_name)
-    plot = plot_search(studies, folder / "search.png", settings.top_k or 2)
+    plot = plot_search(studies, folder / "search.png", settings.top_k or DEFAULT_TOP_K)
     grid = sample_grid(
         settings.task,
         settings.task_options,

@@ -62,19 +62,6 @@ def _stopped_by_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _rounds(settings: Any) -> int:
-    """How many rounds (waves) the progress display counts."""
-    from tfg_search.run.settings import DEFAULT_WAVE, default_trials
-
-    if settings.sampler != "beam":
-        return -(-(settings.trials or default_trials(settings.wave)) // (settings.wave or DEFAULT_WAVE))
-    if settings.mode == "rungs":
-        from searchers.rungs import RungSchedule
-
-        return RungSchedule(wave=settings.wave or DEFAULT_WAVE).rounds
-    return settings.rounds or 6
-
-
 def search(
     task: str = typer.Option(..., "--task", help="task name (see `tfg-search tasks`)"),
     target: str = typer.Option(..., "--target", help="target of the task (e.g. a class)"),
@@ -253,7 +240,7 @@ def search(
     with _stopped_by_signals():  # from here on, Ctrl-C and SIGTERM end with exit code 130
         pool = make_executor(executor, **options)
         try:
-            total = _rounds(settings)
+            total = settings.planned_rounds()
             with SearchProgress(total, quiet or as_json) as display:
                 report = run_search(settings, storage, study, pool, device, display)
         finally:

@@ -46,6 +46,15 @@ in its ``mode``), or Optuna's Gaussian-process BO, TPE or random search over the
 DEFAULT_WAVE = 8
 """Trials asked at once by ``--sampler gp|tpe|random`` and per round of the rung search (one
 wave of parallel workers)."""
+DEFAULT_TOP_K = 2
+"""Beam width of the beam modes when ``top_k`` is not given."""
+DEFAULT_ROUNDS = 6
+"""Round limit of the beam modes when ``rounds`` is not given (round 0 counts)."""
+
+
+def rung_schedule(wave: int | None = None) -> RungSchedule:
+    """The rung search's budget at ``wave`` candidates per round (default :data:`DEFAULT_WAVE`)."""
+    return RungSchedule(wave=wave or DEFAULT_WAVE)
 
 
 def default_trials(wave: int | None = None) -> int:
@@ -57,7 +66,7 @@ def default_trials(wave: int | None = None) -> int:
         >>> default_trials(), default_trials(4)
         (40, 32)
     """
-    return RungSchedule(wave=wave or DEFAULT_WAVE).units()
+    return rung_schedule(wave).units()
 
 
 def _count(name: str, value: object, minimum: int = 1) -> None:
@@ -206,8 +215,8 @@ class SearchSettings:
             samples=self.samples or int(task.search_samples),
             final_samples=self.final_samples or int(task.final_samples),
             final_top=self.final_top,
-            top_k=self.top_k or 2,
-            rounds=self.rounds or 6,
+            top_k=self.top_k or DEFAULT_TOP_K,
+            rounds=self.rounds or DEFAULT_ROUNDS,
             n_recur=base.n_recur,
             n_iter=base.n_iter,
             n_mc=base.n_mc,
@@ -226,6 +235,21 @@ class SearchSettings:
             trials=None if self.sampler == "beam" else (self.trials or default_trials(self.wave)),
             wave=None if self.sampler == "beam" and self.mode != "rungs" else (self.wave or DEFAULT_WAVE),
         )
+
+    def planned_rounds(self) -> int:
+        """How many rounds (waves of trials) the search plans: the beam's round limit, the rung
+        search's rounds, or an Optuna sampler's ``trials`` in waves of ``wave``.
+
+        Example:
+            >>> [SearchSettings("gmm2d", "3", **kw).planned_rounds() for kw in
+            ...  ({}, {"mode": "reference"}, {"sampler": "gp", "trials": 20})]
+            [6, 6, 3]
+        """
+        if self.sampler != "beam":
+            return -(-(self.trials or default_trials(self.wave)) // (self.wave or DEFAULT_WAVE))
+        if self.mode == "rungs":
+            return rung_schedule(self.wave).rounds
+        return self.rounds or DEFAULT_ROUNDS
 
     def _presets(self) -> bool:
         """Whether the earlier methods' configurations join the start: as set, else in the rung
@@ -348,7 +372,7 @@ class ResolvedSettings:
         """The budget of the rung search (None unless ``sampler`` is "beam" in mode "rungs")."""
         if self.sampler != "beam" or self.mode != "rungs":
             return None
-        return RungSchedule(wave=self.wave or DEFAULT_WAVE)
+        return rung_schedule(self.wave)
 
     def lattices(self) -> dict[str, Lattice]:
         """The searched space as lattices."""
