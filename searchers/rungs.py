@@ -78,7 +78,6 @@ class RungSchedule:
     refine: int = 2
     promote: tuple[int, ...] = (4, 2)
     beta: float = 1.0
-    rank: str = "mean"
 
     def __post_init__(self) -> None:
         for name in ("wave", "spread"):
@@ -268,22 +267,17 @@ class RungPlanner:
     ) -> tuple[Key, ...]:
         """Done points (as the key of their last evaluation), best first: highest rung reached,
         then combined score, then search order."""
-        last: dict[Key, Key] = {}
-        for key in done:
-            last[key[:-1]] = key
+        last: dict[Key, tuple[int, Key]] = {}
+        for position, key in enumerate(done):
+            last[key[:-1]] = (position, key)
         sign = -1.0 if self.maximize else 1.0
-        smoothed: dict[Key, float] = {}
-        if self.schedule.rank == "model" and observed:
-            points = list(observed)
-            mean, _ = self._model(observed).predict(points)  # higher is better, either direction
-            smoothed = {p: -float(m) for p, m in zip(points, mean, strict=True)}
 
         def sort_key(point: Key) -> tuple[int, float, int]:
             score, _ = _combined(observed[point])
-            value = smoothed.get(point, sign * score) if math.isfinite(score) else math.inf
-            return (-len(observed[point]), value, done.index(last[point]))
+            value = sign * score if math.isfinite(score) else math.inf
+            return (-len(observed[point]), value, last[point][0])
 
-        return tuple(last[p] for p in sorted(observed, key=sort_key))
+        return tuple(last[p][1] for p in sorted(observed, key=sort_key))
 
     @staticmethod
     def _numbers(ranking: tuple[Key, ...], status: dict[Key, Record]) -> tuple[int, ...]:
