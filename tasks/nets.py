@@ -1,4 +1,5 @@
-"""Small networks of the bundled tasks: the digits UNet and CNNs, the 2-D epsilon MLP, schedulers."""
+"""Small networks of the bundled tasks: the digits UNet and CNNs, the 2-D epsilon MLP, schedulers, and
+the configs of the shapes UNets and of the shapes-latent VAE."""
 
 from __future__ import annotations
 
@@ -32,6 +33,40 @@ SHAPES_UNET_CONFIG: dict = {
 """The shapes UNet: 32x32 -> 16x16 -> 8x8, self-attention at 8x8 (and in the mid block), 0.69M
 parameters. Sized for CPU: a forward + backward at batch 64 takes about 0.36 s on 2 cores, so a
 guided 50-step trial of 64 samples is seconds, not milliseconds (docs/tasks.md)."""
+SHAPES_VAE_CONFIG: dict = {
+    "sample_size": 32,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": (16, 32, 64),
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "mid_block_add_attention": False,
+}
+"""The ``shapes-latent`` VAE: a diffusers ``AutoencoderKL``, 32x32x3 -> 8x8x4 latents (two 2x
+downsamplings), no attention, 0.65M parameters. Its ``scaling_factor`` is set after training to
+1 / std of the latents (as Stable Diffusion's 0.18215). Sized for CPU: guidance back-propagates
+through the decoder at every step (a decoder forward + backward at batch 64: about 0.18 s on 2
+cores)."""
+SHAPES_LATENT_UNET_CONFIG: dict = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": 16,
+    "norm_num_groups": 16,
+    "num_class_embeds": 7,
+}
+"""The ``shapes-latent`` denoiser: a class-conditional ``UNet2DModel`` on 8x8x4 latents (8 -> 4 ->
+2, self-attention at 4x4, 2x2 and in the mid block), 1.17M parameters; classes 0..5 are the six
+colours of :data:`tasks.shapes_data.COLOURS`, class 6 the null class of classifier-free guidance."""
+SHAPES_LATENT_NULL_CLASS = SHAPES_LATENT_UNET_CONFIG["num_class_embeds"] - 1
+"""The class label of the unconditional branch (classifier-free guidance's null label)."""
 SCHEDULER_CONFIG: dict = {
     "num_train_timesteps": 1000,
     "beta_schedule": "squaredcos_cap_v2",
