@@ -16,11 +16,14 @@ equals what the classes say), so that listing tasks loads neither torch nor any 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from tfg_search.errors import TFGSearchError
@@ -37,6 +40,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "digits-superres": "tasks.inverse:DigitsSuperresTask",
     "digits-deblur": "tasks.inverse:DigitsDeblurTask",
     "shapes": "tasks.shapes:ShapesTask",
+    "shapes-latent": "tasks.shapes_latent:ShapesLatentTask",
     "custom": "tasks.custom:CustomTask",
 }
 
@@ -54,6 +58,11 @@ def task_names() -> list[str]:
 def load_object(spec: str, what: str) -> Any:
     """Import ``module:attr`` (``attr`` may be dotted); TFGSearchError saying why when it cannot.
 
+    A module that is not importable from ``sys.path`` is looked up in the current working folder
+    too (the folder a command runs in), so that ``-o predictor=my_guides:log_f`` finds
+    ``./my_guides.py`` without ``PYTHONPATH=.``; the folder is appended to ``sys.path``, after the
+    installed packages, and only when the module is not found otherwise.
+
     Example:
         >>> load_object("tasks.base:Task", "a class").__name__
         'Task'
@@ -62,12 +71,26 @@ def load_object(spec: str, what: str) -> Any:
     if not sep or not module or not attr:
         raise TFGSearchError(f"{what} must be given as module:function, got {spec!r}")
     try:
-        obj: Any = import_module(module)
+        obj: Any = _import_here(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as err:
         raise TFGSearchError(f"cannot import {what} {spec!r}: {err}") from err
     return obj
+
+
+def _import_here(module: str) -> ModuleType:
+    """``import_module``, retried with the current working folder on ``sys.path`` when the module
+    itself (not something it imports) is missing."""
+    try:
+        return import_module(module)
+    except ModuleNotFoundError as err:
+        cwd = os.getcwd()
+        missing = err.name or ""
+        if cwd in sys.path or not (module == missing or module.startswith(missing + ".")):
+            raise
+    sys.path.append(cwd)
+    return import_module(module)
 
 
 def task_factory(name: str) -> Callable[..., Task]:
