@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.custom_loading import ModelFolder, config_file, weight_files
+from tasks.custom_loading import ModelFolder, config_file, read_json, weight_files
 
 FORMAT = 1
 """Version of the hashed document; a change of its definition bumps it."""
@@ -50,12 +50,13 @@ VOLATILE_KEYS = frozenset(
 _CHUNK = 1 << 20
 
 
-def canonical_config(path: Path) -> Any:
-    """A JSON file's content without :data:`VOLATILE_KEYS` (at its top level)."""
-    data = json.loads(path.read_text())
-    if isinstance(data, dict):
-        return {k: v for k, v in data.items() if k not in VOLATILE_KEYS}
-    return data
+def canonical_config(path: Path) -> dict[str, Any]:
+    """A JSON object's content without :data:`VOLATILE_KEYS` (at its top level).
+
+    Raises:
+        TFGSearchError: the file is not a JSON object.
+    """
+    return {k: v for k, v in read_json(path).items() if k not in VOLATILE_KEYS}
 
 
 def file_sha256(path: Path) -> str:

@@ -12,8 +12,7 @@ Weights load from safetensors only (``use_safetensors=True``): a component that 
 
 Example:
     >>> import tempfile
-    >>> from pathlib import Path
-    >>> locate_folder(tempfile.mkdtemp())
+    >>> locate_folder(tempfile.mkdtemp())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     tfg_search.errors.TFGSearchError: ... is not a diffusers model folder; give a folder ...
@@ -109,7 +108,7 @@ def locate_folder(model: str) -> ModelFolder:
     else:
         raise TFGSearchError(f"{model!r} is not a diffusers model folder; {_LAYOUT_HINT}")
     configs = {
-        n: _read_json(p / CONFIG_FILES.get(n, "config.json")) for n, p in parts.items() if n != "tokenizer"
+        n: read_json(p / CONFIG_FILES.get(n, "config.json")) for n, p in parts.items() if n != "tokenizer"
     }
     folder = ModelFolder(root, parts, configs)
     for name in ("unet", "vae", "text_encoder"):
@@ -118,7 +117,8 @@ def locate_folder(model: str) -> ModelFolder:
     return folder
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object read from a file (TFGSearchError saying which file when it is not one)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -155,7 +155,7 @@ def weight_files(folder: ModelFolder, name: str) -> tuple[Path, ...]:
         return (single,)
     index = part / f"{stem}.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
         missing = [s for s in shards if not (part / s).is_file()]
         if not shards or missing:
             raise TFGSearchError(f"{index} names missing shards ({', '.join(missing) or 'none listed'})")
