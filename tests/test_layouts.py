@@ -6,6 +6,10 @@
   attr per field; gmm2d target 3, 16 samples, 10 steps, 2 rounds.
 * ``layout-2-v0.2.db``: layout 2 (tfg-search 0.2): the answer in ``N``, the beam in ``N:search``,
   one JSON record per trial; gmm2d target 3, 16 samples, 10 steps, 2 rounds, the best re-run.
+* ``rungs-v0.2.db``: layout 2, the rung search of tfg-search 0.2.0 (commit 1208c3b; the command
+  is in tests/data/README.md): one search trial per rung evaluation, 2 final re-runs.
+
+Each answers the ``best`` recorded here from the version that wrote it (:data:`ANSWERS`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ FIXTURES = {
     1: ("legacy-v0.1.db", "gmm2d-3-tfg-43e62bc5", {"rounds": 2, "final_top": 2}),
     2: ("layout-2-v0.2.db", "gmm2d-3-tfg-c8fe984c", {"rounds": 2, "final_top": 1}),
 }
+
+
+ANSWERS = {
+    "legacy-v0.1.db": (9, 0.9728533625602722, {"rho": 0.002, "mu": 0.008, "gamma": 0.001}),
+    "layout-2-v0.2.db": (0, 0.9728533625602722, {"rho": 0.002, "mu": 0.008, "gamma": 0.001}),
+    "rungs-v0.2.db": (0, 0.975162923336029, {"rho": 0.032, "mu": 0.002, "gamma": 0.001}),
+}
+"""File -> (trial, score, params) of its best, as ``tfg-search best`` of the version that made it says."""
+RUNGS = ("rungs-v0.2.db", "gmm2d-3-tfg-d574513d")
+RUNGS_SETTINGS = dict(samples=16, final_samples=32, steps=10, wave=4)
+"""The settings of tests/data/README.md's command (the rung search is the default)."""
 
 
 @pytest.fixture(params=sorted(FIXTURES), ids=lambda layout: f"layout-{layout}")
@@ -54,6 +69,8 @@ def test_each_layout_reads_the_same_through_both_paths(stored: tuple[int, str, s
         assert row["finished"] and row["best"] == best.value and row["trials"] == len(records)
     config, metrics = query.load_best(url, name)
     assert config == best.tfg_config() and metrics == best.metrics
+    file = FIXTURES[layout][0]
+    assert (best.number, best.value, best.params) == ANSWERS[file]
 
 
 def test_each_layout_resumes_with_more_rounds(stored: tuple[int, str, str, dict]) -> None:
@@ -68,3 +85,18 @@ def test_each_layout_resumes_with_more_rounds(stored: tuple[int, str, str, dict]
     beams = [tuple(sorted(r.params.items())) for r in after if r.role == BEAM]
     assert len(beams) == len(set(beams))
     assert load_search(url, name).info.layout == layout  # a resumed study keeps its layout
+
+
+def test_a_rung_search_of_0_2_opens_resumes_and_answers_the_same(tmp_path: Path) -> None:
+    file, name = RUNGS
+    shutil.copy(DATA / file, tmp_path / file)
+    url = f"sqlite:///{tmp_path / file}"
+    before = load_search(url, name).records()
+    payload = query.best_payload(url, name)
+    assert (payload["trial"], payload["score"], payload["params"]) == ANSWERS[file]
+    report = run_search(SearchSettings(task="gmm2d", target="3", **RUNGS_SETTINGS), url)
+    assert report.study_name == name and report.resumed  # the same command finds it
+    assert (report.best_trial, report.best_score) == ANSWERS[file][:2]
+    after = load_search(url, name).records()
+    assert [(r.number, r.role, r.value) for r in after] == [(r.number, r.role, r.value) for r in before]
+    assert query.best_payload(url, name) == payload
