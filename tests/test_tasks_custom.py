@@ -16,6 +16,7 @@ from diffusers import DDIMScheduler, UNet2DModel
 from tasks import get_task
 from tasks.custom import UserCodeError
 from tasks.registry import load_object
+from tests.helpers.models import ddim, tiny_unet
 from tfg_search.cli import main
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import method_config
@@ -42,18 +43,8 @@ def metrics(x: torch.Tensor, target: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("custom-model")
-    torch.manual_seed(0)
-    UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    ).save_pretrained(folder)
-    DDIMScheduler(num_train_timesteps=1000).save_pretrained(folder)
+    tiny_unet().save_pretrained(folder)
+    ddim().save_pretrained(folder)
     return folder
 
 
