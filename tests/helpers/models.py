@@ -6,8 +6,11 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 
-def tiny_unet(seed: int = 0, dtype: torch.dtype = torch.float32, size: int = 8) -> UNet2DModel:
-    """A random 1-channel UNet2DModel of a few thousand parameters (CPU, milliseconds per call)."""
+def tiny_unet(
+    seed: int = 0, dtype: torch.dtype = torch.float32, size: int = 8, num_class_embeds: int | None = None
+) -> UNet2DModel:
+    """A random 1-channel UNet2DModel of a few thousand parameters (CPU, milliseconds per call);
+    class-conditional (``class_labels``) with ``num_class_embeds``."""
     torch.manual_seed(seed)
     unet = UNet2DModel(
         sample_size=size,
@@ -18,6 +21,7 @@ def tiny_unet(seed: int = 0, dtype: torch.dtype = torch.float32, size: int = 8) 
         norm_num_groups=4,
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
+        num_class_embeds=num_class_embeds,
     )
     return unet.to(dtype).eval()
 

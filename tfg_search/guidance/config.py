@@ -7,7 +7,9 @@ The four mechanisms of TFG (docs/algorithm.md, section 2) are switched and weigh
 - ``gamma`` / ``gamma_schedule`` with ``n_mc``: implicit dynamics (Gaussian smoothing of log f);
 - ``n_recur``: recurrence (re-noise and repeat each step);
 
-plus ``eta`` (DDIM stochasticity) and ``clip_x0`` (clamp the Tweedie estimate to [-1, 1]).
+plus ``eta`` (DDIM stochasticity), ``clip_x0`` (clamp the Tweedie estimate to [-1, 1]) and
+``guidance_scale`` (the classifier-free guidance weight of a conditional model; docs/algorithm.md,
+section 7).
 
 Example:
     >>> from tfg_search.guidance.config import TFGConfig
@@ -16,13 +18,18 @@ Example:
     True
     >>> TFGConfig.preset("mpgd", 4.0).mu
     4.0
+
+The config as a diffusers-style file: :meth:`TFGConfig.save_pretrained` /
+:meth:`TFGConfig.from_pretrained` (``tfg_config.json``, :mod:`tfg_search.guidance.config_file`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 STRUCTURES: tuple[str, ...] = ("increase", "decrease", "constant")
@@ -68,6 +75,9 @@ class TFGConfig:
         n_mc: Monte-Carlo samples M of the smoothed log f, >= 1.
         eta: DDIM stochasticity in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like).
         clip_x0: clamp the Tweedie estimate x0 to [-1, 1] (pixels: on; latents, molecules: off).
+        guidance_scale: classifier-free guidance weight w >= 0 of a conditional denoiser
+            (docs/algorithm.md, section 7): the model output is out_u + w (out_c - out_u); 1 runs
+            the conditional branch alone (and is the only value for an unconditional model).
     """
 
     rho: float = 0.0
@@ -81,6 +91,7 @@ class TFGConfig:
     n_mc: int = 1
     eta: float = 1.0
     clip_x0: bool = True
+    guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("rho", "mu", "gamma"):
@@ -98,6 +109,7 @@ class TFGConfig:
         object.__setattr__(self, "eta", eta)
         if not isinstance(self.clip_x0, bool):
             raise ValueError(f"clip_x0 must be true or false, got {self.clip_x0!r}")
+        object.__setattr__(self, "guidance_scale", _check_strength("guidance_scale", self.guidance_scale))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field; ``TFGConfig.from_dict`` inverts it exactly."""
@@ -105,7 +117,8 @@ class TFGConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TFGConfig:
-        """Build a config from ``to_dict()`` output (missing fields take their defaults).
+        """Build a config from ``to_dict()`` output (missing fields take their defaults, so a dict
+        stored before a field existed, e.g. ``guidance_scale``, reads as it ran).
 
         Raises:
             ValueError: for an unknown field or an invalid value.
@@ -117,6 +130,42 @@ class TFGConfig:
                 f"unknown TFGConfig field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**data)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], *, overwrite: bool = False, **metadata: Any
+    ) -> Path:
+        """Write ``save_directory/tfg_config.json`` in diffusers' config format, torch-free.
+
+        ``metadata`` (JSON values, e.g. ``task="shapes", target="cyan-triangle"``) is stored beside
+        the fields (:mod:`tfg_search.guidance.config_file`). Saving the same config and metadata
+        again is harmless; a different file already there is kept unless ``overwrite=True``.
+
+        Returns:
+            The path of the file.
+
+        Raises:
+            FileExistsError: a different ``tfg_config.json`` is there (pass ``overwrite=True``).
+            ValueError: a metadata key that is a field name or starts with ``_``.
+        """
+        from tfg_search.guidance.config_file import save_config
+
+        return save_config(self, save_directory, overwrite, **metadata)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_path: str | os.PathLike[str], *, return_metadata: bool = False
+    ) -> TFGConfig | tuple[TFGConfig, dict[str, Any]]:
+        """Read a folder's ``tfg_config.json`` (or that file): the config, and with
+        ``return_metadata`` also its metadata dict (as diffusers' ``return_unused_kwargs``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a TFGConfig file, or an invalid field.
+        """
+        from tfg_search.guidance.config_file import load_config
+
+        config, metadata = load_config(cls, pretrained_path)
+        return (config, metadata) if return_metadata else config
 
     def replace(self, **changes: Any) -> TFGConfig:
         """A copy with some fields changed (validated again)."""

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from tfg_search.errors import NonFiniteSampleError
+from tfg_search.guidance.conditioning import Conditioning, Denoiser, model_dtype
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.guidance.passes import PassCounts, pass_counts  # noqa: F401 - re-exported
 from tfg_search.guidance.schedules import noise_schedule, strength_schedule
@@ -158,17 +159,8 @@ class _Noise:
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=len(lead))
 
 
-def _model_output(model: Callable[..., object], x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    out = model(x, t.expand(x.shape[0]))
-    if hasattr(out, "sample"):
-        out = out.sample
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    return out
-
-
 @contextlib.contextmanager
-def _frozen(*objects: object) -> Iterator[None]:
+def frozen_models(*objects: object) -> Iterator[None]:
     """Modules in eval mode with parameters that do not require grad, restored afterwards."""
     saved: list[tuple[torch.nn.Module, bool, list[tuple[torch.nn.Parameter, bool]]]] = []
     for obj in objects:
@@ -223,7 +215,7 @@ class Structure:
 
 
 def _run(
-    model: Callable[..., object],
+    model: Denoiser,
     chain: Chain,
     log_f: LogF,
     structure: Structure,
@@ -263,7 +255,7 @@ def _run(
             # Tweedie estimate x0 = (x - sqrt(1 - a) eps) / sqrt(a), with its graph when rho_i > 0.
             with torch.enable_grad() if use_var else torch.no_grad():
                 x_in = x.detach().requires_grad_(use_var)
-                x0_graph = tweedie(_model_output(model, x_in, t), x_in, a, chain.prediction_type)
+                x0_graph = tweedie(model(x_in, t), x_in, a, chain.prediction_type)
                 if structure.clip_x0:
                     x0_graph = x0_graph.clamp(-1.0, 1.0)
             x0 = x0_graph.detach()
@@ -343,6 +335,8 @@ def _structure(configs: Sequence[TFGConfig]) -> Structure:
 def _device_and_dtype(
     model: object, device: torch.device | str | None, latents: torch.Tensor | None
 ) -> tuple[torch.device, torch.dtype]:
+    """Where and in which dtype the chain runs: the latents', else the model's (a float16 or
+    bfloat16 model samples in float32: only its own calls run in its dtype, section 7)."""
     param = None
     if isinstance(model, torch.nn.Module):
         param = next(iter(model.parameters()), None)
@@ -355,10 +349,10 @@ def _device_and_dtype(
             device = "cpu"
     if latents is not None:
         dtype = latents.dtype
-    elif param is not None:
-        dtype = param.dtype
     else:
-        dtype = torch.float32
+        dtype = model_dtype(model) or torch.float32
+        if dtype in (torch.float16, torch.bfloat16):
+            dtype = torch.float32
     return torch.device(device), dtype
 
 
@@ -372,12 +366,16 @@ def guided_sample_many(
     num_inference_steps: int = 50,
     latents: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    *,
+    conditioning: Conditioning | None = None,
 ) -> tuple[list[torch.Tensor], list[NonFiniteSampleError | None]]:
     """Several configurations in one batch; each gets the samples it would get alone.
 
     The configurations must share n_recur, n_iter, n_mc, eta and clip_x0 (they may differ in
-    strengths and schedule structures). ``shape`` is the shape of one configuration's batch
-    (n, ...), ``generators`` one generator per configuration (seeded as the run alone would be).
+    strengths, schedule structures and ``guidance_scale``). ``shape`` is the shape of one
+    configuration's batch (n, ...), ``generators`` one generator per configuration (seeded as the
+    run alone would be), ``conditioning`` the denoiser's condition for every configuration (see
+    :func:`guided_sample`).
 
     Returns:
         (samples, errors): per configuration its samples [n, ...] and None, or the
@@ -400,8 +398,9 @@ def guided_sample_many(
             raise ValueError(f"latents must have shape {expected}, got {tuple(latents.shape)}")
         x = latents.to(device=dev, dtype=dtype)
     smooth = [cfg.gamma > 0 for cfg in configs]
-    with _frozen(model, log_f):
-        x, bad = _run(model, chain, log_f, structure, rho, mu, sigma, smooth, x, noise, False)
+    denoiser = Denoiser(model, conditioning, [cfg.guidance_scale for cfg in configs], n, dev)
+    with frozen_models(model, log_f):
+        x, bad = _run(denoiser, chain, log_f, structure, rho, mu, sigma, smooth, x, noise, False)
     samples, errors = [], []
     for j in range(len(configs)):
         part, bad_j = x[j * n : (j + 1) * n], bad[j * n : (j + 1) * n]
@@ -421,13 +420,17 @@ def guided_sample(
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    *,
+    conditioning: Conditioning | None = None,
 ) -> torch.Tensor:
     """Draw guided samples with TFG (docs/algorithm.md, section 2) on a DDIM chain.
 
     Args:
-        model: a diffusers UNet (``UNet2DModel``, ``UNet1DModel``) or any callable (x, t) -> eps;
+        model: a diffusers UNet (``UNet2DModel``, ``UNet1DModel``, ``UNet2DConditionModel``) or any
+            callable (x, t, **conditioning) -> eps (or v, x0: the scheduler's prediction_type);
             t is passed as a long tensor of shape [B]. Its weights are never updated and get no
-            ``.grad``.
+            ``.grad``. A float16 / bfloat16 model is called on x cast to its dtype and its output
+            cast back: the sampler itself runs in float32 (section 7).
         scheduler: a diffusers ``DDIMScheduler``; its alphas_cumprod and timesteps define the chain.
         log_f: clean samples [B, ...] -> per-sample log-likelihood [B] (differentiable). Samples are
             independent: each one's gradient is that of its own log f.
@@ -437,12 +440,18 @@ def guided_sample(
         generator: the source of every random draw (x_T, DDIM noise, smoothing, re-noising).
         latents: x_T; drawn from ``generator`` when omitted.
         device: where to sample; defaults to the model's device.
+        conditioning: the conditional model's keyword arguments
+            (:class:`~tfg_search.guidance.conditioning.Conditioning`); with
+            ``config.guidance_scale`` != 1 its unconditional branch runs too and the outputs
+            combine by classifier-free guidance before TFG acts (docs/algorithm.md, section 7).
+            None: the model is called as ``model(x, t)``.
 
     Returns:
         The samples x_0, shape ``shape``.
 
     Raises:
         NonFiniteSampleError: when samples become NaN or infinite (with the step and their count).
+        ValueError: ``guidance_scale`` != 1 without an unconditional branch, or bad shapes.
     """
     structure = _structure([config])
     dev, dtype = _device_and_dtype(model, device, latents)
@@ -455,6 +464,7 @@ def guided_sample(
         if tuple(latents.shape) != tuple(shape):
             raise ValueError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
         x = latents.to(device=dev, dtype=dtype)
-    with _frozen(model, log_f):
-        x, _ = _run(model, chain, log_f, structure, rho, mu, sigma, [config.gamma > 0], x, noise, True)
+    denoiser = Denoiser(model, conditioning, [config.guidance_scale], shape[0], dev)
+    with frozen_models(model, log_f):
+        x, _ = _run(denoiser, chain, log_f, structure, rho, mu, sigma, [config.gamma > 0], x, noise, True)
     return x
