@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -128,7 +129,7 @@ def _number(value: str | float, name: str, kind: type, low: float) -> Any:
         number = kind(value)
     except (TypeError, ValueError):
         number = None
-    if number is None or number != number or number < low or isinstance(value, bool):
+    if number is None or not math.isfinite(number) or number < low or isinstance(value, bool):
         what = "an integer" if kind is int else "a number"
         raise TFGSearchError(f"{name} must be {what} >= {low:g}, got {value!r}")
     return number
