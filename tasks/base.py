@@ -2,8 +2,10 @@
 
 A :class:`Task` bundles
 
-* the unconditional diffusion model and its DDIM scheduler (:meth:`Task.diffusion`, loaded once per
-  process and cached per device);
+* the diffusion model and its DDIM scheduler (:meth:`Task.diffusion`, loaded once per process and
+  cached per device); a conditional model's condition for a target (:meth:`Task.conditioning`,
+  with classifier-free guidance when the config's ``guidance_scale`` != 1) and a latent model's
+  VAE decoder (:meth:`Task.decoder`; docs/algorithm.md, section 7);
 * the guiding log-likelihood for a target (:meth:`Task.log_f`), a differentiable map from a batch of
   clean samples ``[B, *sample_shape]`` to ``[B]``;
 * a held-out judge of a different model family or training split and the metrics it produces
@@ -34,6 +36,9 @@ import torch
 
 from searchers.lattice import DEFAULT_SPACE, Lattice
 from tfg_search.errors import TFGSearchError
+from tfg_search.guidance.conditioning import Conditioning
+from tfg_search.guidance.config import TFGConfig
+from tfg_search.guidance.latent import LatentDecoder
 
 LogF = Callable[[torch.Tensor], torch.Tensor]
 
@@ -55,7 +60,9 @@ class Task(ABC):
     Class attributes (override in subclasses):
         name: registry name.
         description: one line for ``tfg-search tasks``.
-        sample_shape: shape of one sample (without the batch dimension).
+        sample_shape: shape of one sample of the chain (without the batch dimension): a latent's
+            for a latent model.
+        image_shape: shape of one image the metrics judge (:attr:`sample_shape` unless latent).
         num_inference_steps: default number of DDIM steps.
         clip_x0: whether the Tweedie estimate is clamped to [-1, 1] (pixel data).
         metrics: names of the metrics :meth:`compute_metrics` returns (``validity`` first).
@@ -121,12 +128,69 @@ class Task(ABC):
 
     @abstractmethod
     def log_f(self, target: str, device: torch.device | str | None = None) -> LogF:
-        """The guiding log-likelihood for ``target``: samples ``[B, *sample_shape]`` -> ``[B]``."""
+        """The guiding log-likelihood for ``target``: samples ``[B, *sample_shape]`` -> ``[B]``.
+
+        For a latent task it takes latents and composes the decoder itself
+        (``self.decoder(device).log_f(pixel_log_f)``)."""
+
+    def conditioning(self, target: str, device: torch.device | str | None = None) -> Conditioning | None:
+        """The conditional denoiser's keyword arguments for ``target`` (e.g. a class label, a
+        prompt's embedding), with the unconditional branch for classifier-free guidance; None for an
+        unconditional model (the default)."""
+        return None
+
+    def decoder(self, device: torch.device | str | None = None) -> LatentDecoder | None:
+        """A latent model's VAE decoder on ``device`` (cache it as the models are); None for a pixel
+        model (the default). When given, the chain runs on latents (:attr:`sample_shape`),
+        :meth:`log_f` takes latents, and the evaluation decodes samples before
+        :meth:`compute_metrics`, which always receives images (:attr:`image_shape`)."""
+        return None
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one image :meth:`compute_metrics` receives: :attr:`sample_shape` for a pixel
+        task; a latent task sets it (e.g. ``(3, 32, 32)`` for ``(4, 8, 8)`` latents)."""
+        return self.sample_shape
+
+    def batch_bytes(self, n_samples: int, config: TFGConfig, steps: int) -> int:
+        """Estimated peak memory (bytes) of one guided batch of ``n_samples`` samples of ``config``,
+        for refusing absurd sizes before a run (:mod:`tfg_search.guidance.memory`: the denoiser's
+        graph of one sample, both CFG branches, log f's graph with the decoder's, the sampler's
+        tensors, measured once by a probe on the CPU models and the first target, plus the
+        weights). Each step frees the last one's graph, so ``steps`` does not change the peak.
+        """
+        from tfg_search.guidance.memory import estimate
+
+        key = (config.guidance_scale != 1, config.n_mc)
+        probes = self.__dict__.setdefault("_batch_memory", {})
+        if key not in probes:
+            target = self.targets[0]
+            model, _ = self.diffusion("cpu")
+            probes[key] = estimate(
+                model,
+                self.log_f(target, "cpu"),
+                config,
+                tuple(self.sample_shape),
+                conditioning=self.conditioning(target, "cpu"),
+                decoder=self.decoder("cpu"),
+            )
+        return probes[key].bytes(n_samples)
+
+    def model_identity(self) -> str:
+        """A hash of the diffusion model's configs and weights (denoiser, scheduler config, and
+        the decoder's VAE of a latent task): :func:`tfg_search.pipelines.identity.model_identity`.
+        Equal for equal models wherever they were loaded from."""
+        from tfg_search.pipelines.identity import model_identity
+
+        model, scheduler = self.diffusion("cpu")
+        decoder = self.decoder("cpu")
+        return model_identity(model, scheduler, decoder.vae if decoder is not None else None)
 
     # -- judging -----------------------------------------------------------------------------
     @abstractmethod
     def compute_metrics(self, samples: torch.Tensor, target: str) -> dict[str, float]:
-        """Held-out metrics of guided samples for ``target``; keys are :attr:`metrics`."""
+        """Held-out metrics of guided samples (images ``[B, *image_shape]``, decoded for a latent
+        task) for ``target``; keys are :attr:`metrics`."""
 
     def reference(self, target: str) -> torch.Tensor:
         """Real samples of the guided distribution for ``target`` (for fidelity); default: none."""

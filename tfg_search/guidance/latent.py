@@ -14,7 +14,8 @@ same gradient, less memory, one more decoder forward per gradient). Where the VA
 checkpointing, so that only one decoder block's activations are alive at a time.
 
 The sampler stays latent-agnostic: it samples latents (``clip_x0`` off) with ``decoder.log_f(...)``
-as its log f, and the caller decodes the result.
+as its log f, and the caller decodes the result: :func:`sample_and_decode` is that one path, which
+the service's evaluation and :class:`~tfg_search.pipelines.TFGPipeline` both take.
 
 Example:
     >>> import torch
@@ -30,13 +31,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from tfg_search.guidance.conditioning import model_dtype, model_output
+from tfg_search.errors import NonFiniteSampleError
+from tfg_search.guidance.conditioning import Conditioning, model_dtype, model_output
+from tfg_search.guidance.config import TFGConfig
+from tfg_search.guidance.sampler import guided_sample_many
 
 
 class LatentDecoder(torch.nn.Module):
@@ -118,3 +122,39 @@ def _blockwise_checkpointing(vae: Any) -> Iterator[None]:
         yield
     finally:
         vae.disable_gradient_checkpointing()
+
+
+def sample_and_decode(
+    model: Callable[..., object],
+    scheduler: object,
+    log_f: Callable[[torch.Tensor], torch.Tensor],
+    configs: Sequence[TFGConfig],
+    shape: tuple[int, ...],
+    generators: Sequence[torch.Generator | None],
+    num_inference_steps: int,
+    device: torch.device | str | None,
+    *,
+    conditioning: Conditioning | None = None,
+    decoder: LatentDecoder | None = None,
+    latents: torch.Tensor | None = None,
+) -> tuple[list[torch.Tensor], list[NonFiniteSampleError | None]]:
+    """:func:`~tfg_search.guidance.guided_sample_many`, then each configuration's latents decoded
+    (no gradient) when a ``decoder`` is given; a configuration that failed keeps its samples
+    undecoded. The one sampling path of the evaluation and of the pipeline: the same seed, batch,
+    device and dtype give the same images in both."""
+    samples, errors = guided_sample_many(
+        model,
+        scheduler,
+        log_f,
+        configs,
+        shape,
+        generators,
+        num_inference_steps=num_inference_steps,
+        latents=latents,
+        device=device,
+        conditioning=conditioning,
+    )
+    if decoder is not None:
+        with torch.no_grad():
+            samples = [part if err else decoder(part) for part, err in zip(samples, errors, strict=True)]
+    return samples, errors

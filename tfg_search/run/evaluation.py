@@ -1,10 +1,12 @@
 """Run trials: task + target + configs + n samples + seeds -> held-out metrics (and the samples).
 
 One path for every executor: :func:`evaluate_batch` samples several candidates of one structure in
-one batch (each gets the samples it would get alone: :func:`~tfg_search.guidance.guided_sample_many`)
-and judges each; :func:`evaluate` is its one-candidate case. Both check their inputs the same way
-(:func:`check_run`). Deterministic: all randomness of a trial comes from one CPU
-``torch.Generator`` seeded with its seed, so a trial draws the same noise on any device.
+one batch (each gets the samples it would get alone: :func:`~tfg_search.guidance.guided_sample_many`;
+a conditional task's condition, a latent task's samples decoded:
+:func:`~tfg_search.guidance.latent.sample_and_decode`) and judges each; :func:`evaluate` is its
+one-candidate case. Both check their inputs the same way (:func:`check_run`). Deterministic: all
+randomness of a trial comes from one CPU ``torch.Generator`` seeded with its seed, so a trial
+draws the same noise on any device.
 
 Example:
     >>> from tasks import get_task
@@ -28,7 +30,7 @@ import torch
 from tasks.base import Task
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.guidance.sampler import guided_sample_many
+from tfg_search.guidance.latent import sample_and_decode
 from tfg_search.run.devices import resolve_device
 from tfg_search.trial import TrialOutcome
 
@@ -85,8 +87,17 @@ def evaluate_batch(
     log_f = task.log_f(target, dev)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     shape = (n_samples, *task.sample_shape)
-    samples, errors = guided_sample_many(
-        model, scheduler, log_f, runs, shape, generators, num_inference_steps=steps, device=dev
+    samples, errors = sample_and_decode(  # a latent task's samples come back decoded: images
+        model,
+        scheduler,
+        log_f,
+        runs,
+        shape,
+        generators,
+        steps,
+        dev,
+        conditioning=task.conditioning(target, dev),
+        decoder=task.decoder(dev),
     )
     sampled = time.perf_counter() - start
     results: list[TrialOutcome | Exception] = []
