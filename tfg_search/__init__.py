@@ -3,11 +3,13 @@
 The core names:
 
 - :class:`TFGConfig`: every guidance hyper-parameter, validated, with presets for earlier methods;
-- :func:`guided_sample`, :func:`guided_sample_many`: the TFG sampler over a diffusers DDIM scheduler;
+- :func:`guided_sample`, :func:`guided_sample_many`: the TFG sampler over a diffusers DDIM scheduler,
+  with :class:`Conditioning` (classifier-free guidance) and :class:`LatentDecoder` (latent models);
+- :class:`TFGPipeline`: the same sampler as a diffusers ``DiffusionPipeline``;
 - :class:`NonFiniteSampleError`, :class:`TFGSearchError`: what goes wrong, said clearly.
 
-The sampler (and so torch) is imported on first use, so that the command line's queries
-(``tfg-search best``, ``studies``) start without loading torch.
+The sampler and the pipeline (and so torch) are imported on first use, so that the command line's
+queries (``tfg-search best``, ``studies``, ``export``) start without loading torch.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ __version__ = "0.2.0"
 __all__ = [
     "METHODS",
     "STRUCTURES",
+    "Conditioning",
+    "LatentDecoder",
     "NonFiniteSampleError",
     "TFGConfig",
+    "TFGPipeline",
     "TFGSearchError",
     "__version__",
     "guided_sample",
@@ -34,8 +39,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("guided_sample", "guided_sample_many"):
-        from tfg_search.guidance import sampler
+    if name in ("guided_sample", "guided_sample_many", "Conditioning", "LatentDecoder"):
+        from tfg_search import guidance
 
-        return getattr(sampler, name)
+        return getattr(guidance, name)
+    if name == "TFGPipeline":
+        from tfg_search.pipelines.pipeline import TFGPipeline
+
+        return TFGPipeline
     raise AttributeError(f"module 'tfg_search' has no attribute {name!r}")
