@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import shutil
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import run_cli
+from tfg_search.guidance import config_file, passes
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.guidance.passes import sample_passes
+from tfg_search.guidance.passes import best_of_n_passes, read_passes, sample_passes, total_passes
 from tfg_search.run.coordinator import run_search
 from tfg_search.run.settings import SearchSettings
 from tfg_search.store import query
@@ -28,6 +30,52 @@ def test_passes_count_samples_steps_and_recurrence() -> None:
     assert all(big[k] == 8 * one[k] for k in one)  # a 512-sample final costs 8x a 64-sample trial
     mean_only = sample_passes(TFGConfig(mu=1.0, n_iter=2), steps=10, samples=64)
     assert mean_only == {"denoiser": 640, "denoiser_backward": 0, "predictor": 1280}
+
+
+def test_cfg_counts_both_branches_and_a_latent_model_its_decoder() -> None:
+    one = sample_passes(TFGConfig(rho=1.0, mu=1.0, n_iter=2), steps=10, samples=64)
+    cfg = sample_passes(TFGConfig(rho=1.0, mu=1.0, n_iter=2, guidance_scale=3.0), steps=10, samples=64)
+    assert cfg == {**one, "denoiser": 2 * one["denoiser"], "denoiser_backward": 2 * one["denoiser_backward"]}
+    latent = sample_passes(TFGConfig(rho=1.0, mu=1.0, n_iter=2), steps=10, samples=64, decoder=True)
+    # each predictor pass on a latent decodes it (forward + backward), each sample is decoded once more
+    assert latent == {**one, "decoder": one["predictor"] + 64, "decoder_backward": one["predictor"]}
+
+
+def test_best_of_n_counts_unguided_candidates_scored_once() -> None:
+    config = TFGConfig(rho=1.0, mu=1.0, n_iter=4, n_recur=2, guidance_scale=5.0)  # its TFG is not run
+    got = best_of_n_passes(config, steps=50, n=8, samples=256, decoder=True)
+    candidates = 8 * 256
+    assert got == {
+        "denoiser": 50 * 2 * candidates,  # both CFG branches, one pass per step, no recurrence
+        "denoiser_backward": 0,
+        "predictor": candidates,
+        "decoder": candidates,
+        "decoder_backward": 0,
+    }
+    assert best_of_n_passes(TFGConfig(), steps=50, n=1, samples=4) == {
+        "denoiser": 200,
+        "denoiser_backward": 0,
+        "predictor": 4,
+    }
+    with pytest.raises(ValueError, match="n >= 1"):
+        best_of_n_passes(TFGConfig(), steps=50, n=0, samples=4)
+
+
+def test_stored_passes_of_every_version_read_and_sum() -> None:
+    old = {"denoiser": 10, "predictor": 5}  # a record without a kind: that kind is 0
+    pixel = sample_passes(TFGConfig(rho=1.0), steps=2, samples=3)
+    latent = sample_passes(TFGConfig(rho=1.0), steps=2, samples=3, decoder=True)
+    assert read_passes(old) == {"denoiser": 10, "denoiser_backward": 0, "predictor": 5}
+    assert read_passes(pixel) == pixel and read_passes(latent) == latent
+    assert total_passes([old, pixel]) == {k: read_passes(old)[k] + pixel[k] for k in pixel}
+    both = total_passes([old, latent])
+    assert both["decoder"] == latent["decoder"] and both["denoiser"] == 10 + latent["denoiser"]
+
+
+@pytest.mark.parametrize("module", [passes, config_file])
+def test_the_torch_free_modules_examples_run(module: object) -> None:
+    failed, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
+    assert tried > 0 and failed == 0
 
 
 SEARCHES = {
