@@ -130,22 +130,23 @@ def beam(
     top_k: int = 2,
     rounds: int = 6,
     seeds: Sequence[Mapping[str, Any]] = (),
-    **sampler_options: Any,
+    mode: str = "reference",
 ) -> Run:
     """The real ``TFGBeamSampler`` driven ask-and-tell (a whole round per oracle call).
 
     ``sampler_space``: the sampler's lattices (default: the grid's); e.g. the reference lattices
-    without 0, whose points are a subset of the grid.
+    without 0, whose points are a subset of the grid. ``mode``: "reference" (the paper's
+    neighbourhood) or "refined" (``steps_down=True``: a neighbour may also step down).
     """
     lattices = dict(sampler_space or space.lattices)
     sampler = TFGBeamSampler(
-        lattices,
+        space=lattices,
         top_k=top_k,
         max_rounds=rounds,
         search_schedules=tuple(space.schedules),
         start_schedules={n: s for n, s in space.start_schedules.items() if n in lattices},
         seed_configs=list(seeds) or None,
-        **sampler_options,
+        steps_down=mode == "refined",
     )
     study = optuna.create_study(direction="maximize", sampler=sampler)
     run = Run(name)

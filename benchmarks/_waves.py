@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import optuna
 
-from searchers import Lattice, TFGBeamSampler
+from searchers import Lattice, TFGBeamSampler, TFGRungSampler
 from searchers.rungs import RungSchedule
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -140,15 +140,18 @@ def tfg_sampler(
     (``seeds``: warm-start points, as lattice keys)."""
     names = list(space)
     seed_configs = [{n: space[n].value(k) for n, k in zip(names, key, strict=True)} for key in seeds]
-    sampler = TFGBeamSampler(
-        dict(space),
-        top_k=top_k,
-        max_rounds=rounds,
-        seed_configs=seed_configs or None,
-        mode=mode,
-        rungs=(schedule or RungSchedule(wave=workers)) if mode == "rungs" else None,
-        seed=seed,
-    )
+    sampler: TFGRungSampler | TFGBeamSampler
+    if mode == "rungs":
+        sampler = TFGRungSampler(
+            space=dict(space),
+            schedule=schedule or RungSchedule(wave=workers),
+            seed_configs=seed_configs or None,
+            seed=seed,
+        )
+    else:
+        sampler = TFGBeamSampler(
+            space=dict(space), top_k=top_k, max_rounds=rounds, seed_configs=seed_configs or None, seed=seed
+        )
     study = optuna.create_study(direction="maximize", sampler=sampler)
     run = Run("rungs" if mode == "rungs" else "beam")
     numbers: dict[int, Key] = {}
@@ -163,16 +166,16 @@ def tfg_sampler(
             for t in trials:
                 key = _suggest_values(t, space)
                 numbers[t.number] = key
-                value = oracle.evaluate(key, unit * sampler.trial_units(t))
+                value = oracle.evaluate(key, unit * (sampler.trial_units(t) if mode == "rungs" else 1))  # type: ignore[union-attr]
                 if math.isfinite(value):
                     study.tell(t, value)
                 else:
                     study.tell(t, state=optuna.trial.TrialState.FAIL)
             run.evaluations += len(trials)
             run.search_waves += 1
-            ranking = sampler.plan(study).beam
+            ranking = sampler.plan(study).ranking
             run.waves.append(Wave(len(trials), oracle.passes, numbers[ranking[0]]))
-    ranked = [numbers[n] for n in sampler.plan(study).beam]
+    ranked = [numbers[n] for n in sampler.plan(study).ranking]
     _finals(oracle, ranked, final_top, final_samples, run)
     return run
 

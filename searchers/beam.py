@@ -1,105 +1,52 @@
-"""Optuna adapter for the TFG searches over lattices: the beam doubling search (its numeric part
-lives in ``planner``) and the rung search (``rungs``)."""
+"""The paper's beam doubling search as an Optuna sampler (its numeric part: :mod:`searchers.planner`)."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import random
-import threading
-import time
+import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
-from optuna.samplers import BaseSampler, RandomSampler
-from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
-
-from . import optuna_internals as internals
-from .lattice import DEFAULT_SPACE, Lattice
-from .planner import Key, KeySpace, Planner, RoundPlan
-from .replay import CLAIM, REQUEUE, SURPLUS, Replay, stored_claim
-from .rungs import RungPlanner, RungSchedule, units
+from .base import LatticeSampler, SearchPlan
+from .lattice import Lattice
+from .planner import Planner
+from .replay import Attrs
+from .rungs import RungSchedule
 
 if TYPE_CHECKING:
     from optuna.study import Study
 
-__all__ = ["SCHEDULES", "BeamPlan", "TFGBeamSampler"]
-
-#: Search modes: "rungs" (a spread start, surrogate-guided refinement and successive halving over
-#: sample sizes: :mod:`searchers.rungs`), "reference" (the paper's beam: docs/algorithm.md of the
-#: tfg-search repository, section 5; neighbours step up) and "refined" (the beam, where a neighbour
-#: may also step one exponent down). docs/searchers.md has the measurements.
-MODES: tuple[str, ...] = ("rungs", "reference", "refined")
-#: Schedule structures, in the order used for structure indices in keys and for neighbours. The
-#: same list as ``tfg_search.guidance.config.STRUCTURES`` (searchers stands alone as an OptunaHub
-#: package, so it cannot import it; tests/test_config.py checks they agree).
-SCHEDULES: tuple[str, ...] = ("increase", "decrease", "constant")
-#: Reference default structures (docs/algorithm.md of the tfg-search repository, section 3); other
-#: parameters start "constant".
-_DEFAULT_STRUCTURES = {"rho": "increase", "mu": "increase", "gamma": "decrease"}
-
-CLAIMS_KEPT = 4096  # claims remembered for the suggest calls that follow them (only recent ones matter)
+__all__ = ["BeamPlan", "TFGBeamSampler"]
 
 
 @dataclass(frozen=True)
-class _Claim:
-    """What :meth:`TFGBeamSampler.before_trial` wrote on a trial (read back without a query)."""
-
-    storage: BaseStorage
-    number: int
-    key: Key | None
-    round: int | None
-    surplus: str | None
-
-
-@dataclass(frozen=True)
-class BeamPlan:
-    """A snapshot of the search, for dispatching a round and drawing progress.
+class BeamPlan(SearchPlan):
+    """:class:`~searchers.SearchPlan` of the beam, with its beam.
 
     Attributes:
-        round: Index of the current round (of the last round once exhausted).
-        candidates: This round's configurations (parameter name to value; with schedule search
-            also ``"<name>_schedule"`` to a structure), in search order.
-        pending: Candidates of this round not handed out yet (claimable now without waiting).
-        running: Candidates of this round handed out to trials that have not finished.
-        exhausted: Whether the search is over (round limit reached, or nothing new to try).
-        beam: Trial numbers of the current top-k among everything evaluated so far, best first
-            (once exhausted: the best configurations, to re-run at full size). In the rung mode,
-            every point evaluated so far (the trial of its last evaluation), best first.
+        beam: Trial numbers of the current top ``top_k`` among everything evaluated so far, best
+            first (``ranking[:top_k]``; once exhausted, the configurations to re-run at full size).
     """
 
-    round: int
-    candidates: list[dict[str, float | str]]
-    pending: int
-    running: int
-    exhausted: bool
     beam: list[int]
 
 
-class TFGBeamSampler(BaseSampler):
-    """Beam doubling search over geometric lattices (TFG, docs/algorithm.md, section 5).
+class TFGBeamSampler(LatticeSampler):
+    """The paper's beam doubling search over geometric lattices (TFG, docs/algorithm.md, section 5).
 
     Each searched parameter takes values ``init * factor**k`` (:class:`~searchers.Lattice`).
     Round 0 evaluates the start point (every exponent 0) and its one-parameter neighbours (one
     exponent + 1). Each later round ranks every configuration evaluated so far, keeps the
-    ``top_k`` best and evaluates their one-parameter neighbours that are new. The study stops
-    after ``max_rounds`` rounds (round 0 counts) or when a round has nothing new; with the
+    ``top_k`` best (the beam) and evaluates their one-parameter neighbours that are new. The study
+    stops after ``max_rounds`` rounds (round 0 counts) or when a round has nothing new; with the
     defaults that is at most ``4 + 5 * 2 * 3 = 34`` evaluations.
 
     Ranking is direction-aware (``study.direction``). Failed trials (state FAIL or PRUNED, or a
     NaN value) rank below every completed one and are not re-run. Ties go to the configuration
     earlier in the search order (round, then place in the round), which in sequential use is the
-    lower trial number.
+    lower trial number. Each candidate is evaluated once, on one sample size: ``study.best_trial``
+    is the top of the beam's ranking.
 
     Example:
 
@@ -117,617 +64,117 @@ class TFGBeamSampler(BaseSampler):
 
 
             space = {"rho": Lattice(0.25, 2.0, 8.0), "gamma": Lattice(0.001, 10.0, 1.0)}
-            sampler = TFGBeamSampler(space, top_k=2, max_rounds=6)
+            sampler = TFGBeamSampler(space=space, top_k=2, max_rounds=6)
             study = optuna.create_study(direction="maximize", sampler=sampler)
             study.optimize(objective)  # returns by itself when the search is exhausted
             assert study.best_params == {"rho": 2.0, "gamma": 0.001}
             assert sampler.is_exhausted(study)
 
-    Rounds and parallel use:
-        A round's configurations are handed out only after every trial of the previous round has
-        finished (a barrier). A trial that starts while the current round has nothing left to
-        hand out waits in :meth:`before_trial`, polling storage every ``poll_interval`` seconds.
-        Threads of one process (``n_jobs > 1``) are serialised by a lock in the sampler.
-        Processes sharing an RDB storage use an optimistic claim: a trial writes its candidate
-        key as a system attribute, then re-reads the study; if any other trial holds the same
-        key (running, waiting, or finished and not requeued), it yields: it clears its claim,
-        backs off for a random fraction of ``poll_interval`` and picks again. This is safe: of
-        two trials that wrote the same key, the later writer's re-read sees the earlier claim
-        (storage writes are ordered), so at most one keeps it. Both may yield; the random
-        back-off makes a repeat unlikely. For a deterministic objective, parallel use evaluates
-        the same configurations as sequential use, each once. The candidate is picked from the
-        plan of the sampler's last read (kept up to date with its own claims and results), so a
-        claim costs one read; the claim is kept only if the re-read's plan, without it, picks the
-        same candidate, else it is yielded and the candidate picked again from the re-read (at
-        once: the stale plan was the sampler's, not a race).
-
-        A trial that starts once the search is exhausted calls ``study.stop()`` and is not
-        evaluated: the first ``suggest_*`` call raises :class:`optuna.TrialPruned`, so such
-        surplus trials appear as PRUNED with the system attribute
-        ``"TFGBeamSampler:surplus"`` giving the reason, and never cost an evaluation. In
-        sequential use there is no surplus trial: :meth:`after_trial` stops the study when the
-        finished trial completes the search. ``study.stop()`` is only called inside
-        :meth:`~optuna.study.Study.optimize`; ask-and-tell users check :meth:`is_exhausted`.
-
-    Restarts:
-        The search state is in storage: the key, round and search-space fingerprint of each
-        trial are stored as system attributes prefixed with ``"TFGBeamSampler:"``, and the plan
-        is recomputed from the stored trials, so a new process with a new sampler continues the
-        same search. (A sampler keeps what it read of finished trials, which never change, and
-        the replay of the rounds already complete, and reuses them while storage shows the
-        same: see :class:`~searchers.planner.Planner`.) Trials of another search space (another
-        fingerprint) are ignored. Trials enqueued with :meth:`~optuna.study.Study.enqueue_trial`
-        (``"fixed_params"``) are not part of the beam, except retries made by
-        :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` (formerly
-        ``RetryFailedTrialCallback``), which copy the beam key and take the failed trial's
-        place. :meth:`requeue` returns a trial's
-        configuration to the current round (for trials a killed process left RUNNING).
+    Rounds, parallel use, restarts: see :class:`~searchers.base.LatticeSampler` and
+    docs/searchers.md (the claim scheme, the barrier, surplus trials, :meth:`requeue`). Its
+    stored attributes are prefixed ``"TFGBeamSampler:"``.
 
     Args:
-        space: Parameter name to :class:`~searchers.Lattice`, in parameter order. ``None``
-            means :data:`~searchers.DEFAULT_SPACE` (rho, mu, gamma). One parameter is fine.
+        space, search_schedules, start_schedules, poll_interval, barrier_timeout, seed: as for
+            :class:`~searchers.base.LatticeSampler`.
         top_k: Beam width.
         max_rounds: Round limit; round 0 counts.
-        search_schedules: Also search the schedule structure of each parameter (``True``) or of
-            the named parameters (a list of names): the objective asks
-            ``trial.suggest_categorical(f"{name}_schedule", list(SCHEDULES))``. A neighbour then
-            may also switch one parameter's structure to another.
-        start_schedules: Start structure per parameter when ``search_schedules`` is set.
-            Defaults: rho and mu ``"increase"``, gamma ``"decrease"``, others ``"constant"``.
-        seed_configs: Warm start: configurations (parameter name to value, and
-            ``"<name>_schedule"`` to a structure where schedules are searched) added to round 0
-            after the start point and its neighbours, each placed on the nearest lattice point
-            (log scale; 0 goes to 0 where the lattice has it, else to its lowest value; a missing
-            parameter counts as 0). E.g. the earlier methods' configurations, so that the beam
-            starts from the best of them (``tfg-search search --seed-presets``).
-        mode: ``"reference"`` (the paper's neighbourhood: one exponent up, or a structure switch;
-            and down to 0 from the lowest value where 0 is on the lattice) or ``"refined"`` (also
-            one exponent down anywhere, so that a beam started from a warm-start seed can move
-            both ways). The reference mode replays studies made by earlier versions exactly.
-            ``"rungs"``: the rung search of :mod:`searchers.rungs` (a spread start over the whole
-            lattice, Gaussian-process-guided refinement, then successive halving over sample
-            sizes; ``top_k`` and ``max_rounds`` do not apply, ``rungs`` does). Its trials ask for
-            different sample sizes: the objective reads :meth:`trial_units` (see
-            docs/searchers.md).
-        rungs: The budget of the rung mode (default :class:`~searchers.rungs.RungSchedule`).
-        poll_interval: Seconds between storage polls while waiting at the round barrier.
-        barrier_timeout: Seconds a trial may wait at the barrier before it gives up: it is
-            pruned unevaluated (reason ``"barrier-timeout"``) and the study stops (e.g. when a
-            trial left RUNNING by a killed process blocks the round: :meth:`requeue` it, then
-            optimize again). ``None`` waits indefinitely.
-        seed: Seed of the :class:`~optuna.samplers.RandomSampler` used for parameters outside
-            the search space, and of the rung mode's spread design (default 0 there).
+        seed_configs: Warm start: configurations added to round 0 after the start point and its
+            neighbours, each on its nearest lattice point (e.g. the earlier methods'
+            configurations, so that the beam starts from the best of them).
+        steps_down: The refined neighbourhood: a neighbour may also step one exponent down
+            anywhere (the paper's steps up, and down to 0 from the lowest value where 0 is on
+            the lattice), so that a beam started from a warm-start point can move both ways.
+        mode: Deprecated (tfg-search 0.2's spelling, removed in 0.4): ``"rungs"`` builds a
+            :class:`~searchers.TFGRungSampler` (give it ``schedule`` as ``rungs=``),
+            ``"reference"`` this beam, ``"refined"`` this beam with ``steps_down=True``.
     """
+
+    ATTRS = Attrs("TFGBeamSampler:")
+
+    def __new__(cls, *args: Any, mode: str | None = None, rungs: RungSchedule | None = None, **kwargs: Any):
+        if mode == "rungs":
+            from .rung_sampler import TFGRungSampler
+
+            warnings.warn(
+                'TFGBeamSampler(mode="rungs") is deprecated; use TFGRungSampler(schedule=...) '
+                "(the same search; removed in tfg-search 0.4)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            if args:
+                raise TypeError("TFGRungSampler takes keyword arguments only: space=..., schedule=...")
+            kwargs.pop("top_k", None)
+            kwargs.pop("max_rounds", None)
+            return TFGRungSampler(schedule=rungs, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
+        *,
         space: Mapping[str, Lattice] | None = None,
         top_k: int = 2,
         max_rounds: int = 6,
-        *,
         search_schedules: bool | Sequence[str] = False,
         start_schedules: Mapping[str, str] | None = None,
         seed_configs: Sequence[Mapping[str, float | str]] | None = None,
-        mode: str = "reference",
-        rungs: RungSchedule | None = None,
+        steps_down: bool = False,
         poll_interval: float = 0.1,
         barrier_timeout: float | None = None,
         seed: int | None = None,
+        mode: str | None = None,
+        rungs: RungSchedule | None = None,
     ) -> None:
-        space = dict(DEFAULT_SPACE if space is None else space)
-        if not space:
-            raise ValueError("The search space is empty: give at least one parameter.")
-        for name, lattice in space.items():
-            if not isinstance(lattice, Lattice):
-                raise TypeError(f"Search space entry {name!r} must be a searchers.Lattice, got {lattice!r}.")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if mode is not None:
+            if mode not in ("reference", "refined"):
+                raise ValueError(f"mode must be 'rungs', 'reference' or 'refined', got {mode!r}.")
+            warnings.warn(
+                f"TFGBeamSampler(mode={mode!r}) is deprecated: TFGBeamSampler is the paper's beam"
+                + ("; for mode 'refined' give steps_down=True" if mode == "refined" else "")
+                + " (removed in tfg-search 0.4)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            steps_down = steps_down or mode == "refined"
+        if rungs is not None:
+            raise ValueError("rungs applies to the rung search: use TFGRungSampler(schedule=...).")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}.")
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
             raise ValueError(f"max_rounds must be an int >= 1, got {max_rounds!r}.")
-        if not poll_interval > 0:
-            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}.")
-        if rungs is not None and mode != "rungs":
-            raise ValueError(f"rungs applies to mode 'rungs', not {mode!r}.")
-        if rungs is not None and not isinstance(rungs, RungSchedule):
-            raise TypeError(f"rungs must be a searchers.RungSchedule, got {rungs!r}.")
-        schedule = (rungs or RungSchedule()) if mode == "rungs" else None
-        starts = {name: _DEFAULT_STRUCTURES.get(name, "constant") for name in space}
-        unknown = set(start_schedules or {}) - set(space)
-        if unknown:
-            raise ValueError(f"start_schedules names parameters outside the space: {unknown}.")
-        starts.update(start_schedules or {})
-        for name, structure in starts.items():
-            if structure not in SCHEDULES:
-                raise ValueError(f"Start schedule {structure!r} of {name!r} is not one of {SCHEDULES}.")
-
-        if isinstance(search_schedules, bool):
-            structured = list(space) if search_schedules else []
-        else:
-            structured = list(search_schedules)
-            unknown_schedules = set(structured) - set(space)
-            if unknown_schedules:
-                raise ValueError(f"search_schedules names parameters outside the space: {unknown_schedules}.")
-        self._mode = mode
-        self._space = space
-        self._names = list(space)
         self._top_k = top_k
         self._max_rounds = max_rounds
-        self._structured = [name for name in self._names if name in structured]
-        self._start_schedules = {name: starts[name] for name in self._names}
-        self._poll_interval = float(poll_interval)
-        self._barrier_timeout = barrier_timeout
-        self._keyspace = KeySpace(
-            sizes=tuple(space[name].size for name in self._names),
-            n_structures=len(SCHEDULES) if self._structured else 0,
-            start_structures=tuple(SCHEDULES.index(starts[name]) for name in self._names)
-            if self._structured
-            else (),
-            lows=tuple(space[name].lowest_exponent for name in self._names),
-            structured=tuple(name in self._structured for name in self._names),
-            steps_down=mode == "refined",
-            rungs=len(schedule.promote) + 1 if schedule is not None else 0,
+        self._steps_down = bool(steps_down)
+        super().__init__(
+            space=space,
+            search_schedules=search_schedules,
+            start_schedules=start_schedules,
+            seed_configs=seed_configs,
+            poll_interval=poll_interval,
+            barrier_timeout=barrier_timeout,
+            seed=seed,
+            steps_down=self._steps_down,
         )
-        self._schedule = schedule
-        self._design_seed = 0 if seed is None else int(seed)
-        self._seeds = tuple(self._seed_key(dict(config)) for config in seed_configs or ())
-        fingerprint: dict[str, Any] = {
-            "space": [[name, str(space[name])] for name in self._names],  # exact: see Lattice
-            "schedules": None,
-        }
-        if self._structured:
-            all_structured = len(self._structured) == len(self._names)
-            fingerprint["schedules"] = (
-                self._start_schedules
-                if all_structured
-                else {name: self._start_schedules[name] for name in self._structured}
-            )
-        if self._seeds:
-            fingerprint["seeds"] = [list(key) for key in self._seeds]
-        if mode != "reference":
-            fingerprint["mode"] = mode
-        if schedule is not None:
-            fingerprint["rungs"] = [
-                schedule.wave,
-                schedule.spread,
-                schedule.refine,
-                list(schedule.promote),
-                schedule.beta,
-                self._design_seed,
-            ]
-        self._fingerprint = json.dumps(fingerprint)
-        self._fallback = RandomSampler(seed=seed)
-        self._backoff = random.Random()
-        self._lock = threading.Lock()
-        self._replay = Replay(
-            self._keyspace,
-            functools.partial(
-                _new_planner, self._keyspace, top_k, max_rounds, self._seeds, schedule, self._design_seed
-            ),
-            self._fingerprint,
-        )
-        self._claims: dict[int, _Claim] = {}  # trial id -> claim
 
-    # ---------------------------------------------------------------- pickling (Ray, spawn)
+    def _identity(self) -> dict[str, Any]:
+        # The fingerprint of tfg-search 0.2's TFGBeamSampler(mode=...), so that its studies continue.
+        return {"mode": "refined"} if self._steps_down else {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for name in ("_lock", "_claims"):  # caches of storages: rebuilt from storage (the replay's too)
-            del state[name]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._claims = {}
-
-    # ---------------------------------------------------------------- public inspection API
+    def _planner(self, maximize: bool) -> Planner:
+        return Planner(self._keyspace, self._top_k, self._max_rounds, maximize, self._seeds)
 
     @property
-    def space(self) -> dict[str, Lattice]:
-        """The searched lattices, in parameter order."""
-        return dict(self._space)
+    def top_k(self) -> int:
+        """The beam width."""
+        return self._top_k
 
     @property
-    def mode(self) -> str:
-        """The search mode (:data:`MODES`)."""
-        return self._mode
-
-    @property
-    def rungs(self) -> RungSchedule | None:
-        """The rung mode's budget (None in the beam modes)."""
-        return self._schedule
-
-    @property
-    def schedule_params(self) -> tuple[str, ...]:
-        """The parameters whose schedule structure is searched (empty: none)."""
-        return tuple(self._structured)
-
-    @property
-    def seed_points(self) -> tuple[dict[str, float | str], ...]:
-        """The warm-start configurations (``seed_configs``) as the lattice points round 0
-        evaluates, in order, without repeats; empty without a warm start.
-
-        Example:
-            >>> TFGBeamSampler({"rho": Lattice(0.25, 2.0, 8.0)}, seed_configs=[{"rho": 1.1}]).seed_points
-            ({'rho': 1.0},)
-        """
-        return tuple(self._point_params(key) for key in dict.fromkeys(self._seeds))
+    def steps_down(self) -> bool:
+        """Whether a neighbour may also step one exponent down (the refined neighbourhood)."""
+        return self._steps_down
 
     def plan(self, study: Study) -> BeamPlan:
         """Where the search stands, recomputed from the study's storage."""
-        plan = self._fresh_plan(study)
-        return BeamPlan(
-            round=plan.round,
-            candidates=[self._params(key) for key in plan.candidates],
-            pending=len(plan.pending),
-            running=len(plan.running),
-            exhausted=plan.exhausted,
-            beam=list(plan.beam),
-        )
-
-    def is_exhausted(self, study: Study) -> bool:
-        """Whether the search is over (no configuration is left to evaluate)."""
-        return self._fresh_plan(study).exhausted
-
-    def trial_key(self, trial: FrozenTrial | optuna.Trial) -> Key | None:
-        """The integer key of the candidate a trial evaluates, or ``None`` outside the beam."""
-        claim = self._claim_of(trial)
-        if claim is not None:
-            return claim.key
-        key, _, space = stored_claim(_system_attrs(trial))
-        if key is None or space != self._fingerprint:
-            return None
-        return tuple(key)
-
-    def trial_round(self, trial: FrozenTrial | optuna.Trial) -> int | None:
-        """The round of a trial's candidate, or ``None`` outside the beam."""
-        claim = self._claim_of(trial)
-        if claim is not None:
-            return claim.round
-        key, round_, space = stored_claim(_system_attrs(trial))
-        if key is None or space != self._fingerprint:
-            return None
-        return int(round_)
-
-    def trial_rung(self, trial: FrozenTrial | optuna.Trial) -> int | None:
-        """The rung of a trial's evaluation in the rung mode (0: first look at a point; rung
-        ``j`` re-evaluates it on fresh samples), ``None`` outside the search or in a beam mode."""
-        key = self.trial_key(trial)
-        if key is None or self._schedule is None:
-            return None
-        return int(key[-1])
-
-    def trial_units(self, trial: FrozenTrial | optuna.Trial) -> int:
-        """How many units of samples the objective evaluates this trial on: 1 in the beam modes
-        and at rung 0; ``2 ** (rung - 1)`` fresh units at rung ``rung >= 1`` (a point's total
-        doubles at each rung). The objective draws ``unit_samples * trial_units(trial)``
-        samples, with a seed of its rung (:meth:`trial_rung`) common to the rung's candidates.
-
-        Example:
-            A rung-mode objective (the unit is, e.g., 16 samples)::
-
-                def objective(trial):
-                    rho = trial.suggest_float("rho", 0.0, 16.0)
-                    n = 16 * sampler.trial_units(trial)
-                    seed = 1_000 * (sampler.trial_rung(trial) or 0)
-                    return evaluate(rho, samples=n, seed=seed)
-        """
-        rung = self.trial_rung(trial)
-        return 1 if rung is None else units(rung)
-
-    @staticmethod
-    def is_requeued(study: Study, trial: FrozenTrial) -> bool:
-        """Whether a FAIL trial's configuration was given back to the search (:meth:`requeue`)."""
-        if trial.system_attrs.get(REQUEUE):
-            return True
-        attrs = internals.study_system_attrs(study)
-        return bool(attrs.get(f"{REQUEUE}:{internals.trial_id(trial)}"))
-
-    @staticmethod
-    def requeue(study: Study, trial_number: int) -> None:
-        """Give a trial's configuration back to the search, to be evaluated again.
-
-        The trial (RUNNING, e.g. left by a killed process, or FAIL) is marked FAIL with the system
-        attribute ``"TFGBeamSampler:requeue"``; its configuration is no longer counted as
-        evaluated and is handed to the next trial of the same round. A trial outside the beam
-        (no configuration, e.g. enqueued) is only marked FAIL.
-
-        Raises:
-            ValueError: If the trial is neither RUNNING nor FAIL.
-        """
-        storage = internals.storage(study)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(internals.study_id(study), trial_number)
-        state = storage.get_trial(trial_id).state
-        if state not in (TrialState.RUNNING, TrialState.FAIL):
-            raise ValueError(
-                f"Trial {trial_number} is {state.name}; only RUNNING or FAIL trials can be requeued."
-            )
-        if state == TrialState.RUNNING:
-            storage.set_trial_system_attr(trial_id, REQUEUE, True)
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        else:  # a finished trial's attributes are read-only: mark it in the study instead
-            internals.set_study_system_attr(study, f"{REQUEUE}:{trial_id}", True)
-
-    # ---------------------------------------------------------------- BaseSampler interface
-
-    def reseed_rng(self) -> None:
-        self._fallback.reseed_rng()
-        self._backoff = random.Random()
-
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        _check_single_objective(study)
-        return {}
-
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        """Claim the next configuration of the current round for ``trial`` (waiting if needed)."""
-        _check_single_objective(study)
-        if stored_claim(trial.system_attrs)[0] is not None or "fixed_params" in trial.system_attrs:
-            return  # a retry that already carries its key, or an enqueued trial (not ours)
-        storage = internals.storage(study)
-        trial_id = internals.trial_id(trial)
-        deadline = None
-        if self._barrier_timeout is not None:
-            deadline = time.monotonic() + self._barrier_timeout
-        # "view": plan from what this sampler last read (checked after the claim); "read": read
-        # first; "fresh": the view was read just now (no wait since).
-        source = "view"
-        while True:
-            delay: float | None = self._poll_interval
-            with self._lock:
-                view = self._replay.view(study)
-                fresh = source != "view" or not view.read
-                records = (
-                    self._replay.read(study, view) if source == "read" or not view.read else view.records()
-                )
-                plan = view.plan(records)
-                if not fresh and not plan.pending:  # nothing to claim in the view: ask storage
-                    fresh = True
-                    plan = view.plan(self._replay.read(study, view))
-                if plan.exhausted:
-                    storage.set_trial_system_attr(trial_id, SURPLUS, "exhausted")
-                    self._remember(storage, trial, None, None, "exhausted")
-                    _stop(study)
-                    return
-                if plan.pending:
-                    key = plan.pending[0]
-                    claim = {"key": list(key), "round": plan.round, "space": self._fingerprint}
-                    storage.set_trial_system_attr(trial_id, CLAIM, claim)
-                    holders = self._replay.read(study, view)
-                    if fresh:  # planned from storage: keep the key unless another trial holds it
-                        kept = not any(r.key == key and r.number != trial.number for r in holders)
-                    else:  # planned from the view: keep it only if storage would have chosen it
-                        check = view.plan(view.records(without=trial.number))
-                        kept = check.round == plan.round and check.pending[:1] == (key,)
-                    if kept:
-                        self._remember(storage, trial, key, plan.round, None)
-                        return
-                    storage.set_trial_system_attr(trial_id, CLAIM, {**claim, "key": None})  # yield it
-                    view.tail = [r for r in view.tail if r.number != trial.number]
-                    # Planned from storage: back off. From the view: it was stale and is fresh
-                    # now, so pick again at once.
-                    delay = self._backoff.uniform(0.0, self._poll_interval) if fresh else None
-            if delay is None:
-                source = "fresh"
-                continue
-            if deadline is not None and time.monotonic() > deadline:
-                storage.set_trial_system_attr(trial_id, SURPLUS, "barrier-timeout")
-                with self._lock:
-                    self._remember(storage, trial, None, None, "barrier-timeout")
-                _stop(study)
-                return
-            _record_heartbeat(study, trial_id)
-            time.sleep(delay)
-            source = "read"
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        """The lattice value (or structure) of the trial's configuration for ``param_name``.
-
-        Parameters outside the search space, and trials outside the beam (enqueued ones), are
-        sampled by a :class:`~optuna.samplers.RandomSampler`.
-
-        Raises:
-            optuna.TrialPruned: If the trial got no configuration (surplus trial).
-            ValueError: If the distribution does not contain the configuration's value.
-        """
-        _check_single_objective(study)
-        claim = self._claims.get(internals.trial_id(trial))
-        if claim is not None and claim.storage is internals.storage(study) and claim.number == trial.number:
-            reason, key = claim.surplus, claim.key  # what before_trial wrote: no storage read
-        else:
-            reason = trial.system_attrs.get(SURPLUS)
-            key = None if reason is not None else self.trial_key(trial)
-        if reason is not None:
-            raise optuna.TrialPruned(
-                f"TFGBeamSampler gave trial {trial.number} no configuration ({reason}); it is not evaluated."
-            )
-        value = None if key is None else self._params(key).get(param_name)
-        if value is None:
-            return self._fallback.sample_independent(study, trial, param_name, param_distribution)
-        return _fit(param_name, value, param_distribution)
-
-    def after_trial(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        """Stop the study when this trial completes the search (no trial beyond the search)."""
-        if len(study.directions) > 1:
-            return
-        finished = _finished(trial, state, values)
-        with self._lock:
-            view = self._replay.view(study)
-            trial_id = internals.trial_id(trial)
-            # The view with this trial finished: exact in sequential use. Trials of other processes
-            # may have finished since it was read, so it is only trusted when it says the search
-            # goes on (at worst a later trial of this process then finds it exhausted and is
-            # pruned as surplus); "exhausted" is checked against storage.
-            if (
-                view.read
-                and view.finish(trial.number, self._replay.see(finished), trial_id)
-                and not view.plan(view.records()).exhausted
-            ):
-                return
-            exhausted = view.plan(self._replay.read(study, view, finished)).exhausted
-        if exhausted:
-            _stop(study)
-
-    # ---------------------------------------------------------------- internals
-
-    def _fresh_plan(self, study: Study) -> RoundPlan:
-        with self._lock:
-            view = self._replay.view(study)
-            return view.plan(self._replay.read(study, view))
-
-    def _remember(
-        self,
-        storage: BaseStorage,
-        trial: FrozenTrial,
-        key: Key | None,
-        round_: int | None,
-        surplus: str | None,
-    ) -> None:
-        self._claims[internals.trial_id(trial)] = _Claim(storage, trial.number, key, round_, surplus)
-        while len(self._claims) > CLAIMS_KEPT:
-            del self._claims[next(iter(self._claims))]
-
-    def _claim_of(self, trial: FrozenTrial | optuna.Trial) -> _Claim | None:
-        """This sampler's claim on a live trial (an ``optuna.Trial``), if it made one."""
-        if isinstance(trial, FrozenTrial):
-            return None
-        claim = self._claims.get(internals.trial_id(trial))
-        if claim is None or claim.storage is not trial.storage or claim.number != trial.number:
-            return None
-        return claim
-
-    def _params(self, key: Key) -> dict[str, float | str]:
-        """The parameters of a candidate key (the rung mode's keys end with a rung)."""
-        return self._point_params(key[:-1] if self._schedule is not None else key)
-
-    def _point_params(self, key: Key) -> dict[str, float | str]:
-        n = len(self._names)
-        params: dict[str, float | str] = {
-            name: self._space[name].value(k) for name, k in zip(self._names, key[:n], strict=True)
-        }
-        for name, s in zip(self._structured, key[n:], strict=True):
-            params[f"{name}_schedule"] = SCHEDULES[s]
-        return params
-
-    def _seed_key(self, config: dict[str, Any]) -> Key:
-        """The lattice point nearest to a warm-start configuration (see ``seed_configs``)."""
-        exponents = []
-        for name in self._names:
-            value = config.get(name, 0.0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"seed_configs: {name} must be a number, got {value!r}.")
-            exponents.append(self._space[name].nearest(float(value)))
-        structures = []
-        for name in self._structured:
-            structure = config.get(f"{name}_schedule", self._start_schedules[name])
-            if structure not in SCHEDULES:
-                raise ValueError(f"seed_configs: {name}_schedule {structure!r} is not one of {SCHEDULES}.")
-            structures.append(SCHEDULES.index(structure))
-        return (*exponents, *structures)
-
-
-def _new_planner(
-    keyspace: KeySpace,
-    top_k: int,
-    max_rounds: int,
-    seeds: tuple[Key, ...],
-    schedule: RungSchedule | None,
-    design_seed: int,
-    maximize: bool,
-) -> Planner | RungPlanner:
-    """A planner of a sampler's search for one study (see :class:`~searchers.replay.Replay`)."""
-    if schedule is not None:
-        return RungPlanner(keyspace, schedule, maximize, seeds, design_seed)
-    return Planner(keyspace, top_k, max_rounds, maximize, seeds)
-
-
-def _fit(name: str, value: float | str, distribution: BaseDistribution) -> Any:
-    """Return ``value`` in the form ``distribution`` expects, or raise a clear ValueError."""
-    if isinstance(distribution, FloatDistribution) and isinstance(value, float):
-        if not distribution.low <= value <= distribution.high:
-            raise ValueError(
-                f"TFGBeamSampler assigned {name}={value!r}, outside the bounds "
-                f"[{distribution.low!r}, {distribution.high!r}] of suggest_float({name!r}, ...): "
-                "widen the bounds to cover the lattice (its init and cap; 0 and no log=True for a "
-                "lattice with 0)."
-            )
-    elif isinstance(distribution, IntDistribution) and isinstance(value, float):
-        if value.is_integer():
-            value = int(value)
-    elif isinstance(distribution, CategoricalDistribution) and value not in distribution.choices:
-        raise ValueError(
-            f"TFGBeamSampler assigned {name}={value!r}, which is not among the choices "
-            f"{distribution.choices!r}: include it."
-        )
-    if isinstance(distribution, CategoricalDistribution):
-        return value
-    if not internals.contains(distribution, value):
-        raise ValueError(
-            f"TFGBeamSampler assigned {name}={value!r}, which {distribution} does not contain: "
-            "suggest it with suggest_float over bounds that cover the lattice (no step)."
-        )
-    return value
-
-
-def _finished(trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> FrozenTrial:
-    """A copy of a running trial as it will be stored once told (for after_trial)."""
-    return FrozenTrial(
-        number=trial.number,
-        state=state,
-        value=None,
-        values=list(values) if values is not None and state == TrialState.COMPLETE else None,
-        datetime_start=trial.datetime_start,
-        datetime_complete=None,
-        params=trial.params,
-        distributions=trial.distributions,
-        user_attrs=trial.user_attrs,
-        system_attrs=trial.system_attrs,
-        intermediate_values=trial.intermediate_values,
-        trial_id=internals.trial_id(trial),
-    )
-
-
-def _system_attrs(trial: FrozenTrial | optuna.Trial) -> Mapping[str, Any]:
-    if isinstance(trial, FrozenTrial):
-        return trial.system_attrs
-    return trial.storage.get_trial_system_attrs(internals.trial_id(trial))
-
-
-def _check_single_objective(study: Study) -> None:
-    if len(study.directions) > 1:
-        raise ValueError(
-            "TFGBeamSampler ranks by a single objective value; create the study with one "
-            "direction (combine several metrics into one score)."
-        )
-
-
-def _stop(study: Study) -> None:
-    # Study.stop raises RuntimeError outside optimize(); ask-and-tell users poll is_exhausted().
-    with contextlib.suppress(RuntimeError):
-        study.stop()
-
-
-def _record_heartbeat(study: Study, trial_id: int) -> None:
-    # A trial waiting at the barrier is RUNNING: keep it from being failed as stale.
-    storage = internals.storage(study)
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if interval is not None:
-        storage.record_heartbeat(trial_id)
+        plan = super().plan(study)
+        fields = {field.name: getattr(plan, field.name) for field in dataclasses.fields(plan)}
+        return BeamPlan(**fields, beam=plan.ranking[: self._top_k])

@@ -53,7 +53,7 @@ class Record:
     """One trial as the planner sees it.
 
     Args:
-        number: The trial number (the representative of its key in :attr:`RoundPlan.beam`).
+        number: The trial number (the representative of its key in :attr:`RoundPlan.ranked`).
         key: The candidate the trial evaluates.
         outcome: Its state.
         value: The objective value when ``outcome`` is COMPLETE, else ``None``.
@@ -182,7 +182,7 @@ class RoundPlan:
         running: Candidates of this round handed out to unfinished trials.
         exhausted: True when the search is over (round limit, or a round with nothing new).
         ranking: Every candidate done so far, best first.
-        beam: The first ``top_k`` of ``ranking`` as trial numbers.
+        ranked: ``ranking`` as trial numbers (the beam: its first ``top_k``).
         order: Position of every planned candidate in the search order.
     """
 
@@ -192,7 +192,7 @@ class RoundPlan:
     running: tuple[Key, ...]
     exhausted: bool
     ranking: tuple[Key, ...]
-    beam: tuple[int, ...]
+    ranked: tuple[int, ...]
     order: dict[Key, int]
 
 
@@ -391,10 +391,10 @@ class Planner:
             assert settled is not None
             if not settled.following:  # exhausted at the last complete round
                 ranking = tuple(map(_SECOND, settled.ranked))
-                beam = tuple(status[k].number for k in ranking[: self.top_k])
+                numbers = tuple(status[k].number for k in ranking)
                 last = settled.rounds[-1]
                 return RoundPlan(
-                    len(settled.rounds) - 1, last, (), (), True, ranking, beam, dict(settled.order)
+                    len(settled.rounds) - 1, last, (), (), True, ranking, numbers, dict(settled.order)
                 )
             rounds = list(settled.rounds)
             order = dict(settled.order)
@@ -417,7 +417,6 @@ class Planner:
                 for k in done:  # few per round: insert each, rather than sort everything again
                     bisect.insort(ranked, (self._sort_key(status[k], order[k]), k))
             ranking = tuple(map(_SECOND, ranked))
-            beam = tuple(status[k].number for k in ranking[: self.top_k])
             if pending or running:
                 plan = RoundPlan(
                     round_index,
@@ -426,7 +425,7 @@ class Planner:
                     tuple(running),
                     False,
                     ranking,
-                    beam,
+                    tuple(status[k].number for k in ranking),
                     order,
                 )
                 break
@@ -440,7 +439,8 @@ class Planner:
                             following.append(key)
             new_settled = (len(order), ranked, following)
             if not following:
-                plan = RoundPlan(round_index, tuple(candidates), (), (), True, ranking, beam, order)
+                numbers = tuple(status[k].number for k in ranking)
+                plan = RoundPlan(round_index, tuple(candidates), (), (), True, ranking, numbers, order)
                 break
             candidates = following
         if new_settled is not None:

@@ -1,13 +1,14 @@
-"""The beam sampler's replay cache: what it last read of each study, and a planner over it.
+"""A lattice sampler's replay cache: what it last read of each study, and a planner over it.
 
-A :class:`~searchers.beam.TFGBeamSampler` recomputes its plan from the study's stored trials
-(:mod:`searchers.planner`). Reading and classifying every trial on every ask would cost a query per
-trial; :class:`Replay` keeps, per study, what it read of the finished trials (which never change),
-classifies only the trials that are new or still running, and hands the planner records whose
-leading part is stable, so that the planner reuses its replay of the rounds already complete.
+A :class:`~searchers.base.LatticeSampler` recomputes its plan from the study's stored trials
+(:mod:`searchers.planner`, :mod:`searchers.rungs`). Reading and classifying every trial on every
+ask would cost a query per trial; :class:`Replay` keeps, per study, what it read of the finished
+trials (which never change), classifies only the trials that are new or still running, and hands
+the planner records whose leading part is stable, so that the planner reuses its replay of the
+rounds already complete.
 
-The stored attributes of the beam (the claim of each trial, requeue marks, surplus reasons) are
-named here, with the prefix ``"TFGBeamSampler:"``.
+The stored attributes of a sampler (the claim of each trial, requeue marks, surplus reasons) are
+named by :class:`Attrs`, with the sampler's class name as their prefix.
 """
 
 from __future__ import annotations
@@ -28,35 +29,56 @@ from .rungs import RungPlanner
 if TYPE_CHECKING:
     from optuna.study import Study
 
-__all__ = ["CLAIM", "REQUEUE", "SURPLUS", "Replay", "Seen", "View", "stored_claim"]
+__all__ = ["Attrs", "Replay", "Seen", "View"]
 
-PREFIX = "TFGBeamSampler:"
-CLAIM = PREFIX + "claim"
-"""The claim, one write: ``{"key": list[int] | None`` (None after yielding it), ``"round": int``
-(the round the candidate belongs to), ``"space": str`` (fingerprint of the search space; other
-spaces are ignored)``}``."""
-LEGACY_CLAIM = (PREFIX + "key", PREFIX + "round", PREFIX + "space")
-"""The same three fields as three attributes, as versions before the claim attribute wrote them
-(read, never written)."""
-REQUEUE = PREFIX + "requeue"
-"""True: this FAIL trial's candidate is to be evaluated again. Set on the trial when it was
-RUNNING; for a trial already finished (read-only) as the study system attr
-``f"{REQUEUE}:{trial_id}"``."""
-SURPLUS = PREFIX + "surplus"
-"""Why a trial got no candidate (it is pruned unevaluated)."""
+
+@dataclass(frozen=True)
+class Attrs:
+    """The names of a sampler's stored trial attributes, prefixed with its class name.
+
+    Attributes:
+        prefix: e.g. ``"TFGBeamSampler:"``.
+        claim: the claim, one write: ``{"key": list[int] | None`` (None after yielding it),
+            ``"round": int`` (the round the candidate belongs to), ``"space": str`` (fingerprint
+            of the search; other fingerprints are ignored)``}``.
+        requeue: True: this FAIL trial's candidate is to be evaluated again. Set on the trial
+            when it was RUNNING; for a trial already finished (read-only) as the study system
+            attr ``f"{requeue}:{trial_id}"``.
+        surplus: why a trial got no candidate (it is pruned unevaluated).
+        legacy_claim: the claim's three fields as three attributes, as tfg-search 0.1 wrote
+            them (read, never written).
+    """
+
+    prefix: str
+
+    @property
+    def claim(self) -> str:
+        return self.prefix + "claim"
+
+    @property
+    def requeue(self) -> str:
+        return self.prefix + "requeue"
+
+    @property
+    def surplus(self) -> str:
+        return self.prefix + "surplus"
+
+    @property
+    def legacy_claim(self) -> tuple[str, str, str]:
+        return (self.prefix + "key", self.prefix + "round", self.prefix + "space")
+
+    def claim_of(self, attrs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+        """A trial's claim as stored, ``(key, round, space)``: the claim attribute, else the three
+        attributes of earlier versions (a study they wrote is continued), else ``None``s."""
+        claim = attrs.get(self.claim)
+        if isinstance(claim, Mapping):
+            return claim.get("key"), claim.get("round"), claim.get("space")
+        return tuple(attrs.get(name) for name in self.legacy_claim)  # type: ignore[return-value]
+
 
 LIVE = (TrialState.RUNNING, TrialState.WAITING)
 VIEWS_KEPT = 8
 """Studies whose replay a sampler keeps."""
-
-
-def stored_claim(attrs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """A trial's claim as stored, ``(key, round, space)``: the claim attribute, else the three
-    attributes of earlier versions (a study they wrote is continued), else ``None``s."""
-    claim = attrs.get(CLAIM)
-    if isinstance(claim, Mapping):
-        return claim.get("key"), claim.get("round"), claim.get("space")
-    return tuple(attrs.get(name) for name in LEGACY_CLAIM)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -66,14 +88,14 @@ class Seen:
     number: int
     state: TrialState
     complete: Any  # datetime_complete: with number and state, tells a reused trial id apart
-    record: Record | None  # None: not a beam trial of this space, or a key outside it
+    record: Record | None  # None: not a trial of this search, or a key outside it
     fail: bool  # state FAIL: the record drops out when the trial is requeued or retried
-    flagged: bool  # its own TFGBeamSampler:requeue attribute
-    retries: tuple[int, ...]  # trial numbers it retries (retry_history), for beam trials
+    flagged: bool  # its own requeue attribute
+    retries: tuple[int, ...]  # trial numbers it retries (retry_history), for search trials
 
 
 class View:
-    """What a sampler last read of one study: its beam records, and a planner over them.
+    """What a sampler last read of one study: its search records, and a planner over them.
 
     The records are split in ``base``, from the leading run of finished trials (``prefix``, which
     the next read compares by identity and does not classify again), and ``tail``, from the
@@ -99,7 +121,7 @@ class View:
         return self.planner.plan(records, len(self.prefix_kept))
 
     def records(self, without: int | None = None) -> list[Record]:
-        """The beam records as last read (and changed since by this sampler), optionally without
+        """The search records as last read (and changed since by this sampler), optionally without
         those of trial number ``without``."""
         if without is None:
             return self.base + self.tail
@@ -125,19 +147,25 @@ class Replay:
     Args:
         keyspace: the sampler's key space.
         make_planner: a new planner of the sampler's search for a study, given whether the
-            study maximises (a :class:`~searchers.planner.Planner` for the beam modes, a
-            :class:`~searchers.rungs.RungPlanner` for the rung mode).
-        fingerprint: the sampler's search-space fingerprint (trials of another space are ignored).
+            study maximises (a :class:`~searchers.planner.Planner` for the beam, a
+            :class:`~searchers.rungs.RungPlanner` for the rung search).
+        fingerprint: the sampler's search fingerprint (trials of another search are ignored).
+        attrs: the names of the sampler's stored attributes.
 
     Not thread-safe: the sampler serialises calls with its lock.
     """
 
     def __init__(
-        self, keyspace: KeySpace, make_planner: Callable[[bool], Planner | RungPlanner], fingerprint: str
+        self,
+        keyspace: KeySpace,
+        make_planner: Callable[[bool], Planner | RungPlanner],
+        fingerprint: str,
+        attrs: Attrs,
     ) -> None:
         self.keyspace = keyspace
         self.make_planner = make_planner
         self.fingerprint = fingerprint
+        self.attrs = attrs
         self.views: dict[tuple[int, int, bool], View] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -166,7 +194,7 @@ class Replay:
     def see(self, t: FrozenTrial) -> Seen:
         """Classify one trial for the planner (requeue and retries are applied by :meth:`read`)."""
         attrs = t.system_attrs
-        raw, _, space = stored_claim(attrs)
+        raw, _, space = self.attrs.claim_of(attrs)
         if raw is None or space != self.fingerprint:
             return Seen(t.number, t.state, t.datetime_complete, None, False, False, ())
         key = tuple(raw)
@@ -185,7 +213,7 @@ class Replay:
             t.datetime_complete,
             record,
             t.state == TrialState.FAIL,
-            bool(attrs.get(REQUEUE)),
+            bool(attrs.get(self.attrs.requeue)),
             retries,
         )
 
@@ -205,7 +233,7 @@ class Replay:
         return seen
 
     def read(self, study: Study, view: View, finishing: FrozenTrial | None = None) -> list[Record]:
-        """Read the study's trials into ``view`` and return its beam records: trials of this space
+        """Read the study's trials into ``view`` and return its search records: trials of this search
         with a key, less FAIL trials that were requeued or that a retry replaces.
 
         ``finishing`` is a trial being told, as it will be stored (after_trial runs before Optuna
@@ -239,11 +267,9 @@ class Replay:
         view.retried = retried
         # Study-level requeue marks only concern FAIL trials: read them only when there are some.
         if view.prefix_fails or any(seen.fail and seen.record is not None for seen, _ in later):
-            view.requeued = {
-                int(name[len(REQUEUE) + 1 :])
-                for name in internals.study_system_attrs(study)
-                if name.startswith(REQUEUE + ":")
-            }
+            mark = self.attrs.requeue + ":"
+            names = internals.study_system_attrs(study)
+            view.requeued = {int(name[len(mark) :]) for name in names if name.startswith(mark)}
         else:
             view.requeued = set()
         requeued = view.requeued

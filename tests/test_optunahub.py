@@ -49,7 +49,7 @@ def run(package: ModuleType, url: str) -> optuna.Study:
         "mu": package.Lattice(0.25, 2.0, 8.0),
         "gamma": package.Lattice(0.001, 10.0, 1.0),
     }
-    sampler = package.TFGBeamSampler(space, top_k=2, max_rounds=6)
+    sampler = package.TFGBeamSampler(space=space, top_k=2, max_rounds=6)
     study = optuna.create_study(storage=url, direction="maximize", sampler=sampler)
     study.optimize(objective, n_trials=100)  # the sampler stops the study well before
     assert sampler.is_exhausted(study)
@@ -65,7 +65,7 @@ def test_load_local_module_imports_the_checkout_under_the_hub_name(hub_module: M
     assert sys.modules[f"{HUB_NAME}.planner"].plan_round is not None
     assert set(searchers.__all__) <= set(dir(hub_module))
     with pytest.raises(TypeError, match=r"searchers\.Lattice"):  # each copy wants its own Lattice
-        hub_module.TFGBeamSampler({"rho": searchers.Lattice(0.25, 2.0, 8.0)})
+        hub_module.TFGBeamSampler(space={"rho": searchers.Lattice(0.25, 2.0, 8.0)})
 
 
 def test_hub_sampler_runs_the_same_search_to_exhaustion(hub_module: ModuleType, tmp_path: Path) -> None:

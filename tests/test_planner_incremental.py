@@ -49,14 +49,14 @@ def replay(
         running = tuple(k for k in candidates if k in status and status[k].outcome is Outcome.RUNNING)
         done += [k for k in candidates if k in status and status[k].outcome is not Outcome.RUNNING]
         ranking = tuple(sorted(done, key=rank_key))
-        beam = tuple(status[k].number for k in ranking[:top_k])
+        ranked = tuple(status[k].number for k in ranking)
         if pending or running:
-            return RoundPlan(round_index, tuple(candidates), pending, running, False, ranking, beam, order)
+            return RoundPlan(round_index, tuple(candidates), pending, running, False, ranking, ranked, order)
         following: list[Key] = []
         for member in ranking[:top_k] if round_index + 1 < max_rounds else ():
             following += [k for k in space.neighbours(member) if k not in order and k not in following]
         if not following:
-            return RoundPlan(round_index, tuple(candidates), (), (), True, ranking, beam, order)
+            return RoundPlan(round_index, tuple(candidates), (), (), True, ranking, ranked, order)
         candidates = following
     raise AssertionError("unreachable: the last round returns")
 

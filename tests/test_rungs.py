@@ -1,4 +1,4 @@
-"""The rung search (searchers/rungs.py, searchers/surrogate.py) and TFGBeamSampler(mode="rungs"):
+"""The rung search (searchers/rungs.py, searchers/surrogate.py) and TFGRungSampler:
 its plan, its determinism from storage, its sample units, parallel use, and the service."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from searchers import Lattice, TFGBeamSampler
+from searchers import Lattice, TFGBeamSampler, TFGRungSampler
 from searchers.planner import KeySpace, Outcome, Record
 from searchers.rungs import RungPlanner, RungSchedule, units
 from searchers.surrogate import GaussianProcess
@@ -150,14 +150,14 @@ def test_schedule_validation() -> None:
         RungSchedule(promote=(4, 0))
     with pytest.raises(ValueError, match="rungs"):
         RungPlanner(KeySpace(sizes=(3,), rungs=2), RungSchedule(promote=(2, 1)))
-    with pytest.raises(ValueError, match="mode 'rungs'"):
-        TFGBeamSampler(SPACE, rungs=RungSchedule())
+    with pytest.raises(ValueError, match="TFGRungSampler"):
+        TFGBeamSampler(space=SPACE, rungs=RungSchedule())
 
 
 # ----------------------------------------------------------------------------- the sampler
 
 
-def objective_for(sampler: TFGBeamSampler, calls: list | None = None):
+def objective_for(sampler: TFGRungSampler, calls: list | None = None):
     def objective(trial: optuna.Trial) -> float:
         rho = trial.suggest_float("rho", 0.0, 16.0)
         mu = trial.suggest_float("mu", 0.0, 16.0)
@@ -173,18 +173,18 @@ def objective_for(sampler: TFGBeamSampler, calls: list | None = None):
 
 def test_sampler_runs_the_plan_in_optimize_and_restarts_from_storage(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    whole = TFGBeamSampler(SPACE, mode="rungs", seed=1)
+    whole = TFGRungSampler(space=SPACE, seed=1)
     study = optuna.create_study(direction="maximize", sampler=whole)
     calls: list = []
     study.optimize(objective_for(whole, calls))  # stops by itself when the plan is exhausted
     assert len(calls) == len(set(calls)) == 16 + 16 + 4 + 2  # spread, refine, rung 1, rung 2
     assert whole.is_exhausted(study)
     # the same search, stopped after 19 trials and continued by a new process (a new sampler)
-    first = TFGBeamSampler(SPACE, mode="rungs", seed=1)
+    first = TFGRungSampler(space=SPACE, seed=1)
     stored = optuna.create_study(direction="maximize", sampler=first, storage=url, study_name="s")
     part: list = []
     stored.optimize(objective_for(first, part), n_trials=19)
-    second = TFGBeamSampler(SPACE, mode="rungs", seed=1)
+    second = TFGRungSampler(space=SPACE, seed=1)
     resumed = optuna.load_study(study_name="s", storage=url, sampler=second)
     resumed.optimize(objective_for(second, part))
     assert part == calls
@@ -193,14 +193,14 @@ def test_sampler_runs_the_plan_in_optimize_and_restarts_from_storage(tmp_path) -
 
 
 def test_threads_evaluate_each_point_and_rung_once() -> None:
-    sampler = TFGBeamSampler(SPACE, mode="rungs", poll_interval=0.01)
+    sampler = TFGRungSampler(space=SPACE, poll_interval=0.01)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     calls: list = []
     study.optimize(objective_for(sampler, calls), n_jobs=4)
     evaluated = [t for t in study.trials if t.state == TrialState.COMPLETE]
     keys = [sampler.trial_key(t) for t in evaluated]
     assert len(keys) == len(set(keys)) == len(calls) == 38
-    reference = TFGBeamSampler(SPACE, mode="rungs")
+    reference = TFGRungSampler(space=SPACE)
     sequential = optuna.create_study(direction="maximize", sampler=reference)
     sequential.optimize(objective_for(reference))
     assert sorted(keys) == sorted(reference.trial_key(t) for t in sequential.trials)

@@ -104,9 +104,9 @@ def test_constructor_validation() -> None:
     with pytest.raises(ValueError, match="max_rounds"):
         TFGBeamSampler(max_rounds=0)
     with pytest.raises(TypeError, match="Lattice"):
-        TFGBeamSampler({"rho": (0.25, 2, 8)})  # type: ignore[dict-item]
+        TFGBeamSampler(space={"rho": (0.25, 2, 8)})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="empty"):
-        TFGBeamSampler({})
+        TFGBeamSampler(space={})
     with pytest.raises(ValueError, match="not one of"):
         TFGBeamSampler(search_schedules=True, start_schedules={"rho": "up"})
 
@@ -145,7 +145,7 @@ def test_one_parameter_space(score) -> None:
     def one(p: dict) -> float:
         return score({"rho": p["strength"]})
 
-    study = run(TFGBeamSampler(space), one, names=["strength"])
+    study = run(TFGBeamSampler(space=space), one, names=["strength"])
     expected = reference_search({"strength": (0.25, 2.0, 8.0)}, 2, 6, one)
     assert same_configs([t.params for t in study.trials], expected)
     assert len(study.trials) >= 2
@@ -201,6 +201,7 @@ def test_plan_and_trial_inspection() -> None:
         pending=4,
         running=0,
         exhausted=False,
+        ranking=[],
         beam=[],
     )
     trial = study.ask()
@@ -261,8 +262,8 @@ def test_sample_independent_checks_distribution() -> None:
     with pytest.raises(ValueError, match="not among the choices"):
         trial.suggest_categorical("gamma", [0.1, 1.0])
     space = {"n": Lattice(1, 2, 8)}
-    assert optuna.create_study(sampler=TFGBeamSampler(space)).ask().suggest_int("n", 1, 8) == 1
-    study = optuna.create_study(sampler=TFGBeamSampler(space))
+    assert optuna.create_study(sampler=TFGBeamSampler(space=space)).ask().suggest_int("n", 1, 8) == 1
+    study = optuna.create_study(sampler=TFGBeamSampler(space=space))
     assert study.ask().suggest_categorical("n", [1.0, 2.0]) == 1.0
     assert study.ask().suggest_categorical("n", [1.0, 2.0]) == 2.0
 
@@ -491,7 +492,7 @@ ZERO_SPACE = {
 
 
 def test_the_step_down_to_zero_reaches_the_methods_that_switch_a_mechanism_off() -> None:
-    sampler = TFGBeamSampler(ZERO_SPACE)
+    sampler = TFGBeamSampler(space=ZERO_SPACE)
     study = _zero_study(sampler)
     round0 = [t.params for t in study.trials if sampler.trial_round(t) == 0]
     # start, then per parameter: one up, and (where 0 is a value) down to 0
@@ -505,23 +506,22 @@ def test_the_step_down_to_zero_reaches_the_methods_that_switch_a_mechanism_off()
     ]
     assert study.best_params == {"rho": 2.0, "mu": 0.0, "gamma": 0.0}
     reference = _zero_study(
-        TFGBeamSampler({n: Lattice(v.init, v.factor, v.cap) for n, v in ZERO_SPACE.items()})
+        TFGBeamSampler(space={n: Lattice(v.init, v.factor, v.cap) for n, v in ZERO_SPACE.items()})
     )
     assert reference.best_params["mu"] == 0.25 and reference.best_value < study.best_value
 
 
 def test_seed_configs_join_round_zero_on_the_nearest_lattice_points() -> None:
     seeds = [{"rho": 3.0, "mu": 0.0, "gamma": 0.0}, {"rho": 100.0, "mu": 0.3}]
-    sampler = TFGBeamSampler(ZERO_SPACE, seed_configs=seeds)
+    sampler = TFGBeamSampler(space=ZERO_SPACE, seed_configs=seeds)
     study = _zero_study(sampler)
     round0 = [t.params for t in study.trials if sampler.trial_round(t) == 0]
     assert round0[-2:] == [{"rho": 4.0, "mu": 0.0, "gamma": 0.0}, {"rho": 8.0, "mu": 0.25, "gamma": 0.0}]
     # a warm start is another search: its trials are not mixed with the plain one's
-    assert (
-        TFGBeamSampler(ZERO_SPACE, seed_configs=seeds)._fingerprint != TFGBeamSampler(ZERO_SPACE)._fingerprint
-    )
+    warm = TFGBeamSampler(space=ZERO_SPACE, seed_configs=seeds)
+    assert warm._fingerprint != TFGBeamSampler(space=ZERO_SPACE)._fingerprint
     with pytest.raises(ValueError, match="must be a number"):
-        TFGBeamSampler(ZERO_SPACE, seed_configs=[{"rho": "a lot"}])
+        TFGBeamSampler(space=ZERO_SPACE, seed_configs=[{"rho": "a lot"}])
 
 
 def test_refined_mode_also_steps_down() -> None:
@@ -532,15 +532,34 @@ def test_refined_mode_also_steps_down() -> None:
     assert KeySpace(sizes=(6,), lows=(-1,), steps_down=True).neighbours((3,)) == [(4,), (2,)]
     space = {"rho": Lattice(0.25, 2, 8)}
 
-    def run(mode: str) -> optuna.Study:
-        sampler = TFGBeamSampler(space, seed_configs=[{"rho": 8.0}], max_rounds=2, mode=mode)
+    def run(steps_down: bool) -> optuna.Study:
+        sampler = TFGBeamSampler(
+            space=space, seed_configs=[{"rho": 8.0}], max_rounds=2, steps_down=steps_down
+        )
         study = optuna.create_study(direction="maximize", sampler=sampler)
         study.optimize(lambda t: -((t.suggest_float("rho", 0.25, 8, log=True) - 5.5) ** 2))
         return study
 
-    plain, refined = run("reference"), run("refined")
-    assert 4.0 not in {t.params["rho"] for t in plain.trials}  # from the seed the reference only goes up
+    plain, refined = run(False), run(True)
+    assert 4.0 not in {t.params["rho"] for t in plain.trials}  # from the seed the paper's beam only goes up
     assert refined.best_params == {"rho": 4.0}  # one step down from the seed
-    assert TFGBeamSampler().mode == "reference"
-    with pytest.raises(ValueError, match="mode must be one of"):
+    assert not TFGBeamSampler().steps_down
+
+
+def test_the_0_2_spellings_warn_and_build_the_same_searches() -> None:
+    from searchers import RungSchedule, TFGRungSampler
+
+    schedule = RungSchedule(wave=4)
+    with pytest.warns(FutureWarning, match=r'mode="rungs"\) is deprecated; use TFGRungSampler'):
+        rungs = TFGBeamSampler(mode="rungs", rungs=schedule, seed=3)
+    assert isinstance(rungs, TFGRungSampler)
+    assert rungs._fingerprint == TFGRungSampler(schedule=schedule, seed=3)._fingerprint
+    with pytest.warns(FutureWarning, match="steps_down=True"):
+        refined = TFGBeamSampler(mode="refined")
+    assert refined.steps_down and refined._fingerprint == TFGBeamSampler(steps_down=True)._fingerprint
+    with pytest.warns(FutureWarning, match="the paper's beam"):
+        assert TFGBeamSampler(mode="reference")._fingerprint == TFGBeamSampler()._fingerprint
+    with pytest.raises(ValueError, match="mode must be"):
         TFGBeamSampler(mode="clever")
+    with pytest.raises(TypeError):
+        TFGBeamSampler(DEFAULT_SPACE)  # type: ignore[misc]  # keyword arguments only

@@ -40,7 +40,7 @@ def _sampler() -> TFGBeamSampler:
     # 16 parameters: rounds 0 and 1 alone hold at least 17 + 15 configurations, more than the
     # suite's 20 trials, so the search is never exhausted (and never stops a suite study) early.
     space = {f"unused{i}": Lattice(1.0, 2.0, 4.0) for i in range(16)}
-    return TFGBeamSampler(space, top_k=2, max_rounds=100, seed=0)
+    return TFGBeamSampler(space=space, top_k=2, max_rounds=100, seed=0)
 
 
 class TestTFGBeamSamplerBasic(BasicSamplerTestCase):

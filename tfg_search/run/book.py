@@ -22,8 +22,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from searchers import TFGBeamSampler, optuna_internals
-from searchers.beam import BeamPlan
+from searchers import SearchPlan, TFGRungSampler, optuna_internals
+from searchers.base import LatticeSampler
 from searchers.rungs import units
 from tfg_search.guidance.config import STRUCTURES
 from tfg_search.run.objective import score
@@ -105,9 +105,9 @@ class SearchBook:
         self.device = device
         sampler = studies.search.sampler
         self.beam = resolved.sampler == "beam"
-        if self.beam and not isinstance(sampler, TFGBeamSampler):
-            raise TypeError("the search study must be sampled by a searchers.TFGBeamSampler")
-        self.sampler: TFGBeamSampler | WaveSearch = (
+        if self.beam and not isinstance(sampler, LatticeSampler):
+            raise TypeError("the search study must be sampled by searchers.TFGRungSampler or TFGBeamSampler")
+        self.sampler: LatticeSampler | WaveSearch = (
             sampler if self.beam else WaveSearch(resolved.sampler, resolved.trials, resolved.wave)  # type: ignore[arg-type,assignment]
         )
 
@@ -116,7 +116,7 @@ class SearchBook:
         """Every trial of the search (beam, then finals)."""
         return self.studies.records()
 
-    def plan(self) -> BeamPlan:
+    def plan(self) -> SearchPlan:
         """Where the beam stands (recomputed from storage)."""
         return self.sampler.plan(self.studies.search)
 
@@ -150,7 +150,7 @@ class SearchBook:
         if role == FINAL:
             samples, seed = r.final_samples, r.seed + 1
         else:
-            rung = self.sampler.trial_rung(trial) if self.beam else None  # type: ignore[union-attr]
+            rung = self.sampler.trial_rung(trial) if isinstance(self.sampler, TFGRungSampler) else None
             samples, seed = r.samples * units(rung or 0), rung_seed(r.seed, rung)
         return TrialSpec(
             trial.number,
@@ -196,7 +196,7 @@ class SearchBook:
         rungs = self.resolved.rung_schedule() is not None
         if rungs:  # the rung search ranks its points itself, on all their evaluations
             by_number = {r.number: r for r in beam}
-            ranking = self.sampler.plan(self.studies.search).beam
+            ranking = self.sampler.plan(self.studies.search).ranking
             beam = [by_number[n] for n in ranking if n in by_number]
         top = beam[: self.resolved.final_top]
         # In the beam, the best warm-start point joins the finals (see above); in the rung search
@@ -262,8 +262,8 @@ class SearchBook:
         storage, trial_id = optuna_internals.storage(study), optuna_internals.trial_id(trial)
         for key, value in marker.items():
             storage.set_trial_user_attr(trial_id, key, value)
-        if role == BEAM and self.beam:
-            TFGBeamSampler.requeue(study, trial.number)
+        if role == BEAM and isinstance(self.sampler, LatticeSampler):
+            self.sampler.requeue(study, trial.number)
         elif trial.state == TrialState.RUNNING:  # a wave search asks it again (not done)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
@@ -297,7 +297,7 @@ class SearchBook:
                     and role == BEAM
                     and not self.sampler.is_requeued(study, t)  # type: ignore[union-attr]
                 ):
-                    TFGBeamSampler.requeue(study, t.number)
+                    self.sampler.requeue(study, t.number)  # type: ignore[union-attr]
                     retried += 1
         return stale, retried
 

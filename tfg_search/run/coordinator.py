@@ -36,7 +36,7 @@ from typing import Any
 
 import optuna
 
-from searchers import TFGBeamSampler
+from searchers import TFGBeamSampler, TFGRungSampler
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.run.book import Counts, Pending, SearchBook
@@ -154,17 +154,19 @@ def make_sampler(
 
         return make_optuna_sampler(resolved.sampler, resolved.seed)
     seeds = [*resolved.seed_configs, *(w["params"] for w in warm_start)]
-    return TFGBeamSampler(
+    common: dict[str, Any] = dict(
         space=resolved.lattices(),
-        top_k=resolved.top_k,
-        max_rounds=resolved.rounds,
         search_schedules=resolved.search_schedules
         if isinstance(resolved.search_schedules, bool)
         else tuple(resolved.search_schedules),
         seed_configs=seeds or None,
-        mode=resolved.mode,
-        rungs=resolved.rung_schedule(),
         seed=resolved.seed,
+    )
+    schedule = resolved.rung_schedule()
+    if schedule is not None:
+        return TFGRungSampler(schedule=schedule, **common)
+    return TFGBeamSampler(
+        top_k=resolved.top_k, max_rounds=resolved.rounds, steps_down=resolved.mode == "refined", **common
     )
 
 

@@ -27,8 +27,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from searchers import Lattice
-from searchers.beam import BeamPlan
+from searchers import Lattice, SearchPlan
 from tfg_search.guidance.config import STRUCTURES
 from tfg_search.trial import RETRIED_ON_RESUME
 
@@ -108,19 +107,19 @@ class WaveSearch:
 
     seed_points: tuple[dict[str, Any], ...] = ()
 
-    def plan(self, study: optuna.Study) -> BeamPlan:
+    def plan(self, study: optuna.Study) -> SearchPlan:
         """Where the search stands: the current wave, what may be asked now, whether it is over."""
         done, running = _counts(study)
         pending = 0 if running else min(self.wave, self.trials - done)
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         top = sorted(complete, key=lambda t: (-float(t.value), t.number))  # type: ignore[arg-type]
-        return BeamPlan(
+        return SearchPlan(
             round=done // self.wave,
             candidates=[],
             pending=max(0, pending),
             running=running,
             exhausted=done >= self.trials,
-            beam=[t.number for t in top[:2]],
+            ranking=[t.number for t in top],
         )
 
     def trial_round(self, trial: Any) -> int:
