@@ -3,7 +3,9 @@
 Models (weights in ``tasks/weights/digits/``, trained by ``tfg-search train digits``):
 
 * a diffusers ``UNet2DModel`` (block_out_channels (32, 64), one layer per block, 651k parameters)
-  trained on the ``train`` split, with a ``DDIMScheduler`` (cosine schedule, 1,000 steps);
+  trained on the ``train`` split, with a ``DDIMScheduler`` (cosine schedule, 1,000 steps): a
+  diffusers pipeline folder (``unet/``, ``scheduler/``, ``model_index.json``) that
+  ``TFGPipeline.from_pretrained`` loads; ``unet.json`` is its training record;
 * the guiding predictor: a small CNN trained on the ``guide`` split; log f = log_softmax(cnn(x))[y];
 * the held-out evaluator: PCA + RBF SVC trained on the disjoint ``eval`` split
   (:mod:`tasks.digits_eval`), another model family, so adversarial gradients of the CNN do not pay.
@@ -29,15 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import UNet2DModel
+from diffusers import DDIMScheduler, UNet2DModel
 
 from searchers.lattice import Lattice
 from tasks.base import LogF, Task, cached, exp_fidelity, frozen
 from tasks.base import check_images as base_check_images
 from tasks.digits_data import digits_tensors
 from tasks.digits_eval import digits_evaluator
-from tasks.nets import DigitsCNN, make_scheduler
-from tasks.weights import load_weights, weights_dir
+from tasks.nets import DigitsCNN
+from tasks.weights import load_pipeline_unet, load_weights, weights_dir
 
 DIGITS_SPACE: dict[str, Lattice] = {
     "rho": Lattice(0.02, 2.0, 0.64),
@@ -103,16 +105,17 @@ class DigitsModels:
         self.weights = Path(weights) if weights else weights_dir("digits")
 
     def unet(self, device: torch.device | str | None = None) -> UNet2DModel:
-        """The digits UNet on ``device`` (frozen)."""
+        """The digits UNet on ``device`` (frozen), from the folder's ``unet/``."""
         dev = str(torch.device(device or "cpu"))
 
         def build() -> UNet2DModel:
-            state, meta = load_weights(self.weights, "unet", self.task_name)
-            unet = UNet2DModel(**meta["unet_config"])
-            unet.load_state_dict(state)
-            return frozen(unet, dev)
+            return frozen(load_pipeline_unet(self.weights, self.task_name), dev)
 
         return cached(("digits-unet", str(self.weights), dev), build)
+
+    def scheduler(self) -> DDIMScheduler:
+        """A fresh DDIM scheduler from the folder's ``scheduler/``."""
+        return DDIMScheduler.from_pretrained(self.weights / "scheduler")
 
     def cnn(self, name: str, n_out: int, device: torch.device | str | None = None) -> DigitsCNN:
         """A guiding CNN (``classifier`` or ``thickness``) on ``device`` (frozen)."""
@@ -157,7 +160,7 @@ class DigitsTask(Task):
         return int(super().parse_target(target))
 
     def diffusion(self, device: torch.device | str | None = None) -> tuple[Any, Any]:
-        return self.models.unet(device), make_scheduler()
+        return self.models.unet(device), self.models.scheduler()
 
     def log_f(self, target: str, device: torch.device | str | None = None) -> LogF:
         y = self.parse_target(target)

@@ -32,7 +32,7 @@ from torch import nn
 from tasks.nets import SCHEDULER_CONFIG, SHAPES_UNET_CONFIG, ShapesCNN, make_scheduler
 from tasks.shapes_data import COLOURS, SHAPES, render_batch
 from tasks.training import Progress, ema_update, lr_at, no_progress
-from tasks.weights import FORMAT_VERSION, save_weights
+from tasks.weights import FORMAT_VERSION, save_pipeline_folder, save_weights
 from tfg_search.errors import TFGSearchError
 
 UNET_STEPS = 9000
@@ -216,12 +216,9 @@ def train_shapes_unet(
 def save_shapes_diffusion(out: Path, unet: nn.Module, steps: int) -> None:
     """Write the UNet (``save_pretrained``, safetensors) and its DDIM scheduler config into ``out``
     (``prediction_type`` v_prediction once phase 2 has run)."""
-    out = Path(out)
-    unet.save_pretrained(out / "unet", safe_serialization=True)  # type: ignore[attr-defined]
-    for f in (out / "unet").glob("*.safetensors"):
-        f.chmod(0o644)  # safetensors writes 0600; weights are shared
     prediction = "v_prediction" if steps > PHASE_2_FROM else "epsilon"
-    DDIMScheduler(**{**SCHEDULER_CONFIG, "prediction_type": prediction}).save_pretrained(out / "scheduler")
+    scheduler = DDIMScheduler(**{**SCHEDULER_CONFIG, "prediction_type": prediction})
+    save_pipeline_folder(Path(out), unet, scheduler)  # with model_index.json: TFGPipeline loads it
 
 
 def train_shapes(

@@ -8,6 +8,7 @@ safetensors + JSON through :func:`tasks.weights.save_weights` and returns the JS
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from tasks.nets import (
     build_digits_unet,
     make_scheduler,
 )
-from tasks.weights import save_weights
+from tasks.weights import FORMAT_VERSION, save_pipeline_folder, save_weights
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -212,8 +213,9 @@ def train_digits(
 ) -> dict[str, Any]:
     """Train the digits guiding CNNs (``epochs`` each) and the UNet (``steps`` optimiser steps).
 
-    Writes ``classifier``, ``thickness`` and ``unet``; returns the UNet's metadata (with the quality
-    of unguided samples when ``steps`` >= 500).
+    Writes ``classifier``, ``thickness`` and the UNet as a diffusers pipeline folder (``unet/``,
+    ``scheduler/``, ``model_index.json``) with its record ``unet.json``; returns the UNet's metadata
+    (with the quality of unguided samples when ``steps`` >= 500).
     """
     out = Path(out)
     t0 = time.perf_counter()
@@ -249,5 +251,7 @@ def train_digits(
         "torch_threads": torch.get_num_threads(),
         **quality,
     }
-    save_weights(out, "unet", unet.state_dict(), meta)
+    save_pipeline_folder(out, unet, make_scheduler())  # unet/, scheduler/, model_index.json
+    record = {"format_version": FORMAT_VERSION, **meta}
+    (out / "unet.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return meta

@@ -28,15 +28,16 @@ def shapes_pipe() -> TFGPipeline:
     return TFGPipeline.from_pretrained(weights_dir("shapes"))
 
 
-def test_the_shapes_folder_loads_as_a_pipeline(shapes_pipe: TFGPipeline) -> None:
-    assert isinstance(shapes_pipe.unet, UNet2DModel) and isinstance(shapes_pipe.scheduler, DDIMScheduler)
-    assert (
-        shapes_pipe.vae is None
-        and shapes_pipe.text_encoder is None
-        and shapes_pipe.sample_shape == (3, 32, 32)
-    )
+@pytest.mark.parametrize(("task", "shape"), [("shapes", (3, 32, 32)), ("digits", (1, 8, 8))])
+def test_the_bundled_folders_load_as_pipelines(task: str, shape: tuple[int, ...]) -> None:
+    pipe = TFGPipeline.from_pretrained(weights_dir(task))
+    assert isinstance(pipe.unet, UNet2DModel) and isinstance(pipe.scheduler, DDIMScheduler)
+    assert pipe.vae is None and pipe.text_encoder is None and pipe.sample_shape == shape
+    model, scheduler = get_task(task).diffusion("cpu")  # the task's own models, loaded its way
+    assert pipe.scheduler.config == scheduler.config
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in pipe.unet.state_dict().items())
     # model_index.json names diffusers' DDIMPipeline: diffusers itself loads the folder for plain DDIM
-    assert isinstance(DDIMPipeline.from_pretrained(weights_dir("shapes")), DDIMPipeline)
+    assert isinstance(DDIMPipeline.from_pretrained(weights_dir(task)), DDIMPipeline)
 
 
 class QuickShapes(ShapesTask):

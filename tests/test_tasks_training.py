@@ -30,7 +30,7 @@ def test_gmm2d_training_is_deterministic(tmp_path) -> None:
 def test_digits_training_is_deterministic(tmp_path) -> None:
     for d in "ab":
         train_digits(tmp_path / d, seed=0, steps=3, epochs=1)
-    for name in ("unet", "classifier", "thickness"):
+    for name in ("unet/diffusion_pytorch_model", "classifier", "thickness"):
         a, b = (load_file(str(tmp_path / d / f"{name}.safetensors")) for d in "ab")
         assert _same(a, b), name
     task = get_task("digits", {"weights": str(tmp_path / "a")})
