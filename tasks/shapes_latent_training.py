@@ -339,30 +339,31 @@ def conditional_quality(
     shares next to the data's within that colour (:func:`tasks.shapes_latent.shape_share`),
     ``clean_rate``.
     """
-    from tfg_search.guidance import Conditioning, LatentDecoder, TFGConfig, guided_sample
+    from tfg_search.guidance import Conditioning, LatentDecoder, TFGConfig
+    from tfg_search.guidance.latent import sample_and_decode
 
     decoder = LatentDecoder(vae)
     zero = lambda z: z.flatten(1).sum(1) * 0.0  # noqa: E731 - no TFG term
     uncond = {"class_labels": torch.tensor([SHAPES_LATENT_NULL_CLASS])}
+    configs = [TFGConfig(guidance_scale=w, clip_x0=False) for w in scales]
     result: dict[str, Any] = {"samples": n, "steps": steps, "seed": seed, "colours": {}}
     for ci, colour in enumerate(COLOURS):
         cond = Conditioning({"class_labels": torch.tensor([ci])}, uncond)
+        generators = [torch.Generator().manual_seed(seed) for _ in scales]
+        images, _ = sample_and_decode(
+            unet,
+            scheduler,
+            zero,
+            configs,
+            (n, *LATENT_SHAPE),
+            generators,
+            steps,
+            "cpu",
+            conditioning=cond,
+            decoder=decoder,
+        )
         per_scale = {}
-        for w in scales:
-            gen = torch.Generator().manual_seed(seed)
-            with torch.no_grad():
-                z = guided_sample(
-                    unet,
-                    scheduler,
-                    zero,
-                    TFGConfig(guidance_scale=w),
-                    (n, *LATENT_SHAPE),
-                    steps,
-                    generator=gen,
-                    clip_x0=False,
-                    conditioning=cond,
-                )
-                x = decoder(z)
+        for w, x in zip(scales, images, strict=True):
             v = judge(x)
             per_scale[str(w)] = {
                 "colour_validity": float((v.colour == ci).double().mean()),
