@@ -17,11 +17,14 @@ decoder's. The estimate (docs/algorithm.md, section 7) for a batch of n samples 
 * S_state: the sampler's own tensors of one sample (x, x0, the gradients, the guidance terms, the
   noise): (12 + 2 M) copies of one sample.
 
-Activations grow linearly with the batch, so one probe of one sample gives every n. The estimate is
-an upper bound in two ways: the denoiser's graph is counted even for rho = 0 (where its forward runs
-without one), and a checkpointing decoder's recomputation is counted whole although the VAE's own
-block checkpointing keeps one block alive at a time. The predictor's weights count only where log f
-is a module. It ignores the framework's workspace and fragmentation.
+Activations grow linearly with the batch, so one probe of one sample gives every n. What it leaves
+out: the transient tensors of a backward pass and of a no-graph forward (rho = 0 counts the graph
+anyway), the predictor's weights where log f is a plain function, the framework's workspace and
+fragmentation; a checkpointing decoder's recomputation is counted whole although the VAE's own
+block checkpointing keeps one block alive at a time. Measured on this project's CPU (growth of the
+process's peak RSS over a 2-step guided run, rho = mu = 1): shapes 64 samples 357 MiB against an
+estimate of 314, 256 samples 1,422 against 1,257, digits 512 samples 318 against 353: within 15%,
+enough to refuse a batch that cannot fit, not a promise that one fits.
 
 Example:
     >>> import torch
