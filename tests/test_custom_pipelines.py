@@ -86,6 +86,7 @@ def test_relative_folder_is_resolved(class_dir, monkeypatch) -> None:
         ("class", {"class_label": "1", "prompt": "a cat"}, "need a pipeline with text_encoder/"),
         ("class", {"class_label": "1", "clip_x0": "maybe"}, "clip_x0 must be true or false"),
         ("class", {"class_label": "1", "guidance_scale": "-1"}, "guidance_scale must be a number >= 0"),
+        ("class", {"class_label": "1", "guidance_scale": "inf"}, "guidance_scale must be a number >= 0"),
         ("sd", {}, "text-conditional: give the condition as -o prompt=TEXT"),
         ("sd", {"prompt": "a", "class_label": "1"}, "need a unet with num_class_embeds"),
         ("sd", {"prompt": "a", "clip_x0": "true"}, "a pipeline with vae/ samples latents"),
@@ -190,3 +191,92 @@ def test_prompt_embeddings_are_those_of_stable_diffusion(sd_dir) -> None:
     assert emb.shape == (1, 16, 16)
     assert torch.equal(emb, ref) and torch.equal(neg, ref_neg)  # the same computation, bit for bit
     assert not torch.equal(emb, neg)
+
+
+def test_conditioning_of_both_branches(sd_dir, class_dir) -> None:
+    cond = custom(class_dir, class_label="1", null_class="0").conditioning("0")
+    assert cond is not None
+    assert cond.cond["class_labels"].tolist() == [1] and cond.uncond["class_labels"].tolist() == [0]
+    task = custom(sd_dir, prompt="a cat", negative_prompt="a dog")
+    text = task.conditioning("0")
+    assert text is not None and text.keys == ("encoder_hidden_states",)
+    pipe = StableDiffusionPipeline.from_pretrained(sd_dir, use_safetensors=True)
+    ref, ref_neg = pipe.encode_prompt("a cat", "cpu", 1, True, "a dog")
+    assert torch.equal(text.cond["encoder_hidden_states"], ref)
+    assert torch.equal(text.uncond["encoder_hidden_states"], ref_neg)
+    again = custom(sd_dir, prompt="a cat", negative_prompt="a dog").conditioning("1")
+    assert again.cond["encoder_hidden_states"] is text.cond["encoder_hidden_states"]  # once per process
+
+
+def test_the_condition_reaches_the_denoiser(class_dir) -> None:
+    from tfg_search.guidance import guided_sample
+    from tfg_search.guidance.config import method_config
+
+    def draw(label: str, scale: float) -> torch.Tensor:
+        task = custom(class_dir, class_label=label)
+        model, scheduler = task.diffusion()
+        config = method_config("unguided").replace(guidance_scale=scale)
+        return guided_sample(
+            model,
+            scheduler,
+            task.log_f("0"),
+            config,
+            (2, *task.sample_shape),
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(0),
+            conditioning=task.conditioning("0"),
+        )
+
+    first = draw("1", 1.0)
+    assert torch.equal(first, draw("1", 1.0))
+    assert not torch.allclose(first, draw("2", 1.0))
+    assert not torch.allclose(first, draw("1", 3.0))
+
+
+def test_latent_log_f_is_the_predictor_on_decoded_images(sd_dir) -> None:
+    task = custom(sd_dir, prompt="a cat")
+    decoder = task.decoder()
+    assert decoder is not None and custom(sd_dir, prompt="a", checkpointing="true").decoder().checkpointing
+    vae = decoder.vae
+    z = torch.randn(2, *task.sample_shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    value = task.log_f("0.1")(z)
+    with torch.no_grad():
+        images = vae.decode(z / vae.config.scaling_factor).sample
+    assert images.shape == (2, *task.image_shape)
+    assert torch.equal(value.detach(), log_f(images, "0.1"))
+    (grad,) = torch.autograd.grad(value.sum(), z)
+    assert grad.shape == z.shape and grad.abs().sum() > 0  # through the decoder to the latents
+
+
+@pytest.mark.parametrize("kind", ["text-latent", "class-pixel"])
+def test_short_guided_run_with_cfg(sd_dir, class_dir, kind) -> None:
+    """tfg-search's evaluation of a CFG + TFG configuration: the evaluator judges images."""
+    from tfg_search.guidance.config import method_config
+    from tfg_search.run.evaluation import evaluate
+
+    task = custom(sd_dir, prompt="a cat") if kind == "text-latent" else custom(class_dir, class_label="1")
+    config = method_config("tfg", rho=0.5, mu=0.5, gamma=0.01, guidance_scale=3.0)
+    result = evaluate(task, "0", config, 3, 0, num_inference_steps=3, return_samples=True)
+    assert 0.0 <= result.metrics["validity"] <= 1.0
+    assert result.samples is not None and tuple(result.samples.shape) == (3, *task.image_shape)
+    assert result.config.guidance_scale == 3.0 and result.config.clip_x0 == task.clip_x0
+    again = evaluate(task, "0", config, 3, 0, num_inference_steps=3, return_samples=True)
+    assert torch.equal(result.samples, again.samples)
+    plain = evaluate(
+        task, "0", config.replace(guidance_scale=1.0), 3, 0, num_inference_steps=3, return_samples=True
+    )
+    assert not torch.allclose(result.samples, plain.samples)  # CFG changes the samples
+
+
+def test_cli_evaluates_a_text_pipeline(sd_dir, capsys) -> None:
+    from tests.helpers.cli import run_cli
+
+    args = ["evaluate", "--task", "custom", "--target", "0", "--samples", "2", "--steps", "2", "--json"]
+    args += ["--method", "mpgd", "--mu", "0.5", "-o", f"model={sd_dir}", "-o", "prompt=a cat on a mat"]
+    args += ["-o", f"predictor={HERE}:log_f", "-o", f"evaluator={HERE}:success"]
+    result = run_cli(args, capsys)
+    assert result.code == 0, result.err
+    assert 0.0 <= json.loads(result.out)["validity"] <= 1.0
+    result = run_cli([*args[:-2], "-o", "evaluator=nowhere_at_all:f"], capsys)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "cannot import evaluator 'nowhere_at_all:f'" in result.err
