@@ -13,9 +13,13 @@ One guided step, all four mechanisms, for step i with a_i, a'_i and alpha_i = a_
         x = sqrt(alpha_i) x_prev + sqrt(1 - alpha_i) z''  # re-noise (not after the last round)
 
 Random draws depend only on the structure of a run (shape, steps, n_recur, n_mc, eta and whether
-gamma > 0), never on the strengths, so runs that differ only in rho / mu / gamma values share their
-noise; several configurations can run in one batch with one generator each and give the samples each
-would give alone (:func:`guided_sample_many`).
+gamma > 0), never on the strengths, so runs that differ only in rho / mu / gamma values (or in the
+CFG weight) share their noise; several configurations can run in one batch with one generator each
+and give the samples each would give alone (:func:`guided_sample_many`).
+
+The model call is :class:`~tfg_search.guidance.conditioning.Denoiser`: a conditional model's
+condition and classifier-free guidance, in the model's own dtype (docs/algorithm.md, section 7);
+TFG acts on its CFG-combined output.
 
 Example:
     >>> import torch
@@ -194,8 +198,8 @@ def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Structure:
-    """What configurations must share to be sampled in one batch: everything but the strengths
-    and their schedule structures (hashable; random draws depend on nothing else).
+    """What configurations must share to be sampled in one batch: everything but the strengths,
+    their schedule structures and the CFG weight (hashable; random draws depend on nothing else).
 
     Example:
         >>> Structure.of(TFGConfig(rho=1.0)) == Structure.of(TFGConfig(rho=2.0, mu=0.5))
