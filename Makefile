@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
-#   make search   the main job: a beam search of TFG strengths on the bundled digits task
+#   make search   the main job: the rung search of TFG strengths on the bundled digits task
 #   make test     ruff + the whole test suite (installs PostgreSQL from Debian's packages if missing)
 # GPU users: make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" search
 

@@ -41,11 +41,11 @@ TINY = [
     "1",
     "--final-top",
     "1",
-    "--mode",
-    "reference",
+    "--search",
+    "beam",
 ]
 SETTINGS = SearchSettings(
-    task="gmm2d", target="3", samples=4, final_samples=4, steps=2, rounds=1, final_top=1, mode="reference"
+    task="gmm2d", target="3", samples=4, final_samples=4, steps=2, rounds=1, final_top=1, search="beam"
 )
 S = ["search", "--task", "gmm2d", "--target", "3"]
 EV = ["evaluate", "--task", "gmm2d", "--target", "3", "--samples", "4", "--steps", "2"]
@@ -112,19 +112,23 @@ def assert_nothing_written(folder: Path, before: dict[str, tuple[int, int]], row
 
 # (args, text the error line must contain, whether the folder holds the study database)
 BAD: list[tuple[list[str], str, bool]] = [
-    ([*S, "--mode", "clever"], "--mode must be one of rungs, reference, refined", False),
-    ([*S, "--rounds", "3"], "--rounds applies to --mode reference or refined", False),
-    ([*S, "--mode", "rungs", "--top-k", "3"], "--top-k applies to --mode reference or refined", False),
-    ([*S, "--mode", "refined", "--wave", "4"], "--wave applies to --mode rungs", False),
-    ([*S, "--sampler", "cmaes"], "--sampler must be one of beam, gp, tpe, random", False),
-    ([*S, "--sampler", ""], "--sampler is empty", False),
-    ([*S, "--sampler", "gp", "--rounds", "3"], "--rounds applies to --sampler beam", False),
-    ([*S, "--sampler", "tpe", "--mode", "refined", "--top-k", "3"], "--top-k, --mode applies", False),
-    ([*S, "--trials", "10"], "--trials applies to --sampler gp, tpe or random", False),
-
-    ([*S, "--sampler", "gp", "--trials", "0"], "--trials must be an integer >= 1", False),
-    ([*S, "--sampler", "random", "--wave", "0"], "--wave must be an integer >= 1", False),
-    ([*S, "--sampler", "gp", "--seed-presets"], "(a warm start) applies to --sampler beam", False),
+    ([*S, "--search", "clever"], "--search must be one of rungs, beam, gp, tpe, random", False),
+    ([*S, "--search", ""], "--search is empty", False),
+    ([*S, "--rounds", "3"], "--rounds applies to --search beam, not --search rungs", False),
+    ([*S, "--top-k", "3"], "--top-k applies to --search beam, not --search rungs", False),
+    ([*S, "--steps-down"], "--steps-down applies to --search beam, not --search rungs", False),
+    ([*S, "--search", "beam", "--wave", "4"], "--wave applies to --search rungs, gp, tpe or random", False),
+    ([*S, "--search", "gp", "--rounds", "3"], "--rounds applies to --search beam, not --search gp", False),
+    ([*S, "--trials", "10"], "--trials applies to --search gp, tpe or random", False),
+    ([*S, "--search", "gp", "--trials", "0"], "--trials must be an integer >= 1", False),
+    ([*S, "--search", "random", "--wave", "0"], "--wave must be an integer >= 1", False),
+    ([*S, "--search", "gp", "--seed-presets"], "(a warm start) applies to --search rungs or beam", False),
+    # -- tfg-search 0.2's flags: one line naming the new one
+    ([*S, "--sampler", "gp"], "--sampler was replaced by --search in tfg-search 0.3: use --search gp", False),
+    ([*S, "--sampler", "beam"], "use --search rungs (the default) or --search beam", False),
+    ([*S, "--mode", "reference"], "--mode was replaced by --search in tfg-search 0.3", False),
+    ([*S, "--mode", "refined"], "use --search beam --steps-down", False),
+    ([*S, "--mode", "rungs"], "use --search rungs (the default; leave it out)", False),
     ([*S, "--threads", "0"], "--threads must be an integer >= 1", False),
     ([*EV, "--threads", "0"], "--threads must be >= 1", False),
     ([*S, "--seed-presets", "--method", "dps"], "applies to method 'tfg' only", False),
@@ -135,8 +139,8 @@ BAD: list[tuple[list[str], str, bool]] = [
     ([*S, "--samples", "0"], "--samples must be an integer >= 1", False),
     ([*S, "--samples", "-5"], "--samples must be an integer >= 1", False),
     ([*S, "--samples", "abc"], "Invalid value for '--samples'", False),
-    ([*S, "--mode", "reference", "--rounds", "0"], "--rounds must be an integer >= 1", False),
-    ([*S, "--mode", "refined", "--top-k", "0"], "--top-k must be an integer >= 1", False),
+    ([*S, "--search", "beam", "--rounds", "0"], "--rounds must be an integer >= 1", False),
+    ([*S, "--search", "beam", "--top-k", "0"], "--top-k must be an integer >= 1", False),
     ([*S, "--final-top", "-1"], "--final-top must be an integer >= 1", False),
     ([*S, "--final-top", "0"], "--final-top must be an integer >= 1", False),
     ([*S, "--n-recur", "0"], "--n-recur must be an integer >= 1", False),

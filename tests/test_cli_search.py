@@ -19,7 +19,7 @@ def payload_beam(cwd: Path, name: str) -> int:
 
 
 SEARCH = ["search", "--task", "gmm2d", "--target", "5", "--samples", "16", "--final-samples", "32",
-          "--steps", "10", "--rounds", "2", "--mode", "reference"]  # fmt: skip
+          "--steps", "10", "--rounds", "2", "--search", "beam"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

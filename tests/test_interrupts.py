@@ -31,7 +31,7 @@ STUDY = "stopped"
 # evaluation the same whether or not the search was interrupted.
 ARGS = [
     "search", "--task", "gmm2d", "--target", "3", "--samples", "64", "--steps", "10", "--rounds", "2",
-    "--mode", "reference", "--final-samples", "64", "--final-top", "2", "--batch-size", "1",
+    "--search", "beam", "--final-samples", "64", "--final-top", "2", "--batch-size", "1",
     "--study", STUDY, "--quiet", "--json",
 ]  # fmt: skip
 MESSAGE = re.compile(
@@ -139,7 +139,7 @@ def test_stopped_search_on_postgresql(fresh_postgres_url: str, tmp_path: Path, u
 
 
 SMALL = SearchSettings(
-    task="gmm2d", target="3", samples=8, final_samples=8, steps=4, rounds=2, final_top=2, mode="reference"
+    task="gmm2d", target="3", samples=8, final_samples=8, steps=4, rounds=2, final_top=2, search="beam"
 )
 
 

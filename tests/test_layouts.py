@@ -100,3 +100,27 @@ def test_a_rung_search_of_0_2_opens_resumes_and_answers_the_same(tmp_path: Path)
     after = load_search(url, name).records()
     assert [(r.number, r.role, r.value) for r in after] == [(r.number, r.role, r.value) for r in before]
     assert query.best_payload(url, name) == payload
+
+
+NAMES_0_2 = [
+    ({}, "gmm2d-3-tfg-ce36f68b"),
+    ({"wave": 4}, "gmm2d-3-tfg-d574513d"),
+    ({"search": "beam"}, "gmm2d-3-tfg-c8fe984c"),
+    ({"search": "beam", "steps_down": True, "top_k": 3}, "gmm2d-3-tfg-7d119496"),
+    ({"search": "gp"}, "gmm2d-3-tfg-b22dac27"),
+    ({"search": "tpe", "trials": 12, "wave": 4}, "gmm2d-3-tfg-8b3434e3"),
+    ({"search": "random"}, "gmm2d-3-tfg-6399f418"),
+    ({"method": "dps", "search": "beam"}, "gmm2d-3-dps-cecd3277"),
+    ({"seed_presets": False}, "gmm2d-3-tfg-e8fbc35d"),
+]
+"""Settings (in this version's spelling) and the study name tfg-search 0.2.0 (commit 1208c3b) gave
+the same search, spelled there with --sampler and --mode (gmm2d target 3, 16 samples, 32 final
+samples, 10 steps)."""
+
+
+@pytest.mark.parametrize(("settings", "name"), NAMES_0_2, ids=[n for _, n in NAMES_0_2])
+def test_the_same_search_has_the_name_0_2_gave_it(settings: dict, name: str) -> None:
+    from tasks import get_task
+
+    base = dict(task="gmm2d", target="3", samples=16, final_samples=32, steps=10)
+    assert SearchSettings(**base, **settings).resolve(get_task("gmm2d")).study_name == name

@@ -32,8 +32,8 @@ def test_nothing_wraps_on_a_pipe(tmp_path) -> None:
     args += [
         "--steps",
         "4",
-        "--mode",
-        "reference",
+        "--search",
+        "beam",
         "--rounds",
         "1",
         "--final-top",

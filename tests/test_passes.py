@@ -80,8 +80,8 @@ def test_the_torch_free_modules_examples_run(module: object) -> None:
 
 SEARCHES = {
     "rungs": {},  # the default: rung j >= 1 evaluates 8 * 2 ** (j - 1) fresh samples
-    "reference": {"mode": "reference", "rounds": 2},
-    "random": {"sampler": "random", "trials": 4, "wave": 2},
+    "reference": {"search": "beam", "rounds": 2},
+    "random": {"search": "random", "trials": 4, "wave": 2},
 }
 
 

@@ -30,7 +30,7 @@ def search_args(url: str, study: str, target: str, rounds: int, out: Path) -> li
     # made slow on purpose (many samples, one candidate per batch); the others stay tiny.
     slow = ["--samples", "4096", "--steps", "50", "--batch-size", "1"] if study == "a" else []
     return [
-        "search", "--task", "gmm2d", "--target", target, *TINY, *slow, "--mode", "reference",
+        "search", "--task", "gmm2d", "--target", target, *TINY, *slow, "--search", "beam",
         "--rounds", str(rounds), "--study", study, "--storage", url, "--json", "--quiet",
         "--out-dir", str(out),
     ]  # fmt: skip

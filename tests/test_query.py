@@ -57,7 +57,7 @@ class Synthetic(Executor):
 
 
 def _settings(target: str, **kw: Any) -> SearchSettings:
-    kw.setdefault("mode", "reference")
+    kw.setdefault("search", "beam")
     return SearchSettings(task="gmm2d", target=target, samples=16, final_samples=32, steps=10, **kw)
 
 
@@ -67,7 +67,7 @@ def _fill(url: str) -> None:
     studies, resolved, _ = open_search_study(_settings("5", rounds=2), url, "beam-only")
     Coordinator(studies, resolved, Synthetic()).run_beam()  # no final re-run yet
     open_search_study(_settings("7"), url, "empty")  # created, nothing run
-    run_search(_settings("1", mode="rungs", final_top=2), url, "rungs", Synthetic())
+    run_search(_settings("1", search="rungs", final_top=2), url, "rungs", Synthetic())
     storage = open_storage(url, create=False)
     up = optuna.create_study(study_name="foreign-max", storage=storage, direction="maximize")
     x = optuna.distributions.FloatDistribution(0, 9)

@@ -124,8 +124,8 @@ def test_cli_search_on_a_two_node_cluster(
         "10",
         "--rounds",
         "2",
-        "--mode",
-        "reference",
+        "--search",
+        "beam",
         "--study",
         "c",
     ]
@@ -191,8 +191,8 @@ def test_ray_job_submit_runs_a_search(
     cmd += [
         "--rounds",
         "2",
-        "--mode",
-        "reference",
+        "--search",
+        "beam",
         "--final-samples",
         "16",
         "--final-top",

@@ -140,7 +140,7 @@ def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_stora
         final_top=1,
         rounds=1,
         steps=10,
-        mode="reference",
+        search="beam",
     )
     trial_fn = functools.partial(dying_trial, str(tmp_path), frozenset({1}), frozenset({2}))
     with RayExecutor(num_workers=2, trial_fn=trial_fn) as pool:

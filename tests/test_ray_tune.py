@@ -17,7 +17,7 @@ from tfg_search.run.tune import run_tune_search
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SETTINGS = SearchSettings(
-    task="gmm2d", target="3", samples=16, final_samples=16, final_top=1, rounds=2, steps=10, mode="reference"
+    task="gmm2d", target="3", samples=16, final_samples=16, final_top=1, rounds=2, steps=10, search="beam"
 )
 
 

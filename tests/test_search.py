@@ -197,7 +197,7 @@ def _sqlite_trials(db: Path) -> list[tuple[int, str]]:
 
 SLOW_ARGS = [
     "search", "--task", "gmm2d", "--target", "3", "--samples", "512", "--steps", "40", "--rounds", "3",
-    "--mode", "reference", "--final-samples", "64", "--final-top", "2", "--quiet", "--json",
+    "--search", "beam", "--final-samples", "64", "--final-top", "2", "--quiet", "--json",
 ]  # fmt: skip
 
 

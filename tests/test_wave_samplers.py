@@ -1,4 +1,4 @@
-"""`--sampler gp|tpe|random`: Optuna's samplers on the same lattices, in waves, with the same study
+"""`--search gp|tpe|random`: Optuna's samplers on the same lattices, in waves, with the same study
 layout, final re-runs, summary and queries as the beam."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ BASE = dict(task="gmm2d", target="3", samples=8, final_samples=16, steps=6, fina
 
 @pytest.mark.parametrize("kind", ["gp", "tpe", "random"])
 def test_an_optuna_sampler_runs_its_trials_in_waves_on_the_lattice(kind: str, tmp_storage_url: str) -> None:
-    settings = SearchSettings(**BASE, sampler=kind, trials=6, wave=3)
+    settings = SearchSettings(**BASE, search=kind, trials=6, wave=3)
     report = run_search(settings, tmp_storage_url)
     studies = load_search(tmp_storage_url, report.study_name)
     assert studies.search.study_name == report.study_name + ":search"  # the same two studies
@@ -39,7 +39,7 @@ def test_an_optuna_sampler_runs_its_trials_in_waves_on_the_lattice(kind: str, tm
     # resuming finds the study done; more --trials continue it
     again = run_search(settings, tmp_storage_url)
     assert again.resumed and again.counts.beam == 6
-    more = run_search(SearchSettings(**BASE, sampler=kind, trials=9, wave=3), tmp_storage_url)
+    more = run_search(SearchSettings(**BASE, search=kind, trials=9, wave=3), tmp_storage_url)
     assert more.study_name == report.study_name and more.counts.beam == 9
 
 
@@ -52,7 +52,7 @@ def study_best(url: str, name: str) -> int:
 def test_the_cli_runs_gp_and_reports_it_like_the_beam(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     args = ["search", "--task", "gmm2d", "--target", "3", "--samples", "8", "--final-samples", "16"]
-    args += ["--steps", "6", "--sampler", "gp", "--trials", "4", "--wave", "2", "--final-top", "1"]
+    args += ["--steps", "6", "--search", "gp", "--trials", "4", "--wave", "2", "--final-top", "1"]
     out = run_cli([*args, "--storage", url, "--json", "--out-dir", str(tmp_path / "o")], capsys)
     assert out.code == 0, out.err
     payload = json.loads(out.out)
@@ -64,13 +64,13 @@ def test_the_cli_runs_gp_and_reports_it_like_the_beam(tmp_path, capsys: pytest.C
 
 @pytest.mark.parametrize("wave", [None, 4])
 def test_default_trials_spend_the_default_rung_searchs_search_samples(wave: int | None) -> None:
-    """`--sampler gp` on its defaults is the equal-compute comparison with the default search: its
+    """`--search gp` on its defaults is the equal-compute comparison with the default search: its
     trials of one sample unit add up to the rung search's units at the same --wave."""
     from searchers.rungs import RungSchedule
     from tasks import get_task
 
     task = get_task("gmm2d")
-    optuna_run = SearchSettings(**BASE, sampler="gp", wave=wave).resolve(task)
+    optuna_run = SearchSettings(**BASE, search="gp", wave=wave).resolve(task)
     rungs = SearchSettings(**BASE, wave=wave).resolve(task)
     schedule = RungSchedule(wave=rungs.wave)
     assert optuna_run.trials * optuna_run.samples == schedule.units() * rungs.samples
@@ -84,7 +84,7 @@ def test_planned_rounds_count_the_waves_each_search_runs() -> None:
 
     assert SearchSettings(**BASE).planned_rounds() == RungSchedule(wave=8).rounds == 6
     assert SearchSettings(**BASE, wave=4).planned_rounds() == RungSchedule(wave=4).rounds
-    assert SearchSettings(**BASE, mode="reference").planned_rounds() == 6
-    assert SearchSettings(**BASE, mode="reference", rounds=3).planned_rounds() == 3
-    assert SearchSettings(**BASE, sampler="gp", trials=20).planned_rounds() == 3  # 8 + 8 + 4
-    assert SearchSettings(**BASE, sampler="tpe").planned_rounds() == 5  # 40 default trials
+    assert SearchSettings(**BASE, search="beam").planned_rounds() == 6
+    assert SearchSettings(**BASE, search="beam", rounds=3).planned_rounds() == 3
+    assert SearchSettings(**BASE, search="gp", trials=20).planned_rounds() == 3  # 8 + 8 + 4
+    assert SearchSettings(**BASE, search="tpe").planned_rounds() == 5  # 40 default trials

@@ -47,7 +47,7 @@ def load_settings(target: str, seed: int) -> SearchSettings:
         samples=16,
         final_samples=32,
         final_top=3,
-        mode="reference",
+        search="beam",
         top_k=4,
         rounds=8,
         steps=10,

@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-SMALL = dict(samples=16, final_samples=32, final_top=2, steps=10, rounds=3, mode="reference")
+SMALL = dict(samples=16, final_samples=32, final_top=2, steps=10, rounds=3, search="beam")
 """Keyword arguments of a small, fast gmm2d ``SearchSettings`` (16 samples, 10 steps, 3 rounds)."""

@@ -10,7 +10,8 @@ from tfg_search.errors import SettingError, TFGSearchError
 
 app = typer.Typer(
     name="tfg-search",
-    help="Training-free guidance for diffusion models, with a beam search over its strengths.",
+    help="Training-free guidance for diffusion models, with a search over its strengths (the rung search "
+    "by default).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

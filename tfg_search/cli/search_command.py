@@ -62,95 +62,186 @@ def _stopped_by_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+WHAT = "What to search"
+GUIDANCE = "Guidance held fixed during the search"
+HOW_MUCH = "How much to spend"
+WHERE = "Where to run"
+STORAGE = "Storage and output"
+"""The help panels of ``search``, by concern (a new flag joins the panel of its concern)."""
+
+GONE = {
+    "--sampler": {
+        "beam": "--search rungs (the default) or --search beam (the paper's beam)",
+        None: "--search gp|tpe|random",
+    },
+    "--mode": {
+        "rungs": "--search rungs (the default; leave it out)",
+        "reference": "--search beam",
+        "refined": "--search beam --steps-down",
+        None: "--search rungs|beam",
+    },
+}
+"""tfg-search 0.2's flags, which ``--search`` replaced: each gets one line naming its new form."""
+
+
+def _refuse_gone(flag: str, value: str | None) -> None:
+    if value is None:
+        return
+    forms = GONE[flag]
+    optuna = flag == "--sampler" and value in ("gp", "tpe", "random")
+    new = forms.get(value) or (f"--search {value}" if optuna else forms[None])
+    raise TFGSearchError(f"{flag} was replaced by --search in tfg-search 0.3: use {new}")
+
+
 def search(
-    task: str = typer.Option(..., "--task", help="task name (see `tfg-search tasks`)"),
-    target: str = typer.Option(..., "--target", help="target of the task (e.g. a class)"),
-    method: str = typer.Option("tfg", "--method", help=" | ".join(METHODS)),
-    storage: str | None = typer.Option(None, "--storage", help=common.STORAGE_HELP),
-    study: str | None = typer.Option(None, "--study", help="study name (default: derived from settings)"),
-    samples: int | None = typer.Option(
+    task: str = typer.Option(..., "--task", help="task name (see `tfg-search tasks`)", rich_help_panel=WHAT),
+    target: str = typer.Option(
+        ..., "--target", help="target of the task (e.g. a class)", rich_help_panel=WHAT
+    ),
+    method: str = typer.Option(
+        "tfg",
+        "--method",
+        help=" | ".join(METHODS) + " (tfg: rho, mu, gamma; others: one strength)",
+        rich_help_panel=WHAT,
+    ),
+    search: str = typer.Option(
+        "rungs",
+        "--search",
+        help="rungs: the rung search (spread start, Gaussian-process refinement, successive halving "
+        "over sample sizes) | beam: the paper's beam doubling search | gp, tpe, random: Optuna's "
+        "samplers on the same lattices",
+        rich_help_panel=WHAT,
+    ),
+    space: str | None = typer.Option(
         None,
-        "--samples",
-        help="samples per search evaluation (default: task's; --mode rungs: per rung-0 evaluation, "
-        "later rungs draw 1, 2, 4... times as many)",
+        "--space",
+        help="lattices, e.g. rho=0,0.25:2:8,mu=0.25:2:8,gamma=0.001:10:1 (default: task's)",
+        rich_help_panel=WHAT,
     ),
-    final_samples: int | None = typer.Option(
-        None, "--final-samples", help="samples per final re-run (default: task's)"
-    ),
-    final_top: int = typer.Option(2, "--final-top", help="configurations re-run at full size (>= 1)"),
-    top_k: int | None = typer.Option(
-        None, "--top-k", help="beam width (--mode reference|refined; default 2)"
-    ),
-    rounds: int | None = typer.Option(
-        None, "--rounds", help="round limit, round 0 counts (--mode reference|refined; default 6)"
-    ),
-    n_recur: int | None = typer.Option(None, "--n-recur", help="recurrence (default: method's)"),
-    n_iter: int | None = typer.Option(None, "--n-iter", help="mean-guidance steps (default: method's)"),
-    n_mc: int | None = typer.Option(None, "--n-mc", help="Monte-Carlo samples (default: method's)"),
-    eta: float = typer.Option(1.0, "--eta", help="DDIM eta in [0, 1]"),
-    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default: task's)"),
-    objective: str | None = typer.Option(
-        None, "--objective", help="comma list of metrics; '_' = lower is better"
-    ),
-    space: str | None = typer.Option(None, "--space", help="e.g. rho=0.25:2:8,mu=0.25:2:8,gamma=0.001:10:1"),
     search_schedules: bool = typer.Option(
-        False, "--search-schedules", help="also search schedule structures"
+        False, "--search-schedules", help="also search schedule structures", rich_help_panel=WHAT
     ),
-    seed: int = typer.Option(0, "--seed", help="seed of every search evaluation"),
+    objective: str | None = typer.Option(
+        None,
+        "--objective",
+        help="comma list of metrics; '_' = lower is better (default: task's)",
+        rich_help_panel=WHAT,
+    ),
     seed_presets: bool | None = typer.Option(
         None,
         "--seed-presets/--no-seed-presets",
         help="warm start: the earlier methods' configurations (their searched best in this storage "
-        "when known) join round 0 (default: yes for --mode rungs, no for the beam)",
+        "when known) join the start (default: yes for the rung search, no for the beam)",
         show_default=False,
+        rich_help_panel=WHAT,
     ),
-    mode: str | None = typer.Option(
+    steps_down: bool = typer.Option(
+        False,
+        "--steps-down",
+        help="--search beam: neighbours also step one exponent down (refined)",
+        rich_help_panel=WHAT,
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="seed of the search and its evaluations", rich_help_panel=WHAT
+    ),
+    task_option: list[str] | None = typer.Option(
+        None, "--task-option", help="KEY=VALUE for the task", rich_help_panel=WHAT
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="DDIM steps (default: task's)", rich_help_panel=GUIDANCE
+    ),
+    n_recur: int | None = typer.Option(
+        None, "--n-recur", help="recurrence (default: method's)", rich_help_panel=GUIDANCE
+    ),
+    n_iter: int | None = typer.Option(
+        None, "--n-iter", help="mean-guidance steps (default: method's)", rich_help_panel=GUIDANCE
+    ),
+    n_mc: int | None = typer.Option(
+        None, "--n-mc", help="Monte-Carlo samples (default: method's)", rich_help_panel=GUIDANCE
+    ),
+    eta: float = typer.Option(1.0, "--eta", help="DDIM eta in [0, 1]", rich_help_panel=GUIDANCE),
+    samples: int | None = typer.Option(
         None,
-        "--mode",
-        help="--sampler beam's search: rungs (the default: spread start, surrogate-guided refinement, "
-        "successive halving over sample sizes) | reference (the paper's beam) | refined (the beam, "
-        "also stepping down)",
-    ),
-    sampler: str = typer.Option(
-        "beam", "--sampler", help="beam (TFG's) | gp | tpe | random (Optuna's, on the same lattices)"
-    ),
-    trials: int | None = typer.Option(
-        None,
-        "--trials",
-        help="search trials of --sampler gp|tpe|random (default: the rung search's units, 40 at --wave 8)",
+        "--samples",
+        help="samples per search evaluation (default: task's); the rung search's rung 0, later rungs "
+        "draw 1, 2, 4... times as many",
+        rich_help_panel=HOW_MUCH,
     ),
     wave: int | None = typer.Option(
         None,
         "--wave",
-        help="parallel trials per wave: candidates per round of --mode rungs, trials --sampler "
-        "gp|tpe|random asks at once (default 8)",
+        help="parallel trials per wave: a rung-search round, or what gp|tpe|random ask at once (default 8)",
+        rich_help_panel=HOW_MUCH,
+    ),
+    trials: int | None = typer.Option(
+        None,
+        "--trials",
+        help="--search gp|tpe|random: search trials (default: the rung search's units, 40 at --wave 8)",
+        rich_help_panel=HOW_MUCH,
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", help="--search beam: beam width (default 2)", rich_help_panel=HOW_MUCH
+    ),
+    rounds: int | None = typer.Option(
+        None,
+        "--rounds",
+        help="--search beam: round limit, round 0 counts (default 6)",
+        rich_help_panel=HOW_MUCH,
+    ),
+    final_samples: int | None = typer.Option(
+        None, "--final-samples", help="samples per final re-run (default: task's)", rich_help_panel=HOW_MUCH
+    ),
+    final_top: int = typer.Option(
+        2, "--final-top", help="configurations re-run at full size (>= 1)", rich_help_panel=HOW_MUCH
+    ),
+    executor: str = typer.Option("local", "--executor", help="local | ray", rich_help_panel=WHERE),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)", rich_help_panel=WHERE
     ),
     threads: int | None = typer.Option(
-        None, "--threads", help="torch threads of local evaluations (default: this process's CPU share)"
+        None,
+        "--threads",
+        help="torch threads of local evaluations (default: this process's CPU share)",
+        rich_help_panel=WHERE,
     ),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)"
-    ),
-    executor: str = typer.Option("local", "--executor", help="local | ray"),
     batch_size: int = typer.Option(
-        6, "--batch-size", help="local executor: candidates of a round sampled in one batch (1 = off)"
+        6,
+        "--batch-size",
+        help="local executor: candidates of a round sampled in one batch (1 = off)",
+        rich_help_panel=WHERE,
     ),
     ray_address: str | None = typer.Option(
-        None, "--ray-address", help="auto | host:port (default: local Ray)"
+        None, "--ray-address", help="auto | host:port (default: local Ray)", rich_help_panel=WHERE
     ),
-    workers: int | None = typer.Option(None, "--workers", help="Ray actors (default: what resources allow)"),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs per Ray actor (fractional ok)"),
-    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per Ray actor"),
-    task_option: list[str] | None = typer.Option(None, "--task-option", help="KEY=VALUE for the task"),
-    out_dir: str | None = typer.Option(None, "--out-dir", help="where plots go (default tfg-output/STUDY)"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Ray actors (default: what resources allow)", rich_help_panel=WHERE
+    ),
+    gpus_per_trial: float = typer.Option(
+        0.0, "--gpus-per-trial", help="GPUs per Ray actor (fractional ok)", rich_help_panel=WHERE
+    ),
+    cpus_per_trial: float = typer.Option(
+        1.0, "--cpus-per-trial", help="CPUs per Ray actor", rich_help_panel=WHERE
+    ),
+    storage: str | None = typer.Option(None, "--storage", help=common.STORAGE_HELP, rich_help_panel=STORAGE),
+    study: str | None = typer.Option(
+        None, "--study", help="study name (default: derived from the settings)", rich_help_panel=STORAGE
+    ),
+    out_dir: str | None = typer.Option(
+        None, "--out-dir", help="where plots go (default tfg-output/STUDY)", rich_help_panel=STORAGE
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="print the result as one JSON object", rich_help_panel=STORAGE
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars", rich_help_panel=STORAGE),
+    sampler: str | None = typer.Option(None, "--sampler", hidden=True),
+    mode: str | None = typer.Option(None, "--mode", hidden=True),
 ) -> None:
-    """Search guidance strengths with the beam doubling search; resumes a study with the same settings.
+    """Search guidance strengths (by default with the rung search); resumes a study with the same settings.
 
-    Ctrl-C or SIGTERM stops it with exit code 130; its running trials are marked interrupted and
-    the same command resumes the search.
+    Ctrl-C or SIGTERM stops it with exit code 130; the same command resumes the search.
     """
+    _refuse_gone("--sampler", sampler)
+    _refuse_gone("--mode", mode)
     common.quiet_optuna()
     from tfg_search.cli.progress import SearchProgress
     from tfg_search.cli.results import finish
@@ -181,20 +272,7 @@ def search(
         raise TFGSearchError("--gpus-per-trial and --cpus-per-trial must be finite numbers")
     if executor not in ("local", "ray"):
         raise TFGSearchError(f"unknown executor {executor!r}; choose local or ray")
-    common.text("--sampler", sampler, "choose beam, gp, tpe or random")
-    beam_flags = [flag for flag, value in (("--top-k", top_k), ("--rounds", rounds)) if value is not None]
-    if sampler != "beam":
-        given = [*beam_flags, *(["--mode"] if mode is not None else [])]
-        if given:
-            raise TFGSearchError(
-                f"{', '.join(given)} applies to --sampler beam; --sampler {sampler} runs --trials "
-                "trials in waves of --wave"
-            )
-    elif (mode or "rungs") == "rungs" and beam_flags:
-        raise TFGSearchError(
-            f"{', '.join(beam_flags)} applies to --mode reference or refined (the beam); the default "
-            "--mode rungs plans its own rounds (--wave candidates each)"
-        )
+    common.text("--search", search, "choose rungs (the default), beam, gp, tpe or random")
     settings = SearchSettings(
         task=task,
         target=target,
@@ -214,8 +292,8 @@ def search(
         search_schedules=search_schedules,
         seed=seed,
         seed_presets=seed_presets,
-        mode=mode or "rungs",
-        sampler=sampler,
+        search=search,
+        steps_down=steps_down,
         trials=trials,
         wave=wave,
         task_options=parse_options(task_option, "--task-option"),

@@ -27,7 +27,7 @@ from searchers.base import LatticeSampler
 from searchers.rungs import units
 from tfg_search.guidance.config import STRUCTURES
 from tfg_search.run.objective import score
-from tfg_search.run.settings import ResolvedSettings
+from tfg_search.run.settings import OPTUNA_SEARCHES, ResolvedSettings
 from tfg_search.run.waves import WaveSearch, lattice_params, suggest_exponents
 from tfg_search.store.layout import BEAM, FINAL, final_marker, interrupted, told
 from tfg_search.store.record import TrialRecord, ranked, read
@@ -79,7 +79,7 @@ def suggest(trial: optuna.Trial, resolved: ResolvedSettings) -> dict[str, Any]:
     (:func:`tfg_search.run.waves.suggest_exponents`)."""
     params: dict[str, Any] = {}
     scheduled = set(resolved.schedule_params())
-    if resolved.sampler != "beam":
+    if resolved.search in OPTUNA_SEARCHES:
         return suggest_exponents(trial, resolved.lattices(), scheduled)
     for name, lattice in resolved.lattices().items():
         params[name] = trial.suggest_float(name, lattice.low, lattice.cap, log=not lattice.zero)
@@ -104,11 +104,11 @@ class SearchBook:
         self.resolved = resolved
         self.device = device
         sampler = studies.search.sampler
-        self.beam = resolved.sampler == "beam"
+        self.beam = resolved.search not in OPTUNA_SEARCHES
         if self.beam and not isinstance(sampler, LatticeSampler):
             raise TypeError("the search study must be sampled by searchers.TFGRungSampler or TFGBeamSampler")
         self.sampler: LatticeSampler | WaveSearch = (
-            sampler if self.beam else WaveSearch(resolved.sampler, resolved.trials, resolved.wave)  # type: ignore[arg-type,assignment]
+            sampler if self.beam else WaveSearch(resolved.search, resolved.trials, resolved.wave)  # type: ignore[arg-type,assignment]
         )
 
     # -- reading ------------------------------------------------------------------------------

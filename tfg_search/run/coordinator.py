@@ -41,7 +41,7 @@ from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.run.book import Counts, Pending, SearchBook
 from tfg_search.run.executors import Executor, LocalExecutor
-from tfg_search.run.settings import ResolvedSettings, SearchSettings
+from tfg_search.run.settings import OPTUNA_SEARCHES, ResolvedSettings, SearchSettings
 from tfg_search.store.database import redact, resolve_storage
 from tfg_search.store.layout import BEAM, FINAL, LAYOUT, STUDY_ATTR, StudyInfo, compute, search_study_name
 from tfg_search.store.lease import StudyLease
@@ -149,10 +149,10 @@ def make_sampler(
     """The sampler of the search study of these settings: the beam sampler (``warm_start``: the
     presets' points fixed when the study was created, see :mod:`tfg_search.run.warm_start`), or
     Optuna's GP-BO, TPE or random search (:mod:`tfg_search.run.waves`)."""
-    if resolved.sampler != "beam":
+    if resolved.search in OPTUNA_SEARCHES:
         from tfg_search.run.waves import make_optuna_sampler
 
-        return make_optuna_sampler(resolved.sampler, resolved.seed)
+        return make_optuna_sampler(resolved.search, resolved.seed)
     seeds = [*resolved.seed_configs, *(w["params"] for w in warm_start)]
     common: dict[str, Any] = dict(
         space=resolved.lattices(),
@@ -166,7 +166,7 @@ def make_sampler(
     if schedule is not None:
         return TFGRungSampler(schedule=schedule, **common)
     return TFGBeamSampler(
-        top_k=resolved.top_k, max_rounds=resolved.rounds, steps_down=resolved.mode == "refined", **common
+        top_k=resolved.top_k, max_rounds=resolved.rounds, steps_down=resolved.steps_down, **common
     )
 
 

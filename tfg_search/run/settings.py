@@ -32,24 +32,54 @@ EXTENDABLE = ("rounds", "final_top", "trials")
 """Settings a study may be continued with larger values of (the beam is deterministic: the first
 rounds are the stored ones and only the new rounds / re-runs run). They are not in the study name."""
 
-MODES = ("rungs", "reference", "refined")
-"""Modes of the TFG sampler (:data:`searchers.beam.MODES`, docs/searchers.md): "rungs" (the
-default: a spread start, surrogate-guided refinement and successive halving over sample sizes),
-"reference" (the paper's beam, exact) and "refined" (the beam, also stepping down)."""
-BEAM_MODES = ("reference", "refined")
-"""The modes that are the beam doubling search (``top_k`` and ``rounds`` apply to them)."""
-
-SAMPLERS = ("beam", "gp", "tpe", "random")
-"""What proposes a search's candidates: the TFG beam sampler (:class:`searchers.TFGBeamSampler`,
-in its ``mode``), or Optuna's Gaussian-process BO, TPE or random search over the same lattices
-(their exponents; docs/search.md), in waves of ``wave`` trials asked at once."""
+SEARCHES = ("rungs", "beam", "gp", "tpe", "random")
+"""What searches (``--search``, docs/search.md): "rungs" (the default: a spread start,
+surrogate-guided refinement and successive halving over sample sizes,
+:class:`searchers.TFGRungSampler`), "beam" (the paper's beam doubling search, exact,
+:class:`searchers.TFGBeamSampler`), or Optuna's Gaussian-process BO, TPE or random search on the
+same lattices (their exponents), in waves of ``wave`` trials asked at once."""
+OPTUNA_SEARCHES = ("gp", "tpe", "random")
+"""The searches that are Optuna's own samplers (``trials`` and ``wave`` apply to them)."""
+DEFAULT_SEARCH = "rungs"
 DEFAULT_WAVE = 8
-"""Trials asked at once by ``--sampler gp|tpe|random`` and per round of the rung search (one
+"""Trials asked at once by ``--search gp|tpe|random`` and per round of the rung search (one
 wave of parallel workers)."""
 DEFAULT_TOP_K = 2
-"""Beam width of the beam modes when ``top_k`` is not given."""
+"""Beam width of ``--search beam`` when ``top_k`` is not given."""
 DEFAULT_ROUNDS = 6
-"""Round limit of the beam modes when ``rounds`` is not given (round 0 counts)."""
+"""Round limit of ``--search beam`` when ``rounds`` is not given (round 0 counts)."""
+
+
+def legacy_spelling(search: str, steps_down: bool) -> dict[str, str]:
+    """``search`` as tfg-search 0.2 stored it: ``{"sampler": ..., "mode": ...}`` (its
+    ``--sampler`` and ``--mode``). Study names hash the settings in this spelling, so that a study
+    made before ``--search`` is found by the same search after it (:meth:`ResolvedSettings.fingerprint`).
+
+    Example:
+        >>> legacy_spelling("rungs", False), legacy_spelling("beam", True)
+        ({'sampler': 'beam', 'mode': 'rungs'}, {'sampler': 'beam', 'mode': 'refined'})
+    """
+    if search == "rungs":
+        return {"sampler": "beam", "mode": "rungs"}
+    if search == "beam":
+        return {"sampler": "beam", "mode": "refined" if steps_down else "reference"}
+    return {"sampler": search, "mode": "rungs"}  # 0.2 stored its default mode with Optuna's samplers
+
+
+def current_spelling(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored settings in this version's spelling (``search``, ``steps_down``; read compatibility
+    of the ``sampler`` and ``mode`` that tfg-search 0.1 and 0.2 stored).
+
+    Example:
+        >>> current_spelling({"sampler": "beam", "mode": "reference", "seed": 0})
+        {'seed': 0, 'search': 'beam', 'steps_down': False}
+    """
+    out = {k: v for k, v in stored.items() if k not in ("sampler", "mode")}
+    if "search" not in stored:
+        sampler, mode = stored.get("sampler", "beam"), stored.get("mode", "reference")
+        out["search"] = sampler if sampler != "beam" else "rungs" if mode == "rungs" else "beam"
+        out["steps_down"] = sampler == "beam" and mode == "refined"
+    return out
 
 
 def rung_schedule(wave: int | None = None) -> RungSchedule:
@@ -58,8 +88,8 @@ def rung_schedule(wave: int | None = None) -> RungSchedule:
 
 
 def default_trials(wave: int | None = None) -> int:
-    """Search trials of ``--sampler gp|tpe|random`` when ``--trials`` is not given: the sample
-    units the default rung search draws at the same ``wave``, so that either sampler, run on its
+    """Search trials of ``--search gp|tpe|random`` when ``--trials`` is not given: the sample
+    units the default rung search draws at the same ``wave``, so that either search, run on its
     defaults, spends the same search passes (docs/searchers.md, "The rung search").
 
     Example:
@@ -82,12 +112,11 @@ class SearchSettings:
         task, target: what is guided (a registered task and one of its targets).
         method: "tfg" (search rho, mu, gamma) or an earlier method (search its single strength).
         samples: samples per search evaluation (the small fidelity; default: the task's). In the
-            rung mode, the samples of a rung-0 evaluation (the unit: rung ``j`` draws
+            rung search, the samples of a rung-0 evaluation (the unit: rung ``j`` draws
             ``2 ** (j - 1)`` units more).
         final_samples, final_top: the top ``final_top`` (>= 1) configurations are re-run on
             ``final_samples`` samples (default: the task's); the best of those is the answer.
-        top_k, rounds: beam width (default 2) and round limit (default 6) of the beam search
-            (modes reference and refined only).
+        top_k, rounds: beam width (default 2) and round limit (default 6) of ``search="beam"``.
         n_recur, n_iter, n_mc, eta, steps: fixed during a search (they set its cost).
         objective: metric names averaged into the score ("_" prefix: lower is better).
         space: the lattice of each searched parameter.
@@ -97,15 +126,16 @@ class SearchSettings:
             the same noise); the final re-runs use ``seed + 1`` (fresh samples, no selection bias).
         seed_configs: warm start: configurations put into round 0.
         seed_presets: warm start from the earlier methods: their configurations (at their
-            searched best in the storage when known) join round 0 (default: in the rung mode
+            searched best in the storage when known) join round 0 (default: in the rung search
             of method tfg, yes; else no)
             (:func:`tfg_search.run.warm_start.preset_seeds`; fixed when the study is created).
-        mode: "rungs" (the default), "reference" (the paper's beam) or "refined" (:data:`MODES`).
+        search: :data:`SEARCHES`: "rungs" (the default), "beam" (the paper's), or Optuna's "gp",
+            "tpe", "random" (then ``trials`` and ``wave`` apply).
+        steps_down: ``search="beam"`` only: a neighbour may also step one exponent down (the
+            refined neighbourhood, :class:`searchers.TFGBeamSampler`).
         task_options: options of the task (e.g. the ``custom`` task's model folder).
-        sampler: :data:`SAMPLERS` ("beam": the TFG sampler in its ``mode``; or one of Optuna's:
-            then ``trials`` and ``wave`` apply instead of ``top_k``, ``rounds`` and ``mode``).
-        trials: search trials of an Optuna sampler (default :func:`default_trials`).
-        wave: trials an Optuna sampler asks at once, or the candidates of a rung-search round
+        trials: search trials of ``search`` gp, tpe or random (default :func:`default_trials`).
+        wave: trials Optuna's samplers ask at once, or the candidates of a rung-search round
             (default :data:`DEFAULT_WAVE`).
     """
 
@@ -128,9 +158,9 @@ class SearchSettings:
     seed: int = 0
     seed_configs: tuple[Mapping[str, Any], ...] = ()
     seed_presets: bool | None = None
-    mode: str = "rungs"
+    search: str = DEFAULT_SEARCH
+    steps_down: bool = False
     task_options: Mapping[str, str] | None = None
-    sampler: str = "beam"
     trials: int | None = None
     wave: int | None = None
 
@@ -168,25 +198,28 @@ class SearchSettings:
             raise SettingError("search_schedules", "applies to method 'tfg' only")
         if (self.seed_configs or self.seed_presets) and self.method != "tfg":
             raise SettingError("seed_configs", "(warm start from presets) applies to method 'tfg' only")
-        if self.mode not in MODES:
-            raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.sampler not in SAMPLERS:
-            raise SettingError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.search not in SEARCHES:
+            raise SettingError("search", f"must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         for name in ("trials", "wave"):
             value = getattr(self, name)
             if value is not None:
                 _count(name, value)
         beam_given = [name for name in ("top_k", "rounds") if getattr(self, name) is not None]
-        if beam_given and (self.sampler != "beam" or self.mode not in BEAM_MODES):
-            raise SettingError(beam_given[0], "applies to mode reference or refined (the beam)")
-        if self.trials is not None and self.sampler == "beam":
+        if self.steps_down:
+            beam_given.append("steps_down")
+        if beam_given and self.search != "beam":
+            raise SettingError(beam_given[0], f"applies to --search beam, not --search {self.search}")
+        if self.trials is not None and self.search not in OPTUNA_SEARCHES:
             raise SettingError(
-                "trials", "applies to --sampler gp, tpe or random (the TFG sampler plans rounds)"
+                "trials",
+                f"applies to --search gp, tpe or random; --search {self.search} plans its own rounds",
             )
-        if self.wave is not None and self.sampler == "beam" and self.mode != "rungs":
-            raise SettingError("wave", "applies to --mode rungs and --sampler gp, tpe or random")
-        if self.sampler != "beam" and (self.seed_configs or self.seed_presets):
-            raise SettingError("seed_presets", "(a warm start) applies to --sampler beam only")
+        if self.wave is not None and self.search == "beam":
+            raise SettingError(
+                "wave", "applies to --search rungs, gp, tpe or random; the beam plans its rounds"
+            )
+        if self.search in OPTUNA_SEARCHES and (self.seed_configs or self.seed_presets):
+            raise SettingError("seed_presets", "(a warm start) applies to --search rungs or beam")
 
     def resolve(self, task: Any) -> ResolvedSettings:
         """Fill the defaults from ``task`` (its steps, sample counts, objective, lattices) and the method."""
@@ -230,24 +263,24 @@ class SearchSettings:
             task_options=dict(self.task_options or {}),
             seed_configs=[dict(c) for c in self.seed_configs],
             seed_presets=self._presets(),
-            mode=self.mode,
-            sampler=self.sampler,
-            trials=None if self.sampler == "beam" else (self.trials or default_trials(self.wave)),
-            wave=None if self.sampler == "beam" and self.mode != "rungs" else (self.wave or DEFAULT_WAVE),
+            search=self.search,
+            steps_down=self.steps_down,
+            trials=(self.trials or default_trials(self.wave)) if self.search in OPTUNA_SEARCHES else None,
+            wave=None if self.search == "beam" else (self.wave or DEFAULT_WAVE),
         )
 
     def planned_rounds(self) -> int:
-        """How many rounds (waves of trials) the search plans: the beam's round limit, the rung
-        search's rounds, or an Optuna sampler's ``trials`` in waves of ``wave``.
+        """How many rounds (waves of trials) the search plans: the rung search's rounds, the
+        beam's round limit, or an Optuna sampler's ``trials`` in waves of ``wave``.
 
         Example:
             >>> [SearchSettings("gmm2d", "3", **kw).planned_rounds() for kw in
-            ...  ({}, {"mode": "reference"}, {"sampler": "gp", "trials": 20})]
+            ...  ({}, {"search": "beam"}, {"search": "gp", "trials": 20})]
             [6, 6, 3]
         """
-        if self.sampler != "beam":
+        if self.search in OPTUNA_SEARCHES:
             return -(-(self.trials or default_trials(self.wave)) // (self.wave or DEFAULT_WAVE))
-        if self.mode == "rungs":
+        if self.search == "rungs":
             return rung_schedule(self.wave).rounds
         return self.rounds or DEFAULT_ROUNDS
 
@@ -256,7 +289,7 @@ class SearchSettings:
         search of TFG's space (its spread start holds them)."""
         if self.seed_presets is not None:
             return self.seed_presets
-        return self.sampler == "beam" and self.mode == "rungs" and self.method == "tfg"
+        return self.search == "rungs" and self.method == "tfg"
 
 
 def base_config(
@@ -307,8 +340,8 @@ class ResolvedSettings:
     task_options: dict[str, str]
     seed_configs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     seed_presets: bool = False
-    mode: str = "reference"
-    sampler: str = "beam"
+    search: str = "beam"
+    steps_down: bool = False
     trials: int | None = None
     wave: int | None = None
 
@@ -320,7 +353,8 @@ class ResolvedSettings:
         "trials": None,
         "wave": None,
     }
-    """Settings added after the first release, with the value a study without them had."""
+    """Settings added after the first release, with the value a study without them had (in the
+    spelling of :func:`legacy_spelling`: a study of tfg-search 0.1 searched with the paper's beam)."""
     _ADDED_IN_0_3: ClassVar[tuple[str, ...]] = ("sampler", "trials", "wave")
     """Settings added since tfg-search 0.2: left out of the identity at their defaults, so that
     studies made by 0.2 keep their names."""
@@ -329,8 +363,17 @@ class ResolvedSettings:
         """JSON-ready (tuples become lists), as stored in the study's user attrs."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    def _identity(self) -> dict[str, Any]:
+    def canonical(self) -> dict[str, Any]:
+        """The identity of these settings: :meth:`to_dict` in the spelling tfg-search 0.2 stored
+        (:func:`legacy_spelling`: ``sampler`` and ``mode`` for ``search`` and ``steps_down``), so
+        that the study names of 0.2 are the names of the same searches now."""
         data = self.to_dict()
+        data.pop("search")
+        data.pop("steps_down")
+        return {**data, **legacy_spelling(self.search, self.steps_down)}
+
+    def _identity(self) -> dict[str, Any]:
+        data = self.canonical()
         for key in EXTENDABLE:
             data.pop(key)
         for key in self._ADDED_IN_0_3:
@@ -340,7 +383,8 @@ class ResolvedSettings:
 
     @property
     def fingerprint(self) -> str:
-        """8 hex digits that identify these settings (the extendable ones left out)."""
+        """8 hex digits that identify these settings (the extendable ones left out; in the
+        canonical spelling, :meth:`canonical`)."""
         blob = json.dumps(self._identity(), sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
@@ -348,7 +392,7 @@ class ResolvedSettings:
     def legacy_fingerprint(self) -> str | None:
         """The fingerprint tfg-search 0.1 gave these settings (every field in), when it could
         have made such a study (no setting added since at another value than the old default)."""
-        data = self.to_dict()
+        data = self.canonical()
         for key, default in self._NEW_DEFAULTS.items():
             if data.pop(key) != default:
                 return None
@@ -369,8 +413,8 @@ class ResolvedSettings:
         return None if fp is None else f"{self.task}-{self.target}-{self.method}-{fp}"
 
     def rung_schedule(self) -> RungSchedule | None:
-        """The budget of the rung search (None unless ``sampler`` is "beam" in mode "rungs")."""
-        if self.sampler != "beam" or self.mode != "rungs":
+        """The budget of the rung search (None for the other searches)."""
+        if self.search != "rungs":
             return None
         return rung_schedule(self.wave)
 
@@ -406,11 +450,12 @@ class ResolvedSettings:
     def differences(self, stored: Mapping[str, Any]) -> list[str]:
         """Human-readable differences between these settings and a study's stored ones.
 
-        A setting the stored study predates counts as its old default; the extendable settings
-        differ only when they would shrink (a larger value continues the study).
+        A setting the stored study predates counts as its old default (stored settings are read
+        in this version's spelling, :func:`current_spelling`); the extendable settings differ only
+        when they would shrink (a larger value continues the study).
         """
         mine = self.to_dict()
-        stored = {**self._NEW_DEFAULTS, **stored}
+        stored = current_spelling({**self._NEW_DEFAULTS, **stored})
         out = []
         for k in sorted(set(mine) | set(stored)):
             a, b = stored.get(k), mine.get(k)
