@@ -2,7 +2,8 @@
 
 PostgreSQL fixtures start one private server per test session on first use (about a second; see
 tests/helpers/pg.py). Without server binaries those tests are skipped, or fail when
-``TFG_REQUIRE_POSTGRES=1`` (as ``make test`` sets).
+``TFG_REQUIRE_POSTGRES=1`` (as ``make test`` sets). Tests marked ``cuda`` are skipped where torch has no
+CUDA device (``benchmarks/gpu_check.py`` runs them on a GPU machine).
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ _POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url", "fresh_postgr
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests that use a PostgreSQL fixture with ``postgres``, so ``-m "not postgres"`` skips them."""
+    """Mark tests that use a PostgreSQL fixture with ``postgres``, so ``-m "not postgres"`` skips them;
+    skip the tests marked ``cuda`` where this torch has no CUDA device."""
     for item in items:
         if _POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
+    cuda_tests = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if cuda_tests:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="needs a CUDA device (benchmarks/gpu_check.py on a GPU machine)")
+            for item in cuda_tests:
+                item.add_marker(skip)
 
 
 @pytest.fixture
