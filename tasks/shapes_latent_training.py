@@ -223,6 +223,7 @@ def train_shapes_vae(
     progress: Progress = no_progress,
     checkpoint_every: int = CHECKPOINT_EVERY,
     gate_images: int = GATE_IMAGES,
+    scale_images: int = SCALE_IMAGES,
 ) -> dict[str, Any]:
     """Train the VAE, set its scaling factor, judge the gate; writes ``<out>/vae`` and ``vae.json``.
 
@@ -252,7 +253,7 @@ def train_shapes_vae(
         progress,
         checkpoint_every,
     )
-    std = latent_std(vae)
+    std = latent_std(vae, scale_images)
     vae.register_to_config(scaling_factor=1.0 / std)
     gate = vae_gate(vae, gate_images, pair_images=min(gate_images, GATE_PAIR_IMAGES))
     _save_pretrained(vae, out / "vae")
@@ -430,6 +431,7 @@ def train_shapes_latent(
     quality: bool = True,
     gate_images: int = GATE_IMAGES,
     pool_images: int = POOL_IMAGES,
+    scale_images: int = SCALE_IMAGES,
 ) -> dict[str, Any]:
     """Train the VAE (``vae_steps``), check its gate, then the UNet (``steps``); writes everything.
 
@@ -443,6 +445,7 @@ def train_shapes_latent(
         quality: judge CFG samples of the trained UNet (:func:`conditional_quality`; minutes).
         gate_images: fresh skewed images of the gate (:func:`vae_gate`).
         pool_images: skewed images whose latents the UNet trains on (:data:`POOL_IMAGES`).
+        scale_images: fresh images whose latents set the scaling factor (:func:`latent_std`).
 
     Returns:
         The UNet's metadata (also ``<out>/unet.json``).
@@ -451,7 +454,9 @@ def train_shapes_latent(
         TFGSearchError: the VAE fails the gate (the message gives the figure and what to do).
     """
     out = Path(out)
-    vae_meta = train_shapes_vae(out, seed, vae_steps, progress, gate_images=gate_images)
+    vae_meta = train_shapes_vae(
+        out, seed, vae_steps, progress, gate_images=gate_images, scale_images=scale_images
+    )
     if vae_meta["gate"]["agreement"] < gate_min:
         raise TFGSearchError(
             f"the shapes-latent VAE fails its gate: the judges agree on {vae_meta['gate']['agreement']:.3f} "
