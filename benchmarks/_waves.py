@@ -1,35 +1,30 @@
-"""Searches in waves of parallel workers, on an oracle: the real samplers, driven ask-and-tell.
+"""Searches in waves of parallel workers, on an oracle: the service's own loop, driven as it runs.
 
-A search benchmark compares *answers at equal compute*. Every method here is the code a user
-runs, driven the way ``tfg-search search`` drives it with ``K`` workers:
+A search benchmark compares *answers at equal compute*. Every method here is what ``tfg-search
+search --search METHOD`` runs: the service's loop (``tfg_search/run/loop.py``: the method's
+strategy plans, sizes its trials, picks its finals and ranks its points; the loop asks, tells and
+re-runs the finals), on in-memory studies, with an *oracle* in place of the executor. With ``K``
+workers a round (or an Optuna wave) is evaluated ``K`` trials at a time; after each ``K`` the
+method's *incumbent* (the top of its own ranking: what it would answer if stopped there) is
+recorded with the compute spent so far, and its answer is the best of its final re-runs.
 
-* ``rungs``: ``TFGBeamSampler(mode="rungs")``, the default search (``searchers/rungs.py``): each
-  round is asked whole (at most ``K`` trials at a time: a round larger than ``K`` takes several
-  waves), evaluated on ``unit * sampler.trial_units(trial)`` samples, told;
-* ``beam``: ``TFGBeamSampler(mode="reference")``, the paper's beam, the same way;
-* ``gp``, ``tpe``, ``random``: Optuna's GPSampler (batch acquisition over the running trials,
-  qLogEI), TPESampler (``constant_liar=True``) and RandomSampler on the lattice exponents
-  (``suggest_int``), ``K`` trials asked, evaluated and told per wave; every trial is drawn with
-  the search's one seed, as ``tfg-search search --sampler gp`` draws it, so a point proposed
-  again gets the same score and costs its passes again.
-
-Every method then makes the service's final re-runs: its ``final_top`` best configurations (by
-its own ranking: the best scores observed, the beam's ranking, the rung search's ranking) on
-``final_samples`` fresh samples, one more wave; the better re-run is its answer. Compute is
-what the oracle counts: model passes summed over samples, steps and recurrence rounds.
+* ``rungs``: the rung search (``TFGRungSampler``), the default;
+* ``beam``: the paper's beam (``TFGBeamSampler``);
+* ``gp``, ``tpe``, ``random``: Optuna's GPSampler, TPESampler (``constant_liar=True``) and
+  RandomSampler on the lattice exponents; every trial is drawn with the search's one seed, as
+  ``tfg-search search --search gp`` draws it, so a point proposed again gets the same score
+  (``fresh=False``) and costs its passes again. Their finals are drawn on a fork of the oracle,
+  and ``extra_waves`` more waves then continue the search past its budget, for the anytime curve.
 
 An *oracle* is any object with ``evaluate(key, samples, fresh=True) -> score`` (an evaluation of
 a lattice point: its next samples, common to every point at the same position of its stream; with
 ``fresh=False`` its first samples again), ``passes`` (a :class:`Passes` of everything evaluated
 so far) and ``fork()``.
-
-Each run records, after every wave, the compute spent and the method's *incumbent*: the point it
-would answer if stopped there (the best observed for Optuna's samplers, the top of the ranking
-for the TFG sampler, the answer after the final wave).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,14 +32,19 @@ from typing import Any, Protocol
 
 import optuna
 
-from searchers import Lattice, TFGBeamSampler, TFGRungSampler
-from searchers.rungs import RungSchedule
+from searchers import Lattice
+from tfg_search.run.coordinator import create_search
+from tfg_search.run.loop import FINALS, SEARCHING, Pending, SearchLoop
+from tfg_search.run.settings import OPTUNA_SEARCHES, SearchSettings
+from tfg_search.run.strategy import strategy_for
+from tfg_search.store.layout import LAYOUT, StudyInfo
+from tfg_search.trial import TrialOutcome
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 Key = tuple[int, ...]
 METHODS = ("rungs", "beam", "gp", "tpe", "random")
-OPTUNA = ("gp", "tpe", "random")
+OPTUNA = OPTUNA_SEARCHES
 
 
 @dataclass(frozen=True)
@@ -103,145 +103,94 @@ def keys_of(params: Mapping[str, Any], space: Mapping[str, Lattice]) -> Key:
     return tuple(space[n].nearest(float(params[n])) for n in space)
 
 
-def _suggest_values(trial: optuna.Trial, space: Mapping[str, Lattice]) -> Key:
-    params = {n: trial.suggest_float(n, lat.low, lat.cap, log=not lat.zero) for n, lat in space.items()}
-    return keys_of(params, space)
-
-
-def _finals(oracle: Oracle, ranked: Sequence[Key], final_top: int, final_samples: int, run: Run) -> None:
-    top = list(dict.fromkeys(ranked))[:final_top]
-    values = [oracle.evaluate(k, final_samples) for k in top]
-    best = max(range(len(top)), key=lambda i: (_finite(values[i]), -i))
-    run.answer = top[best]
-    run.evaluations += len(top)
-    run.waves.append(Wave(len(top), oracle.passes, run.answer))
-
-
-def _finite(v: float) -> float:
-    return v if math.isfinite(v) else -math.inf
-
-
-def tfg_sampler(
+def search(
+    method: str,
     oracle: Oracle,
     space: Mapping[str, Lattice],
     *,
-    mode: str,
+    task: str,
+    target: str,
     seed: int,
     unit: int,
     workers: int,
     final_top: int,
     final_samples: int,
-    schedule: RungSchedule | None = None,
     seeds: Sequence[Key] = (),
-    top_k: int = 2,
-    rounds: int = 6,
-) -> Run:
-    """The TFG sampler (rung search or beam), driven round by round in waves of ``workers``
-    (``seeds``: warm-start points, as lattice keys)."""
-    names = list(space)
-    seed_configs = [{n: space[n].value(k) for n, k in zip(names, key, strict=True)} for key in seeds]
-    sampler: TFGRungSampler | TFGBeamSampler
-    if mode == "rungs":
-        sampler = TFGRungSampler(
-            space=dict(space),
-            schedule=schedule or RungSchedule(wave=workers),
-            seed_configs=seed_configs or None,
-            seed=seed,
-        )
-    else:
-        sampler = TFGBeamSampler(
-            space=dict(space), top_k=top_k, max_rounds=rounds, seed_configs=seed_configs or None, seed=seed
-        )
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    run = Run("rungs" if mode == "rungs" else "beam")
-    numbers: dict[int, Key] = {}
-    while True:
-        plan = sampler.plan(study)
-        if plan.exhausted or plan.pending == 0:
-            break
-        todo = plan.pending
-        while todo > 0:
-            trials = [study.ask() for _ in range(min(workers, todo))]
-            todo -= len(trials)
-            for t in trials:
-                key = _suggest_values(t, space)
-                numbers[t.number] = key
-                value = oracle.evaluate(key, unit * (sampler.trial_units(t) if mode == "rungs" else 1))  # type: ignore[union-attr]
-                if math.isfinite(value):
-                    study.tell(t, value)
-                else:
-                    study.tell(t, state=optuna.trial.TrialState.FAIL)
-            run.evaluations += len(trials)
-            run.search_waves += 1
-            ranking = sampler.plan(study).ranking
-            run.waves.append(Wave(len(trials), oracle.passes, numbers[ranking[0]]))
-    ranked = [numbers[n] for n in sampler.plan(study).ranking]
-    _finals(oracle, ranked, final_top, final_samples, run)
-    return run
-
-
-def optuna_sampler(
-    kind: str,
-    oracle: Oracle,
-    space: Mapping[str, Lattice],
-    *,
-    seed: int,
-    samples: int,
-    workers: int,
-    trials: int,
-    final_top: int,
-    final_samples: int,
+    trials: int | None = None,
     extra_waves: int = 0,
 ) -> Run:
-    """Optuna's ``kind`` sampler: ``trials`` trials of ``samples`` samples in waves of ``workers``
-    (the last one partial if need be), then the finals, which are the run's answer. With
-    ``extra_waves``, the search then goes on that many more waves (on the oracle as it was before
-    the finals: ``oracle.fork()``), for the anytime curve; the answer stays the one at ``trials``.
+    """One search of ``method`` on ``oracle`` in waves of ``workers`` (see the module docstring).
+
+    Args:
+        task, target: the task and target whose settings the search resolves (the oracle
+            evaluates; the task's models are not loaded).
+        unit: samples of a search trial (a rung-0 evaluation of the rung search).
+        seeds: warm-start points of the rung search, as lattice keys.
+        trials: search trials of Optuna's samplers.
     """
-    sampler = {
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-    }[kind]()
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    run = Run(kind)
+    from tasks import get_task
+
     names = list(space)
-    asked = 0
-    extra = 0
-    while asked < trials or extra < extra_waves:
-        if asked < trials:
-            n = min(workers, trials - asked)
+    settings = SearchSettings(
+        task=task,
+        target=target,
+        samples=unit,
+        final_samples=final_samples,
+        final_top=final_top,
+        space=dict(space),
+        seed=seed,
+        search=method,
+        seed_configs=tuple({n: space[n].value(k) for n, k in zip(names, key, strict=True)} for key in seeds),
+        seed_presets=False,
+        objective=("validity",),
+        trials=trials if method in OPTUNA else None,
+        wave=None if method == "beam" else workers,
+    )
+    resolved = settings.resolve(get_task(task))
+    strategy = strategy_for(resolved, resolved.seed_configs)
+    info = StudyInfo(task, target, resolved.method, resolved.to_dict(), layout=LAYOUT)
+    studies = create_search(optuna.storages.InMemoryStorage(), "b", info, strategy.sampler)
+    loop = SearchLoop(studies, resolved, strategy)
+    fresh = method not in OPTUNA
+    run = Run(method)
+
+    def evaluate(on: Oracle, pending: Pending, fresh: bool) -> None:
+        key = keys_of(loop.point(pending.params), space)
+        value = on.evaluate(key, pending.spec.samples, fresh)
+        if math.isfinite(value):
+            outcome = TrialOutcome(pending.number, {"validity": value})
         else:
-            n, extra = workers, extra + 1
-        batch = [study.ask() for _ in range(n)]
-        for t in batch:
-            key = tuple(
-                t.suggest_int(f"{m}_exponent", space[m].lowest_exponent, space[m].size - 1) for m in names
-            )
-            value = oracle.evaluate(key, samples, fresh=False)  # one seed for every trial, as live
-            if math.isfinite(value):
-                study.tell(t, value)
-            else:
-                study.tell(t, state=optuna.trial.TrialState.FAIL)
-        asked += n
-        wave = Wave(n, oracle.passes, _best_observed(study, names))
-        if asked <= trials:
-            run.evaluations += n
-            run.search_waves += 1
-            run.waves.append(wave)
-        else:
-            run.extended.append(wave)
-        if asked == trials:  # the answer at the budget: finals on a fork of the oracle
-            done = sorted(
-                study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                key=lambda t: (-float(t.value), t.number),  # type: ignore[arg-type]
-            )
-            ranked = [tuple(t.params[f"{m}_exponent"] for m in names) for t in done]
-            _finals(oracle.fork(), ranked, final_top, final_samples, run)
+            outcome = TrialOutcome(pending.number, None, f"score {value}", failure="trial")
+        loop.tell(pending, outcome)
+
+    def search_waves(into: list[Wave]) -> None:
+        while loop.phase == SEARCHING:
+            batch = loop.wave()
+            for i in range(0, len(batch), workers):
+                chunk = batch[i : i + workers]
+                for pending in chunk:
+                    evaluate(oracle, pending, fresh)
+                leader = loop.leader()
+                assert leader is not None
+                into.append(Wave(len(chunk), oracle.passes, keys_of(loop.point(leader.params), space)))
+
+    search_waves(run.waves)
+    run.search_waves = len(run.waves)
+    run.evaluations = sum(w.size for w in run.waves)
+    finals_oracle = oracle.fork() if method in OPTUNA else oracle
+    assert loop.phase == FINALS
+    batch = loop.wave()
+    for pending in batch:
+        evaluate(finals_oracle, pending, True)
+    best = loop.best()
+    assert loop.done and best is not None and best.role == "final"
+    run.answer = keys_of(loop.point(best.params), space)
+    run.evaluations += len(batch)
+    run.waves.append(Wave(len(batch), finals_oracle.passes, run.answer))
+    if extra_waves and method in OPTUNA:  # the same search, past its budget (the same sampler)
+        assert resolved.trials is not None and resolved.wave is not None
+        longer = resolved.trials + extra_waves * resolved.wave
+        strategy.resolved = dataclasses.replace(resolved, trials=longer)
+        loop = SearchLoop(loop.studies, strategy.resolved, strategy)
+        search_waves(run.extended)
     return run
-
-
-def _best_observed(study: optuna.Study, names: list[str]) -> Key:
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    best = min(done, key=lambda t: (-float(t.value), t.number))  # type: ignore[arg-type]
-    return tuple(best.params[f"{m}_exponent"] for m in names)

@@ -2,19 +2,19 @@
 and (``--digits``) the speed-up of a digits round on 2 Ray actors over the local executor.
 
 Overhead: the real coordinator (:class:`tfg_search.run.coordinator.Coordinator` over
-:class:`tfg_search.run.book.SearchBook`) runs a whole beam search of about 200 trials (gmm2d
+:class:`tfg_search.run.loop.SearchLoop`) runs a whole beam search of about 200 trials (gmm2d
 settings, 3 parameters on lattices of factor 1.1, top-k 8, 14 rounds) whose trials cost nothing: a
 trial function returns metrics computed from the configuration at once (so the beam keeps moving, as
 a real search does), and everything measured is orchestration. Per trial it adds up:
 
-* ``plan``: ``SearchBook.plan`` (the sampler reading the study and planning the round), shared by the
+* ``plan``: ``SearchLoop.plan`` (the sampler reading the study and planning the round), shared by the
   round's trials;
-* ``ask``: ``SearchBook.ask_beam``: the trial made (``optuna_internals.new_trial``: ``study.ask``
+* ``ask``: ``SearchLoop._ask_search``: the trial made (``optuna_internals.new_trial``: ``study.ask``
   less its look for enqueued trials), in which the sampler claims a candidate (``claim``: one
   attribute write and one read of the new and running trials), + 3 suggests + the spec;
 * ``executor``: the round's ``executor.map`` wall time shared by its trials, minus the tells done
   while it ran;
-* ``tell``: ``SearchBook.tell``: the trial's one record attribute + ``study.tell`` (in which the
+* ``tell``: ``SearchLoop.tell``: the trial's one record attribute + ``study.tell`` (in which the
   sampler's ``after_trial`` runs: ``after``).
 
 The median over the study's trials is the figure the targets are about (<= 20 ms per trial on SQLite
@@ -78,6 +78,7 @@ def study_settings(rounds: int = 14, top_k: int = 8, factor: float = 1.1) -> Sea
         rounds=rounds,
         top_k=top_k,
         final_top=1,
+        search="beam",
         space={
             "rho": Lattice(0.25, factor, 64.0),
             "mu": Lattice(0.25, factor, 64.0),
@@ -123,16 +124,16 @@ def _timed(fn: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
 
 def coordinator_overhead(storage: str, executor: Executor, study_name: str) -> dict[str, Any]:
     """Run a whole instant-trial beam search and split each trial's orchestration time."""
-    studies, resolved, _ = open_search_study(study_settings(), storage, study_name)
-    coord = Coordinator(studies, resolved, executor)
-    book, sampler = coord.book, coord.book.sampler
+    loop, _ = open_search_study(study_settings(), storage, study_name)
+    coord = Coordinator(loop, executor)
+    book, sampler = loop, loop.strategy.sampler
     asks: list[float] = []
     tells: list[float] = []
     plans: list[float] = []
     claims: list[float] = []
     afters: list[float] = []
     rounds: list[tuple[int, float, float]] = []  # (trials, plan s, map s)
-    book.ask_beam = _timed(book.ask_beam, asks)  # type: ignore[method-assign]
+    book._ask_search = _timed(book._ask_search, asks)  # type: ignore[method-assign]
     book.tell = _timed(book.tell, tells)  # type: ignore[method-assign]
     book.plan = _timed(book.plan, plans)  # type: ignore[method-assign]
     sampler.before_trial = _timed(sampler.before_trial, claims)  # type: ignore[method-assign]
@@ -148,7 +149,10 @@ def coordinator_overhead(storage: str, executor: Executor, study_name: str) -> d
 
     coord.executor = type("Timed", (), {"map": staticmethod(timed_map)})()  # type: ignore[assignment]
     start = time.perf_counter()
-    coord.run_beam()
+    while loop.phase == "search":  # the search's rounds (its final re-runs are not timed here)
+        batch = loop.wave()
+        if batch:
+            coord._run_batch(batch)
     total = time.perf_counter() - start
     per_trial: list[float] = []
     parts: dict[str, list[float]] = {"plan": [], "ask": [], "executor": [], "tell": []}

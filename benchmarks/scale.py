@@ -3,7 +3,7 @@ a database of 50 searches.
 
 Growth: a synthetic objective (no model: metrics computed from the configuration at once) runs
 through :class:`searchers.TFGBeamSampler` the way the coordinator drives it
-(:class:`tfg_search.run.book.SearchBook`: plan a round, ask its trials, evaluate them, tell each
+(:class:`tfg_search.run.loop.SearchLoop`: plan a round, ask its trials, evaluate them, tell each
 result) for 2,000 trials of a wide beam (top-k 8) on fine lattices (factor 1.1, so that the search
 does not run out of new configurations) on SQLite (WAL, as tfg-search opens it) and on PostgreSQL (a
 private throwaway server, as tests/helpers/pg.py starts it). It prints ms per trial for each block of 200;
@@ -54,9 +54,9 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 
 from searchers import Lattice  # noqa: E402
-from tfg_search.run.book import SearchBook  # noqa: E402
 from tfg_search.run.coordinator import Coordinator, open_search_study  # noqa: E402
 from tfg_search.run.executors import Executor  # noqa: E402
+from tfg_search.run.loop import SearchLoop  # noqa: E402
 from tfg_search.run.settings import SearchSettings  # noqa: E402
 from tfg_search.trial import TrialOutcome, TrialSpec  # noqa: E402
 
@@ -95,6 +95,7 @@ def growth_settings() -> SearchSettings:
         rounds=1000,
         top_k=8,
         final_top=1,
+        search="beam",
         space={
             "rho": Lattice(0.25, 1.1, 64.0),
             "mu": Lattice(0.25, 1.1, 64.0),
@@ -103,7 +104,7 @@ def growth_settings() -> SearchSettings:
     )
 
 
-def _run(book: SearchBook, n_trials: int) -> tuple[list[float], list[float], int]:
+def _run(book: SearchLoop, n_trials: int) -> tuple[list[float], list[float], int]:
     """``n_trials`` more beam trials the coordinator's way: wall and CPU seconds per trial, rounds."""
     executor = SyntheticExecutor()
     walls: list[float] = []
@@ -115,7 +116,7 @@ def _run(book: SearchBook, n_trials: int) -> tuple[list[float], list[float], int
         if plan.exhausted:
             raise RuntimeError(f"the search ran out of configurations after {len(walls)} trials")
         wanted = min(plan.pending, n_trials - len(walls))
-        batch = [p for p in (book.ask_beam() for _ in range(wanted)) if p is not None]
+        batch = [p for p in (book.ask() for _ in range(wanted)) if p is not None]
         by_number = {p.number: p for p in batch}
         for outcome in executor.map([p.spec for p in batch]):
             book.tell(by_number[outcome.number], outcome)
@@ -125,9 +126,8 @@ def _run(book: SearchBook, n_trials: int) -> tuple[list[float], list[float], int
     return walls, cpus, rounds
 
 
-def _book(url: str, name: str) -> SearchBook:
-    studies, resolved, _ = open_search_study(growth_settings(), url, name)
-    return SearchBook(studies, resolved)
+def _book(url: str, name: str) -> SearchLoop:
+    return open_search_study(growth_settings(), url, name)[0]
 
 
 def grow(url: str, n_trials: int, block: int, chunk: int) -> dict[str, Any]:
@@ -175,11 +175,9 @@ def make_studies(url: str, n: int) -> dict[str, Any]:
     began = time.perf_counter()
     trials = 0
     for i in range(n):
-        studies, resolved, _ = open_search_study(settings, url, f"study-{i:02d}")
-        coord = Coordinator(studies, resolved, executor)
-        coord.run_beam()
-        coord.run_final()
-        trials += len(coord.book.records())
+        loop, _ = open_search_study(settings, url, f"study-{i:02d}")
+        Coordinator(loop, executor).run()
+        trials += len(loop.records())
     return {"studies": n, "trials": trials, "wall_s": time.perf_counter() - began}
 
 

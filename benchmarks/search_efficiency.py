@@ -1,11 +1,12 @@
 """Which search finds the best guidance configuration for the least compute, in fewest waves?
 
-Methods (``benchmarks/_waves.py``: the samplers a user runs, driven in waves of ``K`` parallel
-workers, each ending with the service's final re-runs of its two best configurations):
+Methods (``benchmarks/_waves.py``: the service's own search loop, each method's strategy, driven
+in waves of ``K`` parallel workers, each ending with the service's final re-runs of its two best
+configurations):
 
-* ``rungs``: ``tfg-search search``'s default, ``TFGBeamSampler(mode="rungs")`` with the earlier
-  methods' configurations in its spread start (``searchers/rungs.py``);
-* ``beam``: the paper's beam (``--mode reference``), for context: it stops on its own, with
+* ``rungs``: ``tfg-search search``'s default, ``TFGRungSampler`` with the earlier methods'
+  configurations in its spread start (``searchers/rungs.py``);
+* ``beam``: the paper's beam (``--search beam``), for context: it stops on its own, with
   less compute;
 * ``gp``, ``tpe``, ``random``: Optuna's GPSampler, TPESampler and RandomSampler on the lattice
   exponents, with as many model passes as ``rungs`` spent on the same target and seed (its search
@@ -53,10 +54,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, log, print_table, t_interval, write_json
-from _waves import METHODS, OPTUNA, Key, Passes, Run, optuna_sampler, tfg_sampler
+from _waves import METHODS, OPTUNA, Key, Passes, Run, search
 
 from searchers import Lattice
-from searchers.rungs import RungSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 8
@@ -69,6 +69,7 @@ FINAL_TOP = 2
 class TaskSetup:
     """How one task is benchmarked."""
 
+    task: str
     space: dict[str, Lattice]
     targets: list[str]
     samples: int
@@ -84,20 +85,20 @@ def shapes_setup() -> TaskSetup:
     from _table import GRID
     from shapes_table import LADDER_PAIRS
 
-    return TaskSetup(dict(GRID), list(LADDER_PAIRS), 32, 32, 128, preset_keys("shapes", GRID))
+    return TaskSetup("shapes", dict(GRID), list(LADDER_PAIRS), 32, 32, 128, preset_keys("shapes", GRID))
 
 
 def digits_setup() -> TaskSetup:
     from tasks.digits import DIGITS_SPACE
 
     space = {n: Lattice(lat.init, lat.factor, lat.cap, zero=True) for n, lat in DIGITS_SPACE.items()}
-    return TaskSetup(space, ["0", "1", "3", "5", "8"], 64, 64, 512, preset_keys("digits", space))
+    return TaskSetup("digits", space, ["0", "1", "3", "5", "8"], 64, 64, 512, preset_keys("digits", space))
 
 
 def gmm_setup() -> TaskSetup:
     z = lambda *a: Lattice(*a, zero=True)  # noqa: E731
     space = {"rho": z(0.002, 2, 0.032), "mu": z(0.002, 2, 0.032), "gamma": z(0.001, 10, 0.1)}
-    return TaskSetup(space, ["3"], 32, 32, 32, preset_keys("gmm2d", space))
+    return TaskSetup("gmm2d", space, ["3"], 32, 32, 32, preset_keys("gmm2d", space))
 
 
 def preset_keys(task_name: str, space: dict[str, Lattice]) -> list[Key]:
@@ -170,48 +171,22 @@ def run_method(
     method: str,
     oracle: Any,
     setup: TaskSetup,
+    target: str,
     seed: int,
     budget: int | None,
     extra_waves: int,
 ) -> Run:
     """One search of ``method`` (Optuna's samplers: ``budget`` search samples)."""
+    common: dict[str, Any] = dict(task=setup.task, target=target, seed=seed, workers=K)
+    common.update(final_top=FINAL_TOP, final_samples=setup.final_samples)
     if method == "rungs":
-        return tfg_sampler(
-            oracle,
-            setup.space,
-            mode="rungs",
-            seed=seed,
-            unit=setup.unit,
-            workers=K,
-            final_top=FINAL_TOP,
-            final_samples=setup.final_samples,
-            schedule=RungSchedule(wave=K),
-            seeds=setup.presets,
-        )
+        return search("rungs", oracle, setup.space, unit=setup.unit, seeds=setup.presets, **common)
     if method == "beam":
-        return tfg_sampler(
-            oracle,
-            setup.space,
-            mode="reference",
-            seed=seed,
-            unit=setup.samples,
-            workers=K,
-            final_top=FINAL_TOP,
-            final_samples=setup.final_samples,
-        )
+        return search("beam", oracle, setup.space, unit=setup.samples, **common)
     assert budget is not None
-    return optuna_sampler(
-        method,
-        oracle,
-        setup.space,
-        seed=seed,
-        samples=setup.samples,
-        workers=K,
-        trials=max(1, round(budget / setup.samples)),
-        final_top=FINAL_TOP,
-        final_samples=setup.final_samples,
-        extra_waves=extra_waves,
-    )
+    trials = max(1, round(budget / setup.samples))
+    extra = dict(trials=trials, extra_waves=extra_waves)
+    return search(method, oracle, setup.space, unit=setup.samples, **extra, **common)
 
 
 def search_samples(run: Run, setup: TaskSetup, steps: int) -> int:
@@ -237,7 +212,7 @@ def run_all(
             if method not in methods and method != "rungs":
                 continue
             t0 = time.perf_counter()
-            run = run_method(method, make_oracle(seed), setup, seed, budget, extra_waves)
+            run = run_method(method, make_oracle(seed), setup, target, seed, budget, extra_waves)
             if method == "rungs":
                 budget = search_samples(run, setup, steps)
             runs[(method, seed)] = run

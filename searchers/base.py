@@ -34,9 +34,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import optuna_internals as internals
 from .lattice import DEFAULT_SPACE, Lattice
-from .planner import Key, KeySpace, Planner, RoundPlan
-from .replay import Attrs, Replay
-from .rungs import RungPlanner
+from .planner import Key, KeySpace, Planner, Record, RoundPlan
+from .replay import Attrs, Replay, one_record
+from .rungs import AsyncRungPlanner, RungPlanner
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -192,7 +192,7 @@ class LatticeSampler(BaseSampler):
         self._fallback = RandomSampler(seed=seed)
         self._backoff = random.Random()
         self._lock = threading.Lock()
-        self._replay = Replay(self._keyspace, self._planner, self._fingerprint, self.ATTRS)
+        self._replay = Replay(self._keyspace, self._planner, self._fingerprint, self.ATTRS, self._classify)
         self._claims: dict[int, _Claim] = {}  # trial id -> claim
 
     # ---------------------------------------------------------------- what a subclass says
@@ -201,9 +201,21 @@ class LatticeSampler(BaseSampler):
         """What the search's fingerprint adds to the space's (its settings that change the plan)."""
         raise NotImplementedError
 
-    def _planner(self, maximize: bool) -> Planner | RungPlanner:
+    def _planner(self, maximize: bool) -> Planner | RungPlanner | AsyncRungPlanner:
         """A new planner of this search for one study."""
         raise NotImplementedError
+
+    def _classify(self, trial: FrozenTrial, key: Key) -> tuple[Record, ...]:
+        """The records of a trial of this search whose claim holds ``key`` (one evaluation)."""
+        return one_record(trial, key)
+
+    def _claim_body(self, key: Key, round_: int) -> dict[str, Any]:
+        """The claim a trial writes for candidate ``key`` of round ``round_``."""
+        return {"key": list(key), "round": round_, "space": self._fingerprint}
+
+    def _pickable(self, plan: RoundPlan) -> tuple[Key, ...]:
+        """The pending candidates a new trial may claim (all of them, here)."""
+        return plan.pending
 
     # ---------------------------------------------------------------- pickling (Ray, spawn)
 
@@ -349,7 +361,7 @@ class LatticeSampler(BaseSampler):
                     self._replay.read(study, view) if source == "read" or not view.read else view.records()
                 )
                 plan = view.plan(records)
-                if not fresh and not plan.pending:  # nothing to claim in the view: ask storage
+                if not fresh and not self._pickable(plan):  # nothing to claim in the view: ask storage
                     fresh = True
                     plan = view.plan(self._replay.read(study, view))
                 if plan.exhausted:
@@ -357,16 +369,16 @@ class LatticeSampler(BaseSampler):
                     self._remember(storage, trial, None, None, "exhausted")
                     _stop(study)
                     return
-                if plan.pending:
-                    key = plan.pending[0]
-                    claim = {"key": list(key), "round": plan.round, "space": self._fingerprint}
+                if self._pickable(plan):
+                    key = self._pickable(plan)[0]
+                    claim = self._claim_body(key, plan.round)
                     storage.set_trial_system_attr(trial_id, self.ATTRS.claim, claim)
                     holders = self._replay.read(study, view)
                     if fresh:  # planned from storage: keep the key unless another trial holds it
                         kept = not any(r.key == key and r.number != trial.number for r in holders)
                     else:  # planned from the view: keep it only if storage would have chosen it
                         check = view.plan(view.records(without=trial.number))
-                        kept = check.round == plan.round and check.pending[:1] == (key,)
+                        kept = check.round == plan.round and self._pickable(check)[:1] == (key,)
                     if kept:
                         self._remember(storage, trial, key, plan.round, None)
                         return

@@ -23,13 +23,13 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from . import optuna_internals as internals
-from .planner import KeySpace, Outcome, Planner, Record, RoundPlan
-from .rungs import RungPlanner
+from .planner import Key, KeySpace, Outcome, Planner, Record, RoundPlan
+from .rungs import AsyncRungPlanner, RungPlanner
 
 if TYPE_CHECKING:
     from optuna.study import Study
 
-__all__ = ["Attrs", "Replay", "Seen", "View"]
+__all__ = ["Attrs", "Replay", "Seen", "View", "one_record"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,18 @@ class Attrs:
 
 
 LIVE = (TrialState.RUNNING, TrialState.WAITING)
+
+
+def one_record(t: FrozenTrial, key: Key) -> tuple[Record, ...]:
+    """The record of a trial that evaluates its candidate once (the beam): RUNNING while it runs,
+    COMPLETE with its value, else FAILED (FAIL, PRUNED or a NaN value)."""
+    if t.state in LIVE:
+        return (Record(t.number, key, Outcome.RUNNING),)
+    if t.state == TrialState.COMPLETE and t.values and not math.isnan(t.values[0]):
+        return (Record(t.number, key, Outcome.COMPLETE, float(t.values[0])),)
+    return (Record(t.number, key, Outcome.FAILED),)
+
+
 VIEWS_KEPT = 8
 """Studies whose replay a sampler keeps."""
 
@@ -88,8 +100,8 @@ class Seen:
     number: int
     state: TrialState
     complete: Any  # datetime_complete: with number and state, tells a reused trial id apart
-    record: Record | None  # None: not a trial of this search, or a key outside it
-    fail: bool  # state FAIL: the record drops out when the trial is requeued or retried
+    records: tuple[Record, ...]  # empty: not a trial of this search, or a key outside it
+    fail: bool  # state FAIL: its records drop out when the trial is requeued or retried
     flagged: bool  # its own requeue attribute
     retries: tuple[int, ...]  # trial numbers it retries (retry_history), for search trials
 
@@ -102,14 +114,14 @@ class View:
     trials after it (the running ones of the current round, and any finished after them).
     """
 
-    def __init__(self, storage: BaseStorage, planner: Planner | RungPlanner) -> None:
+    def __init__(self, storage: BaseStorage, planner: Planner | RungPlanner | AsyncRungPlanner) -> None:
         self.storage = storage
         self.planner = planner
         self.read = False  # whether base / tail hold a read yet
         self.seen: dict[int, Seen] = {}  # trial id -> finished trial
         self.prefix: list[FrozenTrial] = []
         self.prefix_kept: list[Record] = []  # records of the prefix that never drop out
-        self.prefix_fails: list[tuple[Record, int, bool]] = []  # (record, trial id, flagged) of FAIL ones
+        self.prefix_fails: list[tuple[tuple[Record, ...], int, bool]] = []  # (records, id, flagged) of FAILs
         self.prefix_retries: set[int] = set()
         self.requeued: set[int] = set()  # trial ids requeued by study attribute, as last read
         self.retried: set[int] = set()  # trial numbers retried, as last read
@@ -128,15 +140,14 @@ class View:
         return self.base + [r for r in self.tail if r.number != without]
 
     def finish(self, number: int, seen: Seen, trial_id: int) -> bool:
-        """Replace the running record of trial ``number`` by its finished one; False when the
+        """Replace the records of running trial ``number`` by its finished ones; False when the
         last read did not have it running (then only a new read can tell)."""
-        live = [i for i, r in enumerate(self.tail) if r.number == number and r.outcome is Outcome.RUNNING]
-        if not live:
+        if not any(r.number == number and r.outcome is Outcome.RUNNING for r in self.tail):
             return False
-        tail = self.tail[: live[0]] + self.tail[live[0] + 1 :]
+        tail = [r for r in self.tail if r.number != number]
         dropped = seen.fail and (seen.flagged or trial_id in self.requeued or number in self.retried)
-        if seen.record is not None and not dropped:
-            tail.append(seen.record)
+        if not dropped:
+            tail.extend(seen.records)
         self.tail = tail
         return True
 
@@ -151,6 +162,8 @@ class Replay:
             :class:`~searchers.rungs.RungPlanner` for the rung search).
         fingerprint: the sampler's search fingerprint (trials of another search are ignored).
         attrs: the names of the sampler's stored attributes.
+        classify: the records of a trial of this search, given the trial and its claim's key
+            (default :func:`one_record`: one evaluation per trial).
 
     Not thread-safe: the sampler serialises calls with its lock.
     """
@@ -158,14 +171,16 @@ class Replay:
     def __init__(
         self,
         keyspace: KeySpace,
-        make_planner: Callable[[bool], Planner | RungPlanner],
+        make_planner: Callable[[bool], Planner | RungPlanner | AsyncRungPlanner],
         fingerprint: str,
         attrs: Attrs,
+        classify: Callable[[FrozenTrial, Key], tuple[Record, ...]] | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.make_planner = make_planner
         self.fingerprint = fingerprint
         self.attrs = attrs
+        self.classify = classify or one_record
         self.views: dict[tuple[int, int, bool], View] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -196,22 +211,16 @@ class Replay:
         attrs = t.system_attrs
         raw, _, space = self.attrs.claim_of(attrs)
         if raw is None or space != self.fingerprint:
-            return Seen(t.number, t.state, t.datetime_complete, None, False, False, ())
-        key = tuple(raw)
-        record = None
-        if self.keyspace.is_valid(key):
-            if t.state in LIVE:
-                record = Record(t.number, key, Outcome.RUNNING)
-            elif t.state == TrialState.COMPLETE and t.values and not math.isnan(t.values[0]):
-                record = Record(t.number, key, Outcome.COMPLETE, float(t.values[0]))
-            else:
-                record = Record(t.number, key, Outcome.FAILED)
+            return Seen(t.number, t.state, t.datetime_complete, (), False, False, ())
+        records = self.classify(t, tuple(raw))
+        if not all(self.keyspace.is_valid(r.key) for r in records):
+            records = ()
         retries = tuple(attrs.get("retry_history", ()))
         return Seen(
             t.number,
             t.state,
             t.datetime_complete,
-            record,
+            records,
             t.state == TrialState.FAIL,
             bool(attrs.get(self.attrs.requeue)),
             retries,
@@ -249,11 +258,11 @@ class Replay:
             seen = self.seen(view, t)
             view.prefix.append(t)
             view.prefix_retries.update(seen.retries)
-            if seen.record is not None:
+            if seen.records:
                 if seen.fail:
-                    view.prefix_fails.append((seen.record, internals.trial_id(t), seen.flagged))
+                    view.prefix_fails.append((seen.records, internals.trial_id(t), seen.flagged))
                 else:
-                    view.prefix_kept.append(seen.record)
+                    view.prefix_kept.extend(seen.records)
             done += 1
         later: list[tuple[Seen, int]] = []
         retried = set(view.prefix_retries)
@@ -266,7 +275,7 @@ class Replay:
             later.append((seen, internals.trial_id(t)))
         view.retried = retried
         # Study-level requeue marks only concern FAIL trials: read them only when there are some.
-        if view.prefix_fails or any(seen.fail and seen.record is not None for seen, _ in later):
+        if view.prefix_fails or any(seen.fail and seen.records for seen, _ in later):
             mark = self.attrs.requeue + ":"
             names = internals.study_system_attrs(study)
             view.requeued = {int(name[len(mark) :]) for name in names if name.startswith(mark)}
@@ -275,14 +284,15 @@ class Replay:
         requeued = view.requeued
         view.base = view.prefix_kept + [
             record
-            for record, trial_id, flagged in view.prefix_fails
-            if not (flagged or trial_id in requeued or record.number in retried)
+            for records, trial_id, flagged in view.prefix_fails
+            if not (flagged or trial_id in requeued or records[0].number in retried)
+            for record in records
         ]
         view.tail = [
-            seen.record
+            record
             for seen, trial_id in later
-            if seen.record is not None
-            and not (seen.fail and (seen.flagged or trial_id in requeued or seen.number in retried))
+            if not (seen.fail and (seen.flagged or trial_id in requeued or seen.number in retried))
+            for record in seen.records
         ]
         view.read = True
         return view.records()

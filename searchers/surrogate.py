@@ -10,7 +10,12 @@ algorithm 2.1) with a Matern-5/2 kernel over the key's coordinates:
   below the lowest positive value), so a length scale of 1 spans the whole lattice;
 * a structure coordinate (a schedule) is categorical: distance 0 when equal, else 1;
 * every observation carries its own noise variance (a score on ``n`` samples has noise
-  ``noise / n`` in units of the standardised scores), so re-evaluations on more samples weigh more.
+  ``noise / n`` in units of the transformed scores), so re-evaluations on more samples weigh more;
+* the scores enter as the normal scores of their ranks (``Phi^-1((rank - 0.5) / n)``, ties
+  averaged; a failure below the worst), not as they are: the model, and so every proposal and
+  promotion, is the same for any increasing transform of the objective, and one extreme or
+  unbounded score cannot flatten the others (HEBO likewise transforms its scores before fitting
+  its GP: Cowen-Rivers et al., 2022).
 
 Length scales and the noise level are chosen by the log marginal likelihood over a fixed grid
 (coordinate-wise, two sweeps): no randomness, so a plan recomputed from storage is the same plan.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 
@@ -40,7 +46,7 @@ NOISE_LEVELS = (0.1, 0.2, 0.4, 0.8, 1.6)
 """Noise variances tried, per unit of samples, relative to the variance of the scores (at least
 0.1: a small-sample score is never taken as exact)."""
 FAILED_MARGIN = 1.0
-"""A failed evaluation is modelled as the worst score minus this many standard deviations."""
+"""A failed evaluation is modelled this far (in normal scores) below the worst finite score."""
 
 
 class GaussianProcess:
@@ -48,12 +54,12 @@ class GaussianProcess:
 
     Args:
         x: keys as coordinates, ``[n, d]`` (see :meth:`coordinates`).
-        y: standardised scores, ``[n]``.
+        y: transformed scores, ``[n]`` (:func:`normal_scores`).
         weights: samples behind each score, in units (the noise of a score is ``noise / weight``).
         length: one length scale per coordinate.
-        noise: noise variance of one unit of samples, in standardised units.
+        noise: noise variance of one unit of samples, in transformed units.
         categorical: which coordinates are categorical.
-        shift, scale: the standardisation of the scores (``y = (score - shift) / scale``).
+        shift, scale: predictions are ``y * scale + shift`` (0 and 1: in transformed units).
     """
 
     def __init__(
@@ -106,15 +112,11 @@ class GaussianProcess:
         x = cls._coordinates(keys, lo, spans, cat)
         raw = np.array(scores, dtype=float)
         finite = np.isfinite(raw)
+        y = np.zeros(len(raw))
         if finite.any():
-            mean = float(raw[finite].mean())
-            std = float(raw[finite].std()) if finite.sum() > 1 else 0.0
-        else:
-            mean, std = 0.0, 0.0
-        std = std if std > 1e-12 else 1.0
-        worst = float(raw[finite].min()) if finite.any() else 0.0
-        filled = np.where(finite, raw, worst - FAILED_MARGIN * std)
-        y = (filled - mean) / std
+            y[finite] = normal_scores(raw[finite])
+        worst = float(y[finite].min()) if finite.any() else 0.0
+        y[~finite] = worst - FAILED_MARGIN
         w = np.array(weights, dtype=float)
         length = np.full(d, 0.35)
         noise = 0.2
@@ -131,7 +133,7 @@ class GaussianProcess:
                 ll = _log_likelihood(x, y, w, length, value, cat)
                 if ll > best + 1e-12:
                     best, noise = ll, value
-        return cls(x, y, w, length, noise, cat, mean, std, lo, spans)
+        return cls(x, y, w, length, noise, cat, 0.0, 1.0, lo, spans)
 
     @staticmethod
     def _coordinates(keys: Sequence[Key], lows: np.ndarray, spans: np.ndarray, cat: np.ndarray) -> np.ndarray:
@@ -147,7 +149,8 @@ class GaussianProcess:
         return _matern(a, b, self.length, self.categorical)
 
     def predict(self, keys: Sequence[Key]) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and standard deviation of the score at ``keys`` (in score units)."""
+        """Posterior mean and standard deviation at ``keys``, in the transformed units of the
+        scores (order-preserving: a larger mean is a better expected score)."""
         xs = self.coordinates(keys)
         cross = self._kernel(xs, self.x)
         mean = cross @ self._alpha
@@ -177,6 +180,24 @@ class GaussianProcess:
             self.lows,
             self.spans,
         )
+
+
+def normal_scores(values: np.ndarray) -> np.ndarray:
+    """The normal scores of ``values``' ranks: ``Phi^-1((rank - 0.5) / n)``, ties sharing their
+    average rank (Blom-like plotting positions; one value scores 0).
+
+    Example:
+        >>> [round(float(v), 3) for v in normal_scores(np.array([3.0, -1e9, 7.0, 3.0]))]
+        [0.0, -1.15, 1.15, 0.0]
+    """
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1, dtype=float)
+    for value in np.unique(values):  # ties: the mean of their ranks
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    normal = NormalDist()
+    return np.array([normal.inv_cdf((r - 0.5) / len(values)) for r in ranks])
 
 
 def _matern(a: np.ndarray, b: np.ndarray, length: np.ndarray, cat: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from tfg_search.store.studies import load_search
 
 
 def payload_beam(cwd: Path, name: str) -> int:
-    return sum(r.role == "beam" for r in load_search(f"sqlite:///{cwd}/tfg-studies.db", name).records())
+    return sum(r.role == "search" for r in load_search(f"sqlite:///{cwd}/tfg-studies.db", name).records())
 
 
 SEARCH = ["search", "--task", "gmm2d", "--target", "5", "--samples", "16", "--final-samples", "32",
@@ -112,8 +112,9 @@ def test_optuna_dashboard_serves_the_study(searched) -> None:
 
 
 def test_live_best_and_samples_total_of_the_progress_display() -> None:
-    """The live best is the best beam trial, ties to the lower trial number (as the summary ranks);
-    the samples bar always has a total: the planned work, exact once the final re-runs start."""
+    """The live best is the search's leader that each trial event carries (the top of its own
+    ranking, not the best raw score); the samples bar always has a total: the planned work, exact
+    once the final re-runs start."""
     from tfg_search.cli.progress import SearchProgress as _Display
 
     settings = {"samples": 16, "final_samples": 32, "final_top": 2}
@@ -123,26 +124,30 @@ def test_live_best_and_samples_total_of_the_progress_display() -> None:
     display("round", {"round": 0, "candidates": 4, "pending": 4})
     assert total() == 4 * 16 + 2 * 32
 
-    def trial(number: int, value: float | None, role: str = "beam") -> None:
-        samples = 16 if role == "beam" else 32
+    def trial(number: int, value: float | None, leader: int | None, role: str = "search") -> None:
+        samples = 16 if role == "search" else 32
+        top = None if leader is None else {"number": leader, "value": 0.5, "params": {"rho": leader}}
         display(
             "trial",
             {"number": number, "role": role, "round": 0, "params": {"rho": number}, "value": value,
-             "error": None if value is not None else "boom", "samples": samples, "wall_time_s": 0.1},
+             "error": None if value is not None else "boom", "samples": samples, "wall_time_s": 0.1,
+             "leader": top},
         )  # fmt: skip
 
-    for number, value in ((3, 0.5), (1, 0.5), (2, None), (0, 0.4)):  # told out of order
-        trial(number, value)
-    assert display.best == (-0.5, 1) and "trial 1" in display._best_info()
+    trial(2, None, None)
+    assert display.best is None and display._best_info() == ""
+    for number in (3, 1, 0):
+        trial(number, 0.9 if number == 0 else 0.5, 1)  # trial 0 scored more, the ranking says 1
+    assert display.best == (0.5, 1) and "trial 1: rho=1" in display._best_info()
     display("round", {"round": 1, "candidates": 2, "pending": 2})
     assert total() == 4 * 16 + 2 * 16 + 2 * 32  # grows as the round is planned
-    trial(5, 0.5)  # a tie later, with a higher number: the best stays trial 1
-    trial(4, 0.9)
-    assert display.best == (-0.9, 4)
+    trial(4, 0.5, 4)
+    trial(5, 0.5, 4)
+    assert display.best == (0.5, 4)
     display("final", {"count": 1, "samples": 32})
     assert total() == 6 * 16 + 32
-    trial(0, 0.99, role="final")  # a final re-run is not a beam trial: the live best stays
-    assert display.best == (-0.9, 4)
+    trial(0, 0.99, None, role="final")  # a final re-run is not a search trial: the live best stays
+    assert display.best == (0.5, 4)
     display("done", {})
     assert display.progress.tasks[display.samples].completed == total() == 6 * 16 + 32
 

@@ -18,9 +18,9 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from tests.helpers.cli import cli_cmd, run_proc
-from tfg_search.run.book import SearchBook
 from tfg_search.run.coordinator import SearchInterrupted, run_search
 from tfg_search.run.executors import LocalExecutor
+from tfg_search.run.loop import SearchLoop
 from tfg_search.run.settings import SearchSettings
 from tfg_search.store.studies import load_search
 from tfg_search.trial import TrialOutcome, TrialSpec
@@ -121,8 +121,8 @@ def stop_and_resume(url: str, sig: signal.Signals, cwd: Path, uninterrupted: dic
     assert report["best"]["role"] == "final"
     after = load_search(url, STUDY).records()
     assert not [r for r in after if r.state == TrialState.RUNNING]
-    beam = [tuple(sorted(r.params.items())) for r in after if r.role == "beam" and r.ok]
-    assert len(beam) == len(set(beam)) == uninterrupted["trials"]["beam"]  # each configuration once
+    beam = [tuple(sorted(r.params.items())) for r in after if r.role == "search" and r.ok]
+    assert len(beam) == len(set(beam)) == uninterrupted["trials"]["search"]  # each configuration once
 
 
 @pytest.mark.slow
@@ -170,10 +170,10 @@ def test_an_interrupt_anywhere_leaves_no_trial_running(
     if where == "executor":
         executor = _StopsAfter(1)
     elif where in ("tell", "ask", "final"):
-        name = {"tell": "tell", "ask": "ask_beam", "final": "ask_final"}[where]
-        original = getattr(SearchBook, name)
+        name = {"tell": "tell", "ask": "_ask_search", "final": "_ask_final"}[where]
+        original = getattr(SearchLoop, name)
 
-        def stopping(self: SearchBook, *args: object) -> object:
+        def stopping(self: SearchLoop, *args: object) -> object:
             calls["n"] += 1
             if where == "tell" and calls["n"] == 6:
                 raise KeyboardInterrupt  # the outcome arrived; the trial is still RUNNING
@@ -182,7 +182,7 @@ def test_an_interrupt_anywhere_leaves_no_trial_running(
                 raise KeyboardInterrupt  # the trial exists (RUNNING) but was never handed out
             return result
 
-        monkeypatch.setattr(SearchBook, name, stopping)
+        monkeypatch.setattr(SearchLoop, name, stopping)
     with pytest.raises(SearchInterrupted) as stopped:
         run_search(SMALL, tmp_storage_url, "s", executor)
     records = load_search(tmp_storage_url, "s").records()

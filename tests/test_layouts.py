@@ -23,7 +23,7 @@ from tests.helpers.search import SMALL
 from tfg_search.run.coordinator import run_search
 from tfg_search.run.settings import SearchSettings
 from tfg_search.store import query
-from tfg_search.store.layout import BEAM, FINAL
+from tfg_search.store.layout import FINAL, SEARCH
 from tfg_search.store.studies import load_search
 
 DATA = Path(__file__).parent / "data"
@@ -57,7 +57,7 @@ def test_each_layout_reads_the_same_through_both_paths(stored: tuple[int, str, s
     studies = load_search(url, name)
     assert studies.info.layout == layout and studies.legacy == (layout == 1)
     records = studies.records()
-    assert {r.role for r in records} == {BEAM, FINAL}
+    assert {r.role for r in records} == {SEARCH, FINAL}
     assert all(r.config is not None and r.metrics is not None for r in records if r.ok)
     best = studies.best()
     assert best.role == FINAL
@@ -81,8 +81,8 @@ def test_each_layout_resumes_with_more_rounds(stored: tuple[int, str, str, dict]
     assert report.study_name == name and report.resumed
     after = load_search(url, name).records()
     assert all(before[(r.role, r.number)] == r.value for r in after if (r.role, r.number) in before)
-    assert len([r for r in after if r.role == BEAM]) > len([k for k in before if k[0] == BEAM])
-    beams = [tuple(sorted(r.params.items())) for r in after if r.role == BEAM]
+    assert len([r for r in after if r.role == SEARCH]) > len([k for k in before if k[0] == SEARCH])
+    beams = [tuple(sorted(r.params.items())) for r in after if r.role == SEARCH]
     assert len(beams) == len(set(beams))
     assert load_search(url, name).info.layout == layout  # a resumed study keeps its layout
 

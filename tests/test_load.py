@@ -271,7 +271,7 @@ def _beam_configs(records: Sequence[Any]) -> list[tuple[tuple[str, Any], ...]]:
     return [
         tuple(sorted(r.params.items()))
         for r in records
-        if r.role == "beam" and r.state == TrialState.COMPLETE
+        if r.role == "search" and r.state == TrialState.COMPLETE
     ]
 
 
@@ -410,7 +410,7 @@ def test_two_coordinators_eight_workers_and_dashboards_lose_nothing(
     retried = [r.number for r in records_c if r.attempts == 2]
     assert retried, "a trial of the killed worker should have been run again on a fresh actor"
     assert all(r.state == TrialState.COMPLETE for r in records_c if r.attempts == 2)
-    records_d = {r.number: r for r in load_search(url, "D").records() if r.role == "beam"}
+    records_d = {r.number: r for r in load_search(url, "D").records() if r.role == "search"}
     interrupted = sorted(n for n, r in records_d.items() if r.failure == "interrupted")
     assert interrupted == sorted(left_running)
     claims = {

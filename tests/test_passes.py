@@ -98,13 +98,16 @@ def test_each_trial_stores_its_passes_and_the_study_sums_them(
         want = sample_passes(r.tfg_config(), r.steps, r.samples)
         assert r.passes == want
         assert r.samples in ((32,) if r.role == "final" else (8, 16, 32) if search == "rungs" else (8,))
-    if search == "rungs":
-        assert {r.samples for r in records if r.role == "beam"} == {8, 16}  # rung 0 and 1 on 8, rung 2 on 16
+    if search == "rungs":  # a point's samples in all: 8 (rung 0), 16 (and rung 1), 32 (and rung 2 on 16)
+        assert {r.samples for r in records if r.role == "search"} == {8, 16, 32}
+        for r in records:
+            if r.role == "search":
+                assert [e["samples"] for e in r.evaluations] == [8, 8, 16][: r.rung + 1]
     finals = [r for r in records if r.role == "final"]
     assert finals and all(r.passes["denoiser"] == 32 * 6 for r in finals)
     total = {k: sum(r.passes[k] for r in records) for k in records[0].passes}
     assert report.compute["passes"] == total
-    assert report.compute["trials"] == {"beam": len(records) - len(finals), "final": len(finals)}
+    assert report.compute["trials"] == {"search": len(records) - len(finals), "final": len(finals)}
     for via in ("direct", "optuna"):
         assert query.best_payload(tmp_storage_url, report.study_name, via=via)["compute"] == report.compute
     shown = run_cli(["best", "--study", report.study_name, "--json", "--storage", tmp_storage_url], capsys)

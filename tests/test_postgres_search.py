@@ -48,7 +48,7 @@ def test_search_and_reads_on_postgres(
 
     study = optuna.load_study(study_name="pg", storage=fresh_postgres_url)  # plain optuna reads it
     search = optuna.load_study(study_name="pg:search", storage=fresh_postgres_url)
-    assert len(study.trials) == report["trials"]["final"] and len(search.trials) == report["trials"]["beam"]
+    assert len(study.trials) == report["trials"]["final"] and len(search.trials) == report["trials"]["search"]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials + search.trials)
     assert study.best_trial.number == report["best"]["trial"]  # optuna's best is the service's
 

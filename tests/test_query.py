@@ -64,8 +64,9 @@ def _settings(target: str, **kw: Any) -> SearchSettings:
 def _fill(url: str) -> None:
     """One database with each kind of study the query commands meet."""
     run_search(_settings("3", rounds=3, final_top=2), url, "finished", Synthetic())
-    studies, resolved, _ = open_search_study(_settings("5", rounds=2), url, "beam-only")
-    Coordinator(studies, resolved, Synthetic()).run_beam()  # no final re-run yet
+    loop, _ = open_search_study(_settings("5", rounds=2), url, "beam-only")
+    while loop.phase == "search":  # the search, without its final re-runs yet
+        Coordinator(loop, Synthetic())._run_batch(loop.wave())
     open_search_study(_settings("7"), url, "empty")  # created, nothing run
     run_search(_settings("1", search="rungs", final_top=2), url, "rungs", Synthetic())
     storage = open_storage(url, create=False)
@@ -133,7 +134,7 @@ def test_direct_reads_answer_as_optuna_on_sqlite(sqlite_db: str) -> None:
     assert rows["foreign-max"]["best"] is None and rows["empty"]["best"] is None
     assert rows["by-hand-maximize"]["best"] == math.inf and rows["by-hand-minimize"]["best"] == -math.inf
     assert query.best_payload(sqlite_db, "finished:search")["role"] == "final"
-    assert query.best_payload(sqlite_db, "beam-only")["role"] == "beam"
+    assert query.best_payload(sqlite_db, "beam-only")["role"] == "search"
 
 
 def test_direct_reads_answer_as_optuna_on_postgresql(fresh_postgres_url: str) -> None:

@@ -148,7 +148,7 @@ def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_stora
     from tfg_search.store.studies import load_search
 
     records = load_search(tmp_storage_url, "faults").records()
-    trials = {r.number: r for r in records if r.role == "beam"}
+    trials = {r.number: r for r in records if r.role == "search"}
     assert trials[1].state == optuna.trial.TrialState.COMPLETE
     assert trials[1].attempts == 2
     assert trials[2].state == optuna.trial.TrialState.FAIL
@@ -157,7 +157,7 @@ def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_stora
     assert report.counts.environment == 1 and report.n_final == 1
     for r in records:
         assert r.node.startswith(os.uname().nodename + "/")
-        if not (r.role == "beam" and r.number == 2):
+        if not (r.role == "search" and r.number == 2):
             assert r.device == "cpu"
     assert all(r.state.is_finished() for r in records)
 
@@ -179,11 +179,19 @@ def test_the_default_rung_search_runs_on_ray_as_it_runs_locally(
     def trials(name: str) -> list[tuple]:
         records = load_search(tmp_storage_url, name).records()
         return sorted(
-            (r.role, r.round, tuple(sorted(r.params.items())), r.samples, r.seed, r.value) for r in records
+            (
+                r.role,
+                r.round,
+                tuple(sorted(r.params.items())),
+                tuple((e["rung"], e["samples"], e["seed"]) for e in r.evaluations or []),
+                r.value,
+            )
+            for r in records
         )
 
     on_ray, local = trials("on-ray"), trials("local")
-    assert [t[:5] for t in on_ray] == [t[:5] for t in local]
-    assert [t[5] for t in on_ray] == pytest.approx([t[5] for t in local], rel=1e-5)
+    assert [t[:4] for t in on_ray] == [t[:4] for t in local]
+    assert [t[4] for t in on_ray] == pytest.approx([t[4] for t in local], rel=1e-5)
     # rung 0 on the search seed, rung 1 on seed + 2, rung 2 on twice the samples and seed + 3
-    assert {(t[3], t[4]) for t in on_ray if t[0] == "beam"} == {(8, 0), (8, 2), (16, 3)}
+    evaluations = {e[1:] for t in on_ray if t[0] == "search" for e in t[3]}
+    assert evaluations == {(8, 0), (8, 2), (16, 3)}

@@ -23,7 +23,7 @@ SETTINGS = SearchSettings(
 
 def beam(records: list[TrialRecord]) -> list[tuple[int, tuple[tuple[str, float], ...]]]:
     """(round, params) of every beam trial, in a canonical order."""
-    return sorted((r.round, tuple(sorted(r.params.items()))) for r in records if r.role == "beam")
+    return sorted((r.round, tuple(sorted(r.params.items()))) for r in records if r.role == "search")
 
 
 def test_tune_runs_the_same_beam_into_the_study(tmp_storage_url: str) -> None:
@@ -37,9 +37,9 @@ def test_tune_runs_the_same_beam_into_the_study(tmp_storage_url: str) -> None:
         assert r.state == TrialState.COMPLETE
         assert r.config and r.samples and r.steps and r.metrics and r.wall_time_s is not None and r.node
         assert r.device == "cpu"
-    by_params = {tuple(sorted(r.params.items())): r for r in local if r.role == "beam"}
+    by_params = {tuple(sorted(r.params.items())): r for r in local if r.role == "search"}
     for r in tuned:
-        if r.role == "beam":  # same config, same seed: the same score
+        if r.role == "search":  # same config, same seed: the same score
             assert r.value == pytest.approx(by_params[tuple(sorted(r.params.items()))].value)
     finals = [r for r in tuned if r.role == "final"]
     local_finals = [r for r in local if r.role == "final"]

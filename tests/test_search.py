@@ -36,7 +36,7 @@ def _beam_params(url: str, name: str) -> list[tuple]:
     return [
         tuple(sorted(r.params.items()))
         for r in load_search(url, name).records()
-        if r.role == "beam" and r.state == TrialState.COMPLETE
+        if r.role == "search" and r.state == TrialState.COMPLETE
     ]
 
 
@@ -52,11 +52,11 @@ def test_search_records_everything_and_reports_the_best_final(tmp_storage_url: s
     # The main study holds the answer (final re-runs only); the beam lives in its search study.
     assert studies.search.study_name == report.study_name + ":search"
     assert {t.user_attrs[TRIAL_ATTR]["role"] for t in studies.main.trials} == {"final"}
-    assert {t.user_attrs[TRIAL_ATTR]["role"] for t in studies.search.trials} == {"beam"}
+    assert {t.user_attrs[TRIAL_ATTR]["role"] for t in studies.search.trials} == {"search"}
     records = studies.records()
-    beam = [r for r in records if r.role == "beam"]
+    beam = [r for r in records if r.role == "search"]
     finals = [r for r in records if r.role == "final"]
-    assert len(finals) == 2 and len(beam) == report.n_beam >= 4
+    assert len(finals) == 2 and len(beam) == report.n_search >= 4
     for study in (studies.main, studies.search):
         for t in study.trials:  # one user attr per trial, holding every field
             assert list(t.user_attrs) == [TRIAL_ATTR]
@@ -130,7 +130,7 @@ def test_the_best_warm_start_point_is_always_re_run_with_the_top(tmp_storage_url
     far = {name: lattice.cap for name, lattice in lattices.items()}
     report = run_search(_settings(rounds=2, final_top=1, seed_configs=(far,)), tmp_storage_url)
     records = load_search(tmp_storage_url, report.study_name).records()
-    beam = sorted((r for r in records if r.role == "beam" and r.ok), key=lambda r: (-r.value, r.number))
+    beam = sorted((r for r in records if r.role == "search" and r.ok), key=lambda r: (-r.value, r.number))
     warm = next(r for r in beam if all(r.params[n] == v for n, v in far.items()))
     assert warm.number != beam[0].number  # ranked out by the search ...
     finals = [r for r in records if r.role == "final"]
@@ -180,8 +180,8 @@ def test_a_study_of_tfg_search_0_1_is_read_and_resumed(tmp_path: Path) -> None:
     assert report.study_name == LEGACY_STUDY and report.resumed
     after = load_search(url, LEGACY_STUDY).records()
     assert all(before[(r.role, r.number)] == r.value for r in after if (r.role, r.number) in before)
-    assert len(after) > len(before) and {r.role for r in after} == {"beam", "final"}
-    beams = [tuple(sorted(r.params.items())) for r in after if r.role == "beam"]
+    assert len(after) > len(before) and {r.role for r in after} == {"search", "final"}
+    beams = [tuple(sorted(r.params.items())) for r in after if r.role == "search"]
     assert len(beams) == len(set(beams))
 
 

@@ -26,7 +26,7 @@ def test_an_optuna_sampler_runs_its_trials_in_waves_on_the_lattice(kind: str, tm
     assert studies.search.study_name == report.study_name + ":search"  # the same two studies
     resolved = settings.resolve(__import__("tasks").get_task("gmm2d"))
     lattices = resolved.lattices()
-    beam = [r for r in studies.records() if r.role == "beam"]
+    beam = [r for r in studies.records() if r.role == "search"]
     assert len(beam) == 6 and [r.round for r in beam] == [0, 0, 0, 1, 1, 1]
     for r in beam:
         assert set(r.params) == {name + EXPONENT for name in lattices}
@@ -38,9 +38,9 @@ def test_an_optuna_sampler_runs_its_trials_in_waves_on_the_lattice(kind: str, tm
     assert study_best(tmp_storage_url, report.study_name) == report.best_trial
     # resuming finds the study done; more --trials continue it
     again = run_search(settings, tmp_storage_url)
-    assert again.resumed and again.counts.beam == 6
+    assert again.resumed and again.counts.search == 6
     more = run_search(SearchSettings(**BASE, search=kind, trials=9, wave=3), tmp_storage_url)
-    assert more.study_name == report.study_name and more.counts.beam == 9
+    assert more.study_name == report.study_name and more.counts.search == 9
 
 
 def study_best(url: str, name: str) -> int:
@@ -56,8 +56,8 @@ def test_the_cli_runs_gp_and_reports_it_like_the_beam(tmp_path, capsys: pytest.C
     out = run_cli([*args, "--storage", url, "--json", "--out-dir", str(tmp_path / "o")], capsys)
     assert out.code == 0, out.err
     payload = json.loads(out.out)
-    assert payload["trials"]["beam"] == 4 and payload["trials"]["final"] == 1
-    assert payload["compute"]["trials"] == {"beam": 4, "final": 1}
+    assert payload["trials"]["search"] == 4 and payload["trials"]["final"] == 1
+    assert payload["compute"]["trials"] == {"search": 4, "final": 1}
     best = query.best_payload(url, payload["study"])
     assert best["config"] == payload["best"]["config"] and best["role"] == "final"
 

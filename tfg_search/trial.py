@@ -2,7 +2,7 @@
 (:class:`TrialOutcome`).
 
 The coordinator (or the Ray Tune searcher) builds a spec per Optuna trial
-(:mod:`tfg_search.run.book`), an executor runs it (:mod:`tfg_search.run.executors`) through the
+(:mod:`tfg_search.run.loop`), an executor runs it (:mod:`tfg_search.run.executors`) through the
 one evaluation path (:func:`tfg_search.run.worker.run_batch` ->
 :func:`tfg_search.run.evaluation.evaluate_batch`), and the outcome is told back and stored as the
 trial's record (:func:`tfg_search.store.record.told`). Both types pickle, so they travel to Ray

@@ -16,9 +16,11 @@ class SearchProgress:
 
     The samples bar's total is the work planned so far: the samples of the trials run, those of
     the round handed out, and the final re-runs still due (``final_top x final_samples``); it
-    grows as each round is planned (the beam's length is not known in advance) and is exact once
-    the final re-runs start. The live best is the best beam trial so far; of equal scores the
-    lower trial number, as in the summary (:func:`tfg_search.store.record.ranked`).
+    grows as each round is planned (a search's length is not known in advance) and is exact once
+    the final re-runs start. The live best is the top of the search's own ranking after each
+    search trial (the ``leader`` of a trial event, :meth:`tfg_search.run.loop.SearchLoop.leader`):
+    the rung search's puts the points of its highest rung first, so a lucky small-sample score
+    is not shown as the best.
     """
 
     def __init__(self, rounds: int, quiet: bool) -> None:
@@ -27,6 +29,7 @@ class SearchProgress:
 
         self.quiet = quiet
         self.best: tuple[float, int] | None = None
+        """(score, trial number) of the live best."""
         self.best_text = ""
         self.samples_done = 0
         self.samples_round = 0
@@ -82,12 +85,10 @@ class SearchProgress:
             p.advance(self.trials)
             p.advance(self.samples, data["samples"])
             self.samples_done += data["samples"]
-            value = data["value"]
-            if value is not None and data["role"] == "beam":
-                key = (-float(value), int(data["number"]))  # higher score, then lower number
-                if self.best is None or key < self.best:
-                    self.best, self.best_text = key, describe_params(data["params"])
-            if data["role"] == "beam":
+            leader = data.get("leader")
+            if leader is not None:
+                self.best = (float(leader["value"]), int(leader["number"]))
+                self.best_text = describe_params(leader["params"])
                 p.update(self.trials, info=self._best_info())
             if data["error"]:
                 p.console.print(
@@ -97,10 +98,10 @@ class SearchProgress:
             p.update(self.samples, total=self.samples_done)
 
     def _best_info(self) -> str:
-        """The live best beam trial, as the trials bar shows it."""
+        """The live best (the top of the search's ranking), as the trials bar shows it."""
         if self.best is None:
             return ""
-        return f"best {-self.best[0]:.4f} (trial {self.best[1]}: {self.best_text})"
+        return f"best {self.best[0]:.4f} (trial {self.best[1]}: {self.best_text})"
 
     def __enter__(self) -> SearchProgress:
         return self

@@ -1,4 +1,4 @@
-"""Pictures and tables of a study: the search plot (score of each trial by round, beam marked)."""
+"""Pictures and tables of a study: the search plot (score of each trial by round, the top marked)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from tfg_search.store.layout import BEAM, FINAL
-from tfg_search.store.record import ranked
+from tfg_search.store.layout import FINAL, SEARCH
 from tfg_search.store.studies import SearchStudies
 
 
@@ -27,16 +26,17 @@ def describe_params(params: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def plot_search(studies: SearchStudies, path: Path, top_k: int) -> Path:
-    """Save a PNG of the search: every beam trial's score by round, the final beam ringed, the
-    final re-runs at the right, failed trials as crosses at the bottom."""
+def plot_search(studies: SearchStudies, path: Path, ranking: list[int], top_k: int) -> Path:
+    """Save a PNG of the search: every search trial's score by round, the top ``top_k`` of the
+    search's own ``ranking`` (search-trial numbers, best first) ringed, the final re-runs at the
+    right, failed trials as crosses at the bottom."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = studies.records()
-    beam = [r for r in records if r.role == BEAM and r.state.is_finished()]
+    beam = [r for r in records if r.role == SEARCH and r.state.is_finished()]
     finals = [r for r in records if r.role == FINAL and r.ok]
     done = [r for r in beam if r.ok]
     failed = [r for r in beam if r.state == TrialState.FAIL]
@@ -47,10 +47,11 @@ def plot_search(studies: SearchStudies, path: Path, top_k: int) -> Path:
             [r.value for r in done],
             s=18,
             color="tab:blue",
-            label="beam trial",
+            label="search trial",
             zorder=2,
         )
-    top = ranked(records, BEAM)[:top_k]
+    by_number = {r.number: r for r in done}
+    top = [by_number[n] for n in ranking[:top_k] if n in by_number]
     if top:
         ax.scatter(
             [r.round or 0 for r in top],
@@ -59,7 +60,7 @@ def plot_search(studies: SearchStudies, path: Path, top_k: int) -> Path:
             facecolors="none",
             edgecolors="tab:red",
             linewidths=1.5,
-            label=f"top-{top_k} beam",
+            label=f"top {top_k} of the ranking",
             zorder=3,
         )
     rounds = [r.round or 0 for r in beam] or [0]

@@ -64,7 +64,7 @@ def finish(
             f"{folder} ({err.strerror or err}); rerun with another --out-dir"
         ) from None
     studies = load_search(storage, report.study_name)
-    plot = plot_search(studies, folder / "search.png", settings.top_k or DEFAULT_TOP_K)
+    plot = plot_search(studies, folder / "search.png", report.ranking, settings.top_k or DEFAULT_TOP_K)
     grid = sample_grid(
         settings.task,
         settings.task_options,
@@ -87,7 +87,7 @@ def finish(
             "metrics": report.best_metrics,
         },
         "trials": {
-            "beam": report.counts.beam,
+            "search": report.counts.search,
             "final": report.counts.final,
             "failed": report.counts.failed,
             "interrupted": report.counts.interrupted,
@@ -115,7 +115,7 @@ def finish(
         if n
     )
     out.print(
-        f"{c.beam} search + {c.final} final trials ({c.failed} failed{extra}) in "
+        f"{c.search} search + {c.final} final trials ({c.failed} failed{extra}) in "
         f"{report.wall_time_s:.1f} s; study '{escape(report.study_name)}' in {escape(report.storage)}"
     )
     passes = report.compute.get("passes", {})

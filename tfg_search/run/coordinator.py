@@ -1,11 +1,12 @@
-"""The coordinator: one process owns a search and runs the beam on it through an executor.
+"""The coordinator: one process owns a search and drives its loop through an executor.
 
-Data flows one way: the beam sampler proposes a round, the executor evaluates it, each result is
-told as it arrives (:class:`~tfg_search.run.book.SearchBook`), the sampler proposes the next
-round; when the beam is exhausted the top configurations are re-run at full size ("final" trials,
-in the main study) and the best of those is the answer. All search state is in the database, so a
-killed coordinator is restarted with the same command and continues: trials it left RUNNING are
-marked interrupted and evaluated again (same seed), nothing completed is repeated or lost.
+Data flows one way: the search's loop (:class:`~tfg_search.run.loop.SearchLoop`) hands out a wave
+of trials (a round of the search, then the final re-runs), the executor evaluates them, each
+result is told as it arrives; when the search is exhausted the top configurations are re-run at
+full size ("final" trials, in the main study) and the best of those is the answer. All search
+state is in the database, so a killed coordinator is restarted with the same command and
+continues: trials it left RUNNING are marked interrupted and evaluated again (same seed), nothing
+completed is repeated or lost.
 
 Ctrl-C (and SIGTERM, where the caller turns it into KeyboardInterrupt, as the CLI does) stops
 :func:`run_search` with :class:`SearchInterrupted`: on the way out every trial of the search still
@@ -36,18 +37,17 @@ from typing import Any
 
 import optuna
 
-from searchers import TFGBeamSampler, TFGRungSampler
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.run.book import Counts, Pending, SearchBook
 from tfg_search.run.executors import Executor, LocalExecutor
-from tfg_search.run.settings import OPTUNA_SEARCHES, ResolvedSettings, SearchSettings
+from tfg_search.run.loop import SEARCHING, Counts, Pending, SearchLoop
+from tfg_search.run.settings import ResolvedSettings, SearchSettings
+from tfg_search.run.strategy import EarlierRungs, Strategy, is_0_2_rungs, strategy_for
 from tfg_search.store.database import redact, resolve_storage
-from tfg_search.store.layout import BEAM, FINAL, LAYOUT, STUDY_ATTR, StudyInfo, compute, search_study_name
+from tfg_search.store.layout import FINAL, LAYOUT, SEARCH, STUDY_ATTR, StudyInfo, compute, search_study_name
 from tfg_search.store.lease import StudyLease
-from tfg_search.store.record import ranked, read
 from tfg_search.store.studies import SearchStudies, load_search, open_storage
-from tfg_search.trial import FAILURE_ENVIRONMENT, FAILURE_INTERRUPTED
+from tfg_search.trial import FAILURE_ENVIRONMENT
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """Progress events: ("study", ...), ("round", ...), ("trial", ...), ("final", ...), ("done", ...)."""
@@ -113,10 +113,12 @@ class SearchReport:
     top: list[dict[str, Any]] = field(default_factory=list)
     compute: dict[str, Any] = field(default_factory=dict)
     """What the whole study spent (:func:`tfg_search.store.layout.compute`: trials, passes, wall time)."""
+    ranking: list[int] = field(default_factory=list)
+    """The search's points as search-trial numbers, best first, by the search's own ranking."""
 
     @property
-    def n_beam(self) -> int:
-        return self.counts.beam
+    def n_search(self) -> int:
+        return self.counts.search
 
     @property
     def n_final(self) -> int:
@@ -141,33 +143,6 @@ def versions() -> dict[str, str]:
         "diffusers": diffusers.__version__,
         "python": platform.python_version(),
     }
-
-
-def make_sampler(
-    resolved: ResolvedSettings, warm_start: Sequence[dict[str, Any]] = ()
-) -> optuna.samplers.BaseSampler:
-    """The sampler of the search study of these settings: the beam sampler (``warm_start``: the
-    presets' points fixed when the study was created, see :mod:`tfg_search.run.warm_start`), or
-    Optuna's GP-BO, TPE or random search (:mod:`tfg_search.run.waves`)."""
-    if resolved.search in OPTUNA_SEARCHES:
-        from tfg_search.run.waves import make_optuna_sampler
-
-        return make_optuna_sampler(resolved.search, resolved.seed)
-    seeds = [*resolved.seed_configs, *(w["params"] for w in warm_start)]
-    common: dict[str, Any] = dict(
-        space=resolved.lattices(),
-        search_schedules=resolved.search_schedules
-        if isinstance(resolved.search_schedules, bool)
-        else tuple(resolved.search_schedules),
-        seed_configs=seeds or None,
-        seed=resolved.seed,
-    )
-    schedule = resolved.rung_schedule()
-    if schedule is not None:
-        return TFGRungSampler(schedule=schedule, **common)
-    return TFGBeamSampler(
-        top_k=resolved.top_k, max_rounds=resolved.rounds, steps_down=resolved.steps_down, **common
-    )
 
 
 def _now() -> str:
@@ -199,15 +174,15 @@ def _existing(rdb: optuna.storages.BaseStorage, resolved: ResolvedSettings, name
 
 
 def open_search_study(
-    settings: SearchSettings, storage: str | None, study_name: str | None
-) -> tuple[SearchStudies, ResolvedSettings, bool]:
+    settings: SearchSettings, storage: str | None, study_name: str | None, device: str | None = None
+) -> tuple[SearchLoop, bool]:
     """Create the studies of these settings, or load them to resume (refusing other settings).
 
     A study searched with fewer ``rounds`` or a smaller ``final_top`` is continued (the stored
     settings are raised, with the change logged in the study's ``extended`` list).
 
     Returns:
-        (studies, resolved settings, resumed).
+        (the search's loop, resumed).
     """
     from tasks import get_task
 
@@ -218,7 +193,7 @@ def open_search_study(
     if found is not None:
         main = optuna.load_study(study_name=found, storage=rdb)
         stored = StudyInfo.of(main.user_attrs)
-        if stored is None or stored.is_beam_study:
+        if stored is None or stored.is_search_study:
             raise TFGSearchError(
                 f"study {found!r} exists and is not a tfg-search search; choose another study name"
             )
@@ -233,15 +208,21 @@ def open_search_study(
             raised = {**stored.settings, **{k: new for k, (_, new) in extended.items()}}
             log = {"at": _now(), **{k: list(v) for k, v in extended.items()}}
             main.set_user_attr(STUDY_ATTR, stored.with_settings(raised, log).attr())
-        sampler = make_sampler(resolved, stored.warm_start)
-        return load_search(rdb, found, sampler=sampler), resolved, True
+        if is_0_2_rungs(stored.settings):
+            strategy: Strategy = EarlierRungs(resolved)
+            studies = load_search(rdb, found, sampler=strategy.sampler)
+            _check_finished_0_2(studies, resolved)
+        else:
+            strategy = strategy_for(resolved, _seeds(resolved, stored.warm_start))
+            studies = load_search(rdb, found, sampler=strategy.sampler)
+        return SearchLoop(studies, resolved, strategy, device), True
     name = study_name or resolved.study_name
     warm: list[dict[str, Any]] = []
     if resolved.seed_presets:
         from tfg_search.run.warm_start import preset_seeds
 
         warm = preset_seeds(rdb, resolved, task)
-    sampler = make_sampler(resolved, warm)
+    strategy = strategy_for(resolved, _seeds(resolved, warm))
     info = StudyInfo(
         task=resolved.task,
         target=resolved.target,
@@ -253,31 +234,51 @@ def open_search_study(
         warm_start=warm,
     )
     with hold_signals() as got:  # both studies or neither: Ctrl-C waits for the four writes
-        search = optuna.create_study(
-            study_name=search_study_name(name), storage=rdb, sampler=sampler, direction="maximize"
-        )
-        search.set_user_attr(STUDY_ATTR, info.beam_study(name).attr())
-        main = optuna.create_study(
-            study_name=name, storage=rdb, sampler=optuna.samplers.RandomSampler(), direction="maximize"
-        )
-        main.set_user_attr(STUDY_ATTR, info.attr())  # written last: a study with this attr is complete
+        studies = create_search(rdb, name, info, strategy.sampler)
     redeliver(got)
-    return SearchStudies(main, search), resolved, False
+    return SearchLoop(studies, resolved, strategy, device), False
+
+
+def _check_finished_0_2(studies: SearchStudies, resolved: ResolvedSettings) -> None:
+    """A rung search of tfg-search 0.2 is read, not continued: it must have its final re-runs."""
+    finals = [t for t in studies.main.get_trials(deepcopy=False)]
+    done = [t for t in finals if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
+    if len(done) < resolved.final_top or len(done) < len(finals):
+        raise TFGSearchError(
+            f"study {studies.name!r} is a rung search of tfg-search 0.2 that did not finish; this version "
+            "runs another rung search and does not continue it: finish it with tfg-search 0.2, or start a "
+            "new search (another --study, or other settings); its trials stay readable"
+        )
+
+
+def _seeds(resolved: ResolvedSettings, warm_start: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The warm start of a search: its ``seed_configs``, then the presets' points fixed when the
+    study was created (:mod:`tfg_search.run.warm_start`)."""
+    return [*resolved.seed_configs, *(w["params"] for w in warm_start)]
+
+
+def create_search(
+    storage: optuna.storages.BaseStorage, name: str, info: StudyInfo, sampler: optuna.samplers.BaseSampler
+) -> SearchStudies:
+    """The two new studies of search ``name``: ``N:search`` (sampled by ``sampler``), then ``N``,
+    whose study attr is written last (a study with it is complete)."""
+    search = optuna.create_study(
+        study_name=search_study_name(name), storage=storage, sampler=sampler, direction="maximize"
+    )
+    search.set_user_attr(STUDY_ATTR, info.search_study(name).attr())
+    main = optuna.create_study(
+        study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(), direction="maximize"
+    )
+    main.set_user_attr(STUDY_ATTR, info.attr())
+    return SearchStudies(main, search)
 
 
 class Coordinator:
-    """Runs one search through an executor (see the module docstring)."""
+    """Runs one search's loop through an executor (see the module docstring)."""
 
-    def __init__(
-        self,
-        studies: SearchStudies,
-        resolved: ResolvedSettings,
-        executor: Executor,
-        device: str | None = None,
-        on_event: EventHook | None = None,
-    ) -> None:
-        self.book = SearchBook(studies, resolved, device)
-        self.resolved = resolved
+    def __init__(self, loop: SearchLoop, executor: Executor, on_event: EventHook | None = None) -> None:
+        self.loop = loop
+        self.resolved = loop.resolved
         self.executor = executor
         self.on_event = on_event or (lambda kind, data: None)
         self.marked = 0
@@ -293,27 +294,29 @@ class Coordinator:
         try:
             for outcome in self.executor.map([p.spec for p in batch]):
                 pending = by_number[outcome.number]
-                value = self.book.tell(pending, outcome)
+                value = self.loop.tell(pending, outcome)
                 open_.pop(outcome.number, None)
                 values.append(value)
                 if value is None and outcome.failure == FAILURE_ENVIRONMENT:
                     machine_errors.append(outcome.error or "unknown error")
+                leader = self.loop.leader() if pending.role == SEARCH else None
                 self.on_event(
                     "trial",
                     {
                         "number": pending.number,
                         "role": pending.role,
                         "round": pending.round,
-                        "params": self.book.point(pending.params),
+                        "params": self.loop.point(pending.params),
                         "value": value,
                         "error": outcome.error if value is None else None,
                         "samples": pending.spec.samples,
                         "wall_time_s": outcome.wall_time_s,
+                        "leader": None if leader is None else _leader(leader, self.loop),
                     },
                 )
         except BaseException:
             with hold_signals(), contextlib.suppress(Exception):  # never hide why it stopped
-                self.marked += self.book.interrupt(open_.values())
+                self.marked += self.loop.interrupt(open_.values())
             raise
         if batch and len(machine_errors) == len(batch):
             raise TFGSearchError(
@@ -322,48 +325,26 @@ class Coordinator:
             )
         return values
 
-    def run_beam(self) -> None:
-        """Run rounds until the sampler says the search is exhausted."""
-        while True:
-            plan = self.book.plan()
-            if plan.exhausted:
-                return
-            if plan.pending == 0:
-                raise TFGSearchError(
-                    f"round {plan.round} of study {self.book.studies.name!r} has {plan.running} trial(s) "
-                    "running elsewhere; is another process running this study without a lease?"
-                )
-            self.on_event(
-                "round", {"round": plan.round, "candidates": len(plan.candidates), "pending": plan.pending}
-            )
-            batch = [p for p in (self.book.ask_beam() for _ in range(plan.pending)) if p is not None]
+    def run(self) -> None:
+        """Run the loop to its end: the search's rounds, then the final re-runs."""
+        while not self.loop.done:
+            phase = self.loop.phase
+            plan = self.loop.plan() if phase == SEARCHING else None
+            batch = self.loop.wave()
+            if not batch and self.loop.phase != phase:
+                continue  # the search is exhausted: its final re-runs next
             if not batch:
-                return
+                running = plan.running if plan is not None else 0
+                raise TFGSearchError(
+                    f"study {self.loop.studies.name!r} has {running} trial(s) running elsewhere; "
+                    "is another process running this study without a lease?"
+                )
+            if phase == SEARCHING and plan is not None:
+                event = {"round": plan.round, "candidates": len(plan.candidates), "pending": len(batch)}
+                self.on_event("round", event)
+            elif batch[0].role == FINAL:
+                self.on_event("final", {"count": len(batch), "samples": self.resolved.final_samples})
             self._run_batch(batch)
-
-    def run_final(self) -> None:
-        """Re-run the top configurations at full size (each once; interrupted ones again)."""
-        todo = self.book.final_sources()
-        if not todo:
-            return
-        self.on_event("final", {"count": len(todo), "samples": self.resolved.final_samples})
-        self._run_batch([self.book.ask_final(source) for source in todo])
-
-    def interrupt_running(self) -> int:
-        """Mark every trial of the search still RUNNING interrupted; returns how many.
-
-        Only for the holder of the study's lease: after :meth:`SearchBook.recover` every RUNNING
-        trial is this process's own (asked but not told when it was stopped: in a batch, or
-        between asking the trials of a round).
-        """
-        n = 0
-        for study, role in self.book.studies.parts():
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                rec = read(t, study.study_name, role)
-                self.book.mark_interrupted(study, t, rec.role or role or BEAM, FAILURE_INTERRUPTED)
-                n += 1
-        self.marked += n
-        return n
 
     def stop(self, lease: StudyLease) -> int:
         """On the way out of an interrupted search: leave no trial RUNNING (signals held; a
@@ -371,36 +352,46 @@ class Coordinator:
         interrupted in all."""
         with hold_signals(), contextlib.suppress(Exception):
             if lease.holds():  # else another launcher took the study over and owns what runs
-                self.interrupt_running()
+                self.marked += self.loop.interrupt_running()
         return self.marked
 
     def report(self, start: float, resumed: bool) -> SearchReport:
-        records = self.book.records()
-        found = self.book.studies.best()
+        records = self.loop.records()
+        found = self.loop.best(records)
+        if found is None:
+            raise TFGSearchError(f"study {self.loop.studies.name!r} has no completed trial yet")
+        finals = self.loop.final_ranking(records)
+        ranking = self.loop.ranking(records)
         top = [
             {
                 "trial": r.number,
                 "role": r.role,
                 "score": r.value,
-                "params": self.book.point(r.params),
+                "params": self.loop.point(r.params),
                 "metrics": dict(r.metrics or {}),
             }
-            for r in (ranked(records, FINAL) or ranked(records, BEAM))[:5]
+            for r in (finals or ranking)[:5]
         ]
         return SearchReport(
-            study_name=self.book.studies.name,
+            study_name=self.loop.studies.name,
             storage="",
             best_config=found.tfg_config(),
             best_metrics=dict(found.metrics or {}),
             best_score=float(found.value),  # type: ignore[arg-type]
             best_role=str(found.role),
             best_trial=found.number,
-            counts=self.book.counts(),
+            counts=self.loop.counts(),
             wall_time_s=time.perf_counter() - start,
             resumed=resumed,
             top=top,
             compute=compute(vars(r) for r in records),
+            ranking=[r.number for r in ranking],
         )
+
+
+def _leader(record: Any, loop: SearchLoop) -> dict[str, Any]:
+    """The top of the search's ranking, as the progress display shows it."""
+    return {"number": record.number, "value": record.value, "params": loop.point(record.params)}
 
 
 def check_environment(settings: SearchSettings, device: str | None, load_models: bool = True) -> None:
@@ -438,7 +429,7 @@ def run_search(
     on_event: EventHook | None = None,
     lease_ttl: float = 30.0,
 ) -> SearchReport:
-    """Run (or resume, or extend) a whole search: beam rounds, then the final re-runs.
+    """Run (or resume, or extend) a whole search: its rounds, then the final re-runs.
 
     Raises:
         TFGSearchError: bad settings, a study with other settings, a study held by a live launcher.
@@ -448,38 +439,37 @@ def run_search(
     executor = executor or LocalExecutor()
     try:
         check_environment(settings, device, load_models=isinstance(executor, LocalExecutor))
-        studies, resolved, resumed = open_search_study(settings, storage, study_name)
+        loop, resumed = open_search_study(settings, storage, study_name, device)
     except KeyboardInterrupt:
         raise SearchInterrupted(None, 0) from None
     hook = on_event or (lambda kind, data: None)
     with hold_signals() as got:  # take the lease and recover: whole, or not at all
-        lease = StudyLease(studies.main, ttl=lease_ttl).acquire()
+        lease = StudyLease(loop.studies.main, ttl=lease_ttl).acquire()
         try:
-            coord = Coordinator(studies, resolved, executor, device, hook)
-            stale, retried = coord.book.recover() if resumed else (0, 0)
+            coord = Coordinator(loop, executor, hook)
+            stale, retried = loop.recover() if resumed else (0, 0)
         except BaseException:
             lease.release()
             raise
     try:
         redeliver(got)
-        done = sum(1 for r in coord.book.records() if r.ok)
+        done = sum(1 for r in loop.records() if r.ok)
         hook(
             "study",
             {
-                "name": studies.name,
+                "name": loop.studies.name,
                 "resumed": resumed,
                 "recovered": stale,
                 "retried": retried,
                 "completed": done,
                 "previous_holder": lease.previous.describe() if lease.previous else None,
-                "settings": resolved.to_dict(),
+                "settings": loop.resolved.to_dict(),
             },
         )
-        coord.run_beam()
-        coord.run_final()
+        coord.run()
         report = coord.report(start, resumed)
     except KeyboardInterrupt as err:  # (other errors: _run_batch marked its own trials)
-        raise SearchInterrupted(studies.name, coord.stop(lease)) from err
+        raise SearchInterrupted(loop.studies.name, coord.stop(lease)) from err
     finally:
         with hold_signals():  # a second Ctrl-C here must not leave the lease behind
             lease.release()

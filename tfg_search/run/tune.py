@@ -3,13 +3,13 @@
 The main path (:func:`tfg_search.run.coordinator.run_search` with a
 :class:`~tfg_search.run.executors.ray_pool.RayExecutor`) keeps warm actors; this module is for
 users who already run their experiments with Tune (its resource scheduling, its result folders,
-its callbacks). The search itself is the project's: :class:`BeamSearcher` hands out and tells
-trials through the same :class:`~tfg_search.run.book.SearchBook` as the coordinator (the beam
-in study ``N:search``, then the final re-runs in study ``N``) and gives Tune one trial spec per Tune
-trial. Tune's ``ConcurrencyLimiter`` is a fixed cap, but the beam has a *round barrier* (round
-r + 1 is only known once round r is told), so the searcher answers ``None`` ("nothing now, ask
-later") while the barrier holds and :attr:`~ray.tune.search.Searcher.FINISHED` once the beam and
-the final re-runs are handed out and told.
+its callbacks). The search itself is the project's: :class:`LoopSearcher` drives the same
+:class:`~tfg_search.run.loop.SearchLoop` as the coordinator (the search in study ``N:search``,
+then the final re-runs in study ``N``) and gives Tune one trial spec per Tune trial. Tune's
+``ConcurrencyLimiter`` is a fixed cap, but a search has a *round barrier* (round r + 1 is only
+known once round r is told), so the searcher answers ``None`` ("nothing now, ask later") while the
+barrier holds and :attr:`~ray.tune.search.Searcher.FINISHED` once the search and the final
+re-runs are handed out and told.
 
 Each trial is stored as the coordinator stores it (its one record attribute,
 :func:`tfg_search.store.layout.told`), under the same lease, so ``tfg-search best`` / ``export``,
@@ -31,18 +31,16 @@ import math
 import shutil
 import socket
 import tempfile
-from collections import deque
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from tfg_search.paths import safe_name
-from tfg_search.run.book import Pending, SearchBook
 from tfg_search.run.coordinator import open_search_study
 from tfg_search.run.executors.ray_pool import default_num_workers, init_ray
-from tfg_search.run.settings import ResolvedSettings, SearchSettings
+from tfg_search.run.loop import Pending, SearchLoop
+from tfg_search.run.settings import SearchSettings
 from tfg_search.store.lease import StudyLease
-from tfg_search.store.record import TrialRecord
 from tfg_search.store.studies import SearchStudies
 from tfg_search.trial import FAILURE_ENVIRONMENT, TrialOutcome, TrialSpec
 
@@ -86,47 +84,31 @@ def tune_trial(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class BeamSearcher(Searcher):
-    """A Tune searcher over a tfg-search study: beam rounds (with their barrier), then final re-runs.
-
-    It hands out and tells trials through the same :class:`~tfg_search.run.book.SearchBook` as
-    the CLI coordinator, so the study holds exactly what ``tfg-search search`` would write.
+class LoopSearcher(Searcher):
+    """A Tune searcher over a tfg-search study: its search rounds (with their barrier), then the
+    final re-runs, through the same :class:`~tfg_search.run.loop.SearchLoop` as the CLI
+    coordinator, so the study holds exactly what ``tfg-search search`` would write.
 
     Args:
-        studies: the search's studies (from :func:`tfg_search.run.coordinator.open_search_study`).
-        resolved: its resolved settings.
-        device: device of every evaluation (None: "cuda" on a trial with a GPU, else "cpu").
+        loop: the search's loop (from :func:`tfg_search.run.coordinator.open_search_study`).
         cpus: CPUs of each trial (its torch threads).
     """
 
-    def __init__(
-        self, studies: SearchStudies, resolved: ResolvedSettings, device: str | None = None, cpus: float = 1.0
-    ) -> None:
+    def __init__(self, loop: SearchLoop, cpus: float = 1.0) -> None:
         super().__init__(metric=METRIC, mode="max")
-        self.book = SearchBook(studies, resolved, device)
+        self.loop = loop
         self._cpus = cpus
         self._live: dict[str, Pending] = {}
-        self._finals: deque[TrialRecord] | None = None
-
-    def _start(self, trial_id: str, pending: Pending) -> dict[str, Any]:
-        self._live[trial_id] = pending
-        return {"spec": pending.spec, "objective": list(self.book.resolved.objective), "cpus": self._cpus}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """The next configuration; None while the round barrier holds; FINISHED when all is told."""
-        if self._finals is None:
-            plan = self.book.plan()
-            if not plan.exhausted:
-                if plan.pending == 0:
-                    return None  # the barrier: the round's last results are not told yet
-                pending = self.book.ask_beam()
-                return None if pending is None else self._start(trial_id, pending)
-            if self._live:
-                return None
-            self._finals = deque(self.book.final_sources())
-        if self._finals:
-            return self._start(trial_id, self.book.ask_final(self._finals.popleft()))
-        return None if self._live else Searcher.FINISHED
+        if self.loop.done:
+            return Searcher.FINISHED
+        pending = self.loop.ask()
+        if pending is None:
+            return None
+        self._live[trial_id] = pending
+        return {"spec": pending.spec, "objective": list(self.loop.resolved.objective), "cpus": self._cpus}
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -150,7 +132,7 @@ class BeamSearcher(Searcher):
                 str(data["node"]),
                 failure=data.get("failure"),
             )
-        self.book.tell(pending, outcome)
+        self.loop.tell(pending, outcome)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: every bit of search state is in the study's database."""
@@ -190,14 +172,15 @@ def run_tune_search(
     import ray
     from ray import tune
 
-    studies, resolved, resumed = open_search_study(settings, storage, study_name)
+    loop, resumed = open_search_study(settings, storage, study_name, device)
+    studies = loop.studies
     owns_ray = init_ray(address) if not ray.is_initialized() else False
     folder = tune_dir or tempfile.mkdtemp(prefix="tfg-tune-")
     try:
         with StudyLease(studies.main, ttl=lease_ttl):
-            searcher = BeamSearcher(studies, resolved, device, cpus_per_trial)
+            searcher = LoopSearcher(loop, cpus_per_trial)
             if resumed:
-                searcher.book.recover()
+                loop.recover()
             workers = num_workers or default_num_workers(
                 ray.cluster_resources(), cpus_per_trial, gpus_per_trial
             )

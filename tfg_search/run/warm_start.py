@@ -34,7 +34,7 @@ def searched_strength(
     found: tuple[float, float, str] | None = None
     for s in storage.get_all_studies():
         info = StudyInfo.of(s.user_attrs)
-        if info is None or info.is_beam_study:
+        if info is None or info.is_search_study:
             continue
         if (info.task, info.target, info.method) != (
             resolved.task,

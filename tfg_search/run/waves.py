@@ -1,9 +1,10 @@
-"""Optuna's own samplers on a search's lattices, in waves: ``tfg-search search --sampler gp|tpe|random``.
+"""Optuna's own samplers on a search's lattices, in waves: ``tfg-search search --search gp|tpe|random``.
 
-So that a user can check on their own task what the TFG beam sampler buys, a search can instead
-run Optuna's :class:`~optuna.samplers.GPSampler` (Gaussian-process BO), :class:`~optuna.samplers.
+So that a user can check on their own task what the rung search buys, a search can instead run
+Optuna's :class:`~optuna.samplers.GPSampler` (Gaussian-process BO), :class:`~optuna.samplers.
 TPESampler` or :class:`~optuna.samplers.RandomSampler` over the same space, with the same study
-layout, final re-runs, summary and queries. Each sampler suggests every searched parameter's
+layout, final re-runs, summary and queries (:class:`OptunaStrategy`, a
+:class:`~tfg_search.run.strategy.Strategy`). Each sampler suggests every searched parameter's
 lattice exponent (``suggest_int("<name>_exponent", ...)``, -1 for 0 where the lattice has it:
 :func:`suggest_exponents`) and, where schedules are searched, its structure; the configuration of
 a trial is the lattice point.
@@ -11,7 +12,9 @@ a trial is the lattice point.
 Trials are asked in *waves* of ``wave`` (what ``wave`` parallel workers run at once): a wave is
 handed out whole, evaluated, and told before the next one is asked; the samplers see the wave's
 trials as running meanwhile (TPE with its constant liar, GP-BO with its batch acquisition over the
-running trials). The search stops once ``trials`` trials are done.
+running trials). The search stops once ``trials`` trials are done. Its ranking is the points
+evaluated, by their best score (ties: the lower trial number); a point proposed again is drawn
+with the same seed, so it scores the same.
 
 Example:
     >>> study = optuna.create_study(direction="maximize", sampler=make_optuna_sampler("random", 0))
@@ -21,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -29,6 +32,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searchers import Lattice, SearchPlan
 from tfg_search.guidance.config import STRUCTURES
+from tfg_search.run.strategy import Strategy
+from tfg_search.store.record import TrialRecord
 from tfg_search.trial import RETRIED_ON_RESUME
 
 EXPONENT = "_exponent"
@@ -89,8 +94,7 @@ def _retried(trial: FrozenTrial) -> bool:
 
 
 class WaveSearch:
-    """The search plan of an Optuna sampler run in waves (the part of a beam sampler that the
-    search's book uses: :meth:`plan`, :meth:`trial_round`, :attr:`seed_points`).
+    """The search plan of an Optuna sampler run in waves.
 
     Args:
         kind: "gp", "tpe" or "random".
@@ -105,23 +109,58 @@ class WaveSearch:
         self.trials = trials
         self.wave = wave
 
-    seed_points: tuple[dict[str, Any], ...] = ()
-
     def plan(self, study: optuna.Study) -> SearchPlan:
         """Where the search stands: the current wave, what may be asked now, whether it is over."""
         done, running = _counts(study)
         pending = 0 if running else min(self.wave, self.trials - done)
-        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        top = sorted(complete, key=lambda t: (-float(t.value), t.number))  # type: ignore[arg-type]
         return SearchPlan(
             round=done // self.wave,
             candidates=[],
             pending=max(0, pending),
             running=running,
             exhausted=done >= self.trials,
-            ranking=[t.number for t in top],
+            ranking=[],  # OptunaStrategy.ranking ranks
         )
 
     def trial_round(self, trial: Any) -> int:
         """The wave a trial was asked in (its number counts the trials asked before it)."""
         return int(trial.number) // self.wave
+
+
+class OptunaStrategy(Strategy):
+    """``--search gp|tpe|random`` (see the module docstring)."""
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        return make_optuna_sampler(self.resolved.search, self.resolved.seed)
+
+    @property
+    def waves(self) -> WaveSearch:
+        r = self.resolved
+        assert r.trials is not None and r.wave is not None
+        return WaveSearch(r.search, r.trials, r.wave)
+
+    def plan(self, search: optuna.Study) -> SearchPlan:
+        return self.waves.plan(search)
+
+    def new_trial(self, search: optuna.Study) -> optuna.Trial:
+        return search.ask()
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        return suggest_exponents(trial, self.resolved.lattices(), set(self.resolved.schedule_params()))
+
+    def point(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return lattice_params(params, self.resolved.lattices())
+
+    def round_of(self, trial: optuna.Trial) -> int | None:
+        return self.waves.trial_round(trial)
+
+    def ranking(self, search: optuna.Study, records: Sequence[TrialRecord]) -> list[TrialRecord]:
+        done = sorted((r for r in records if r.ok), key=lambda r: (-float(r.value), r.number))  # type: ignore[arg-type]
+        seen: set[tuple[tuple[str, Any], ...]] = set()
+        points = []
+        for r in done:
+            key = tuple(sorted(r.params.items()))
+            if key not in seen:
+                seen.add(key)
+                points.append(r)
+        return points

@@ -2,11 +2,13 @@
 
 Layout of a search named ``N`` (layout 2, written since tfg-search 0.2, :data:`LAYOUT`):
 
-* study ``N``, the *answer*: the final re-runs only (each a top beam configuration re-run at full
-  size on a fresh seed). Optuna's own tools (``optuna best-trial``, ``study.best_trial``,
-  optuna-dashboard) therefore name the same best as ``tfg-search best``.
-* study ``N:search`` (:func:`search_study_name`): the beam trials, driven by
-  :class:`searchers.TFGBeamSampler`.
+* study ``N``, the *answer*: the final re-runs only (each a top configuration of the search
+  re-run at full size on a fresh seed). Optuna's own tools (``optuna best-trial``,
+  ``study.best_trial``, optuna-dashboard) therefore name the same best as ``tfg-search best``.
+* study ``N:search`` (:func:`search_study_name`): the search's trials, sampled by
+  :class:`searchers.TFGRungSampler`, :class:`searchers.TFGBeamSampler` or one of Optuna's
+  samplers (a rung-search trial is one point, evaluated at each rung it reaches: its record
+  lists those ``evaluations``).
 
 Both studies carry the study user attr :data:`STUDY_ATTR` (:class:`StudyInfo`: what the search is,
 its settings, the versions that made it, its layout, and for ``N:search`` its role). Each trial
@@ -15,24 +17,24 @@ told (:func:`told`), so a trial costs one attribute write and the dashboard stil
 field. A final re-run is enqueued with ``{"role": "final", "source_trial": n}`` under the same key
 (:func:`final_marker`) so that an interrupted one can be told apart.
 
-Layout 1 (tfg-search 0.1): one study ``N`` held the beam and the final trials, with one user attr
+Layout 1 (tfg-search 0.1): one study ``N`` held the search and the final trials, with one user attr
 per field (``role``, ``config``, ``metrics``, ...) and no ``layout`` in its study attr. It is
 migrated here, when a study is opened, for every reader: :meth:`StudyInfo.trial_studies` says which
 studies hold which trials, :func:`record_fields` decodes either form of a trial's attrs. A resumed
 search of such a study keeps writing into it.
 
 Example:
-    >>> attrs = record(role="beam", round=0, config={"rho": 0.5}, samples=64, seed=0, steps=50,
+    >>> attrs = record(role="search", round=0, config={"rho": 0.5}, samples=64, seed=0, steps=50,
     ...                metrics={"validity": 0.8}, wall_time_s=1.5, device="cpu", node="n1")
     >>> sorted(attrs) == [TRIAL_ATTR]
     True
     >>> record_fields(attrs, failed=False, role=None)["role"]
-    'beam'
+    'search'
     >>> info = StudyInfo("digits", "3", "tfg", {"steps": 50}, layout=LAYOUT)
     >>> StudyInfo.of({STUDY_ATTR: info.attr()}) == info, StudyInfo.of({"other": 1})
     (True, None)
     >>> info.trial_studies("N")
-    [('N:search', 'beam'), ('N', 'final')]
+    [('N:search', 'search'), ('N', 'final')]
 """
 
 from __future__ import annotations
@@ -53,13 +55,15 @@ TRIAL_ATTR = "tfg_search:trial"
 LAYOUT = 2
 """The layout this version writes; studies of tfg-search 0.1 have none (layout 1)."""
 SEARCH_SUFFIX = ":search"
-"""The beam trials of study ``N`` live in study ``N + SEARCH_SUFFIX``."""
+"""The search trials of study ``N`` live in study ``N + SEARCH_SUFFIX``."""
 
-BEAM = "beam"
+SEARCH = "search"
 FINAL = "final"
-"""Trial roles: a beam candidate (small fidelity) or a final re-run (full size)."""
-BEAM_STUDY = "search"
-"""The role a beam study's :class:`StudyInfo` stores (a main study stores none)."""
+"""Trial roles: a search trial (small fidelity) or a final re-run (full size)."""
+ROLE_ALIASES = {"beam": SEARCH}
+"""Roles as tfg-search 0.1 and 0.2 stored them ("beam" for every search trial), read as today's."""
+SEARCH_STUDY = "search"
+"""The role a search study's :class:`StudyInfo` stores (a main study stores none)."""
 
 _FIELDS = (
     "role",
@@ -77,14 +81,16 @@ _FIELDS = (
     "node",
     "attempts",
     "passes",
+    "rung",
+    "evaluations",
 )
 # Layout 1 stored each field but "failure" as its own user attr, under the same names (an "error"
 # of "interrupted" meant an interrupted trial, any other error a failed configuration).
-_LEGACY_KEYS = tuple(name for name in _FIELDS if name not in ("failure", "passes"))
+_LEGACY_KEYS = tuple(name for name in _FIELDS if name not in ("failure", "passes", "rung", "evaluations"))
 
 
 def search_study_name(name: str) -> str:
-    """The name of the study that holds the beam trials of study ``name``.
+    """The name of the study that holds the search trials of study ``name``.
 
     Example:
         >>> search_study_name("digits-3-tfg-1a2b3c4d")
@@ -101,7 +107,7 @@ class StudyInfo:
         task, target, method: what is searched.
         settings: the resolved settings (``ResolvedSettings.to_dict()``).
         layout: 2 (this version), 1 for a study of tfg-search 0.1.
-        role: ``None`` for the main study ``N``, :data:`BEAM_STUDY` for ``N:search``.
+        role: ``None`` for the main study ``N``, :data:`SEARCH_STUDY` for ``N:search``.
         main_study: for ``N:search``, the name ``N``.
         versions, created: what made it, and when.
         warm_start: the earlier methods' points of round 0 (``--seed-presets``), fixed at creation.
@@ -162,13 +168,13 @@ class StudyInfo:
         return out
 
     @property
-    def is_beam_study(self) -> bool:
+    def is_search_study(self) -> bool:
         """Whether this is the ``N:search`` study of a search (not one to list or answer from)."""
-        return self.role == BEAM_STUDY
+        return self.role == SEARCH_STUDY
 
-    def beam_study(self, main: str) -> StudyInfo:
-        """The info of the beam study of main study ``main``."""
-        return dataclasses.replace(self, role=BEAM_STUDY, main_study=main)
+    def search_study(self, main: str) -> StudyInfo:
+        """The info of the search study of main study ``main``."""
+        return dataclasses.replace(self, role=SEARCH_STUDY, main_study=main)
 
     def with_settings(self, settings: Mapping[str, Any], extension: Mapping[str, Any]) -> StudyInfo:
         """The info after the study was continued with ``settings`` (``extension`` logged)."""
@@ -179,7 +185,7 @@ class StudyInfo:
         trials have when they do not say). Layout 1 keeps both roles in ``name`` itself."""
         if self.layout < 2:
             return [(name, None)]
-        return [(search_study_name(name), BEAM), (name, FINAL)]
+        return [(search_study_name(name), SEARCH), (name, FINAL)]
 
 
 def record(**fields: Any) -> dict[str, Any]:
@@ -233,6 +239,55 @@ def told(
     )
 
 
+EVALUATION = (
+    *("samples", "seed", "metrics", "passes", "wall_time_s"),
+    *("device", "node", "attempts", "error", "failure"),
+)
+"""The fields of one evaluation of a rung-search point (its record's ``evaluations``)."""
+
+
+def point_record(
+    earlier: list[dict[str, Any]], attrs: Mapping[str, Any], *, rung: int, score: float | None
+) -> dict[str, Any]:
+    """The record of a rung-search point after its evaluation at ``rung``: ``attrs`` (the
+    evaluation's own record, :func:`told`) becomes the last of its ``evaluations`` (with its
+    ``score``), and the record's own fields sum them up: ``samples``, ``passes`` and
+    ``wall_time_s`` in all, ``metrics`` their sample-weighted means (so that the score of the
+    metrics is the point's estimate), the first rung's ``seed``, the last one's device, node,
+    attempts and failure.
+
+    Example:
+        >>> first = point_record([], record(role="search", samples=8, seed=0, metrics={"v": 0.5},
+        ...                      passes={"denoiser": 8}), rung=0, score=0.5)
+        >>> both = point_record(first[TRIAL_ATTR]["evaluations"], record(role="search", samples=8,
+        ...                     seed=2, metrics={"v": 0.7}, passes={"denoiser": 8}), rung=1, score=0.7)
+        >>> body = both[TRIAL_ATTR]
+        >>> body["samples"], body["seed"], body["metrics"], body["passes"]["denoiser"], body["rung"]
+        (16, 0, {'v': 0.6}, 16, 1)
+    """
+    body = dict(attrs[TRIAL_ATTR])
+    this = {k: body[k] for k in EVALUATION if body.get(k) is not None}
+    evaluations = [*earlier, {"rung": rung, "score": score, **this}]
+    body["evaluations"] = evaluations
+    body["rung"] = rung
+    body["samples"] = sum(int(e.get("samples") or 0) for e in evaluations)
+    body["seed"] = evaluations[0].get("seed")
+    body["wall_time_s"] = round(sum(float(e.get("wall_time_s") or 0.0) for e in evaluations), 4)
+    spent = [e["passes"] for e in evaluations if isinstance(e.get("passes"), Mapping)]
+    if spent:
+        kinds = dict.fromkeys(k for p in spent for k in p)
+        body["passes"] = {k: sum(int(p.get(k, 0)) for p in spent) for k in kinds}
+    measured = [e for e in evaluations if e.get("metrics")]
+    if measured and "error" not in body:
+        total = sum(int(e["samples"]) for e in measured)
+        names = dict.fromkeys(k for e in measured for k in e["metrics"])
+        body["metrics"] = {
+            k: sum(float(e["metrics"][k]) * int(e["samples"]) for e in measured if k in e["metrics"]) / total
+            for k in names
+        }
+    return {TRIAL_ATTR: body}
+
+
 def passes_of(fields: Mapping[str, Any]) -> dict[str, int] | None:
     """The model passes a told trial spent (:func:`tfg_search.guidance.passes.sample_passes`):
     as stored, or (a trial of an earlier version, which did not store them) from its configuration,
@@ -250,14 +305,14 @@ def compute(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """What a search spent, from its trials' record fields: told trials by role, their model
     passes summed (:func:`passes_of`), and their wall time (what ``tfg-search best --json`` and
     the search summary report as ``compute``)."""
-    trials = {BEAM: 0, FINAL: 0}
+    trials = {SEARCH: 0, FINAL: 0}
     total = dict.fromkeys(PASS_KINDS, 0)
     wall = 0.0
     for fields in records:
         spent = fields.get("passes")
         if spent is None:
             continue
-        role = fields.get("role") or BEAM
+        role = fields.get("role") or SEARCH
         trials[role] = trials.get(role, 0) + 1
         for kind in PASS_KINDS:
             total[kind] += int(spent.get(kind, 0))
@@ -286,7 +341,7 @@ def interrupted(fields: Any, role: str, reason: str) -> dict[str, Any]:
 
 
 def final_marker(source_trial: int) -> dict[str, Any]:
-    """The user attrs a final re-run is enqueued with (its role and the beam trial it re-runs)."""
+    """The user attrs a final re-run is made with (its role and the search trial it re-runs)."""
     return record(role=FINAL, source_trial=source_trial)
 
 
@@ -296,8 +351,8 @@ def record_fields(user_attrs: Mapping[str, Any], *, failed: bool, role: str | No
     Args:
         user_attrs: the trial's user attrs, decoded.
         failed: whether the trial's state is FAIL (a legacy failure kind is inferred then).
-        role: what the trial's study implies (the search study holds beam trials) when the trial
-            itself does not say (a beam trial not yet told).
+        role: what the trial's study implies (the search study holds search trials) when the
+            trial itself does not say (a search trial not yet told).
     """
     body = user_attrs.get(TRIAL_ATTR)
     if isinstance(body, Mapping):
@@ -307,7 +362,8 @@ def record_fields(user_attrs: Mapping[str, Any], *, failed: bool, role: str | No
         if failed:
             error = fields.get("error")
             fields["failure"] = FAILURE_INTERRUPTED if error == FAILURE_INTERRUPTED else FAILURE_TRIAL
-    fields["role"] = fields.get("role") or role
+    stored = fields.get("role")
+    fields["role"] = ROLE_ALIASES.get(stored, stored) or role
     fields["passes"] = passes_of(fields)
     return fields
 

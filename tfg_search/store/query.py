@@ -37,9 +37,9 @@ from urllib.parse import parse_qsl, unquote
 from tfg_search.errors import TFGSearchError
 from tfg_search.store.database import resolve_storage
 from tfg_search.store.layout import (
-    BEAM,
     FINAL,
     LEGACY_ROLE_ATTR,
+    SEARCH,
     SEARCH_SUFFIX,
     STUDY_ATTR,
     TRIAL_ATTR,
@@ -300,7 +300,7 @@ def _optuna_list(storage: str | None) -> list[dict[str, Any]]:
     rows = []
     for s in summaries:
         info = StudyInfo.of(s.user_attrs)
-        if info is not None and info.is_beam_study:
+        if info is not None and info.is_search_study:
             continue
         row: dict[str, Any] = {"study": s.study_name, "task": None, "target": None, "method": None}
         if info is None:
@@ -313,7 +313,7 @@ def _optuna_list(storage: str | None) -> list[dict[str, Any]]:
             by_role = {role: _optuna_best_value(rdb, i) for i, role in parts if i is not None}
             best_value, finished = by_role.get(FINAL), by_role.get(FINAL) is not None
             if best_value is None:
-                best_value = by_role.get(BEAM)
+                best_value = by_role.get(SEARCH)
         else:
             found = best(load_search(rdb, s.study_name).records())
             best_value = found.value if found is not None else None
@@ -362,7 +362,7 @@ def _direct_list(url: str | None) -> list[dict[str, Any]]:
         rows = []
         for study_id, name in studies:
             info = infos.get(study_id)
-            if info is not None and info.is_beam_study:
+            if info is not None and info.is_search_study:
                 continue
             row: dict[str, Any] = {"study": name, "task": None, "target": None, "method": None}
             if info is None:
@@ -374,7 +374,7 @@ def _direct_list(url: str | None) -> list[dict[str, Any]]:
                 by_role = {role: values(i) for i, role in parts if i is not None}
                 best_value, finished = by_role.get(FINAL), by_role.get(FINAL) is not None
                 if best_value is None:
-                    best_value = by_role.get(BEAM)
+                    best_value = by_role.get(SEARCH)
             else:
                 found = _best(db, [(i, role) for i, role in parts if i is not None])
                 best_value = found.value if found is not None else None
@@ -496,7 +496,7 @@ def _load(db: _Reader, name: str) -> tuple[int, StudyInfo]:
 def _search(db: _Reader, name: str) -> tuple[str, int, StudyInfo]:
     """The main study of search ``name`` (given by its main or its search study's name)."""
     study_id, info = _load(db, name)
-    if info.is_beam_study and info.main_study:
+    if info.is_search_study and info.main_study:
         name = info.main_study
         study_id, info = _load(db, name)
     return name, study_id, info
@@ -566,7 +566,7 @@ def _best(db: _Reader, studies: Sequence[tuple[int, str | None]]) -> _Candidate 
         role = _role(candidate)
         if role == FINAL:
             return candidate
-        if role == BEAM and first_beam is None:
+        if role == SEARCH and first_beam is None:
             first_beam = candidate
     return first_beam
 

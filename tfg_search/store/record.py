@@ -10,11 +10,11 @@ Example:
     >>> from tfg_search.store.layout import record
     >>> study = optuna.create_study(direction="maximize")
     >>> trial = study.ask()
-    >>> for key, value in record(role="beam", round=0, config={"rho": 0.5}, samples=64).items():
+    >>> for key, value in record(role="search", round=0, config={"rho": 0.5}, samples=64).items():
     ...     trial.set_user_attr(key, value)
     >>> _ = study.tell(trial, 0.5)
     >>> read_all(study)[0].role, best(read_all(study)).value
-    ('beam', 0.5)
+    ('search', 0.5)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.store.layout import BEAM, FINAL, record_fields
+from tfg_search.store.layout import FINAL, SEARCH, record_fields
 from tfg_search.trial import RETRIED_ON_RESUME
 
 __all__ = ["TrialRecord", "best", "ranked", "read", "read_all"]
@@ -42,19 +42,27 @@ class TrialRecord:
         number: the trial number in its study.
         study: the name of the study the trial is in.
         state: its Optuna state.
-        value: its score (COMPLETE trials), else None.
+        value: its score: the value of a COMPLETE or PRUNED trial (a pruned rung-search point:
+            its estimate), the last reported estimate of a RUNNING one (a rung-search point held
+            for its promotion), else None.
         params: the suggested parameters (rho, mu, gamma, schedules, or strength).
-        role: "beam" or "final" (None: not a tfg-search trial).
-        round: beam round (None for finals).
+        role: "search" or "final" (None: not a tfg-search trial).
+        round: the search round it was asked in (a rung-search point: its first rung's; None for
+            finals).
         config: the configuration as a dict (``TFGConfig.to_dict()``), once told.
-        samples, seed, steps: the evaluation's size, seed and DDIM steps.
-        source_trial: for a final re-run, the number of the beam trial it re-runs.
+        samples, seed, steps: the evaluation's size, seed and DDIM steps (a rung-search point: its
+            samples in all, its first rung's seed).
+        source_trial: for a final re-run, the number of the search trial it re-runs.
         metrics: held-out metrics (COMPLETE trials).
         error: why the trial failed (FAIL trials).
         failure: FAILURE_TRIAL, FAILURE_ENVIRONMENT or FAILURE_INTERRUPTED for FAIL trials.
         wall_time_s, device, node, attempts: where and how long it ran.
         passes: the model passes it spent (:func:`tfg_search.store.layout.passes_of`; None before
             it ran).
+        rung: a rung-search point's highest rung evaluated (None: not a rung-search trial).
+        evaluations: a rung-search point's evaluations, one per rung: ``rung``, ``samples``,
+            ``seed``, ``score`` (the rung's own), ``metrics``, ``passes``, ``wall_time_s``,
+            ``device``, ``node``, ``attempts``.
     """
 
     number: int
@@ -77,6 +85,8 @@ class TrialRecord:
     node: str | None = None
     attempts: int | None = None
     passes: dict[str, int] | None = None
+    rung: int | None = None
+    evaluations: list[dict[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -98,11 +108,13 @@ class TrialRecord:
 def read(trial: FrozenTrial, study_name: str = "", role: str | None = None) -> TrialRecord:
     """The record of one trial (layout 2, else the legacy per-field attrs).
 
-    ``role`` is what the trial's study implies (the search study holds beam trials) when the
-    trial itself does not say (a beam trial not yet told).
+    ``role`` is what the trial's study implies (the search study holds search trials) when the
+    trial itself does not say (a search trial not yet told).
     """
     fields = record_fields(trial.user_attrs, failed=trial.state == TrialState.FAIL, role=role)
-    value = trial.value if trial.state == TrialState.COMPLETE else None
+    value = trial.value if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) else None
+    if trial.state == TrialState.RUNNING and trial.intermediate_values:
+        value = trial.intermediate_values[max(trial.intermediate_values)]
     return TrialRecord(
         number=trial.number,
         study=study_name,
@@ -125,8 +137,8 @@ def ranked(records: Iterable[TrialRecord], role: str) -> list[TrialRecord]:
 
 
 def best(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The reported best: the best final re-run, else (search not finished) the best beam trial."""
-    for role in (FINAL, BEAM):
+    """The best final re-run, else (search not finished) the best search trial by its score."""
+    for role in (FINAL, SEARCH):
         top = ranked(records, role)
         if top:
             return top[0]

@@ -165,7 +165,7 @@ def load_search(
         storage = open_storage(storage, create=False)
     main = load_study(storage, study_name)
     info = study_info(main)
-    if info.is_beam_study and info.main_study:
+    if info.is_search_study and info.main_study:
         main = load_study(storage, info.main_study)
         info = study_info(main)
     (beam_name, _), *_ = info.trial_studies(main.study_name)
