@@ -186,8 +186,15 @@ class TFGRungSampler(LatticeSampler):
     def trial_key(self, trial: FrozenTrial | optuna.Trial) -> Key | None:
         """The integer key of the point a trial evaluates (without its rung), or ``None``."""
         key = super().trial_key(trial)
-        claim = self._claim_of(trial)
-        return key[:-1] if key is not None and claim is not None else key
+        return None if key is None else key[: self._point_size]
+
+    @property
+    def _point_size(self) -> int:
+        return len(self._names) + len(self._structured)
+
+    def _params(self, key: Key) -> dict[str, float | str]:
+        """The parameters of a point (a key with or without its rung)."""
+        return self._point_params(key[: self._point_size])
 
     def trial_rung(self, trial: FrozenTrial | optuna.Trial) -> int | None:
         """The rung a trial evaluates now (0: its point's first look; rung ``j`` re-evaluates it on

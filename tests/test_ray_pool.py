@@ -128,9 +128,17 @@ def test_actor_killed_mid_trial_is_retried_on_a_fresh_actor(local_ray: None, tmp
     assert by_number[1].attempts == by_number[2].attempts == 1
 
 
-def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_storage_url: str) -> None:
+def test_a_search_stops_on_actors_that_keep_dying_and_the_rerun_finishes_it(
+    local_ray: None, tmp_path: Path, tmp_storage_url: str
+) -> None:
+    """A trial whose actor dies once is retried on a new actor; one whose actors keep dying is a
+    machine failure: the search stops once its batch is told (the trial stays RUNNING with the
+    reason), and the same search run again on a healthy machine re-runs it in place."""
+    from tfg_search.errors import TFGSearchError
     from tfg_search.run.coordinator import run_search
+    from tfg_search.run.executors import LocalExecutor
     from tfg_search.run.settings import SearchSettings
+    from tfg_search.store.studies import load_search
 
     settings = SearchSettings(
         task="gmm2d",
@@ -143,23 +151,23 @@ def test_search_survives_dying_actors(local_ray: None, tmp_path: Path, tmp_stora
         search="beam",
     )
     trial_fn = functools.partial(dying_trial, str(tmp_path), frozenset({1}), frozenset({2}))
-    with RayExecutor(num_workers=2, trial_fn=trial_fn) as pool:
-        report = run_search(settings, tmp_storage_url, "faults", pool)
-    from tfg_search.store.studies import load_search
-
+    stops = pytest.raises(TFGSearchError, match=r"1 evaluation\(s\) failed for a reason of the machine")
+    with RayExecutor(num_workers=2, trial_fn=trial_fn) as pool, stops:
+        run_search(settings, tmp_storage_url, "faults", pool)
     records = load_search(tmp_storage_url, "faults").records()
     trials = {r.number: r for r in records if r.role == "search"}
-    assert trials[1].state == optuna.trial.TrialState.COMPLETE
-    assert trials[1].attempts == 2
-    assert trials[2].state == optuna.trial.TrialState.FAIL
-    assert trials[2].attempts == 2
-    assert "died" in trials[2].error and trials[2].failure == "environment"  # retried on resume
-    assert report.counts.environment == 1 and report.n_final == 1
+    assert trials[1].state == optuna.trial.TrialState.COMPLETE and trials[1].attempts == 2
+    assert trials[2].state == optuna.trial.TrialState.RUNNING and trials[2].attempts == 2
+    assert "died" in trials[2].error and trials[2].failure == "environment"
     for r in records:
-        assert r.node.startswith(os.uname().nodename + "/")
-        if not (r.role == "search" and r.number == 2):
-            assert r.device == "cpu"
-    assert all(r.state.is_finished() for r in records)
+        if r.state == optuna.trial.TrialState.COMPLETE:
+            assert r.node.startswith(os.uname().nodename + "/") and r.device == "cpu"
+    report = run_search(settings, tmp_storage_url, "faults", LocalExecutor())
+    records = load_search(tmp_storage_url, "faults").records()
+    assert all(r.state.is_finished() for r in records) and report.n_final == 1
+    trials = {r.number: r for r in records if r.role == "search"}
+    assert trials[2].ok and trials[2].interruptions == 1 and trials[2].failure is None
+    assert report.counts.environment == 0 and report.counts.interrupted == 1
 
 
 def test_the_default_rung_search_runs_on_ray_as_it_runs_locally(

@@ -29,12 +29,14 @@ class Interrupted(Exception):
     """A command stopped by Ctrl-C or SIGTERM; ``main`` prints :attr:`message` and exits with 130.
 
     Attributes:
-        marked: how many running trials were marked interrupted on the way out.
+        stopped: how many evaluations were in flight (re-run in place when the command is rerun).
     """
 
-    def __init__(self, marked: int = 0) -> None:
-        self.marked = marked
-        super().__init__(f"interrupted: {marked} running trial(s) marked interrupted; {RESUME_HINT}")
+    def __init__(self, stopped: int = 0) -> None:
+        self.stopped = stopped
+        super().__init__(
+            f"interrupted: {stopped} evaluation(s) stopped, left to re-run in place; {RESUME_HINT}"
+        )
 
     @property
     def message(self) -> str:

@@ -29,7 +29,7 @@ def _register() -> None:
 
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
-"""What a command stopped by Ctrl-C says (``search`` also says how many trials it marked)."""
+"""What a command stopped by Ctrl-C says (``search`` also says how many evaluations it stopped)."""
 
 
 def _one_line(text: str) -> str:

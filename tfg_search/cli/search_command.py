@@ -45,19 +45,19 @@ def _parse_objective(text: str | None) -> tuple[str, ...] | None:
 
 
 def _sigterm_as_interrupt(signum: int, _frame: Any) -> None:
-    """SIGTERM handler of the search: stop as Ctrl-C does (running trials marked interrupted)."""
+    """SIGTERM handler of the search: stop as Ctrl-C does (what runs is re-run by the next run)."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextlib.contextmanager
 def _stopped_by_signals() -> Iterator[None]:
     """SIGTERM stops the block as Ctrl-C does; either ends it with :class:`common.Interrupted`
-    (exit code 130, one line saying how many running trials were marked interrupted)."""
+    (exit code 130, one line saying how many evaluations it stopped)."""
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         yield
-    except KeyboardInterrupt as err:  # SearchInterrupted says how many trials it marked
-        raise common.Interrupted(getattr(err, "marked", 0)) from None
+    except KeyboardInterrupt as err:  # SearchInterrupted says how many evaluations it stopped
+        raise common.Interrupted(getattr(err, "stopped", 0)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

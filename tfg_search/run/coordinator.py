@@ -4,17 +4,16 @@ Data flows one way: the search's loop (:class:`~tfg_search.run.loop.SearchLoop`)
 of trials (a round of the search, then the final re-runs), the executor evaluates them, each
 result is told as it arrives; when the search is exhausted the top configurations are re-run at
 full size ("final" trials, in the main study) and the best of those is the answer. All search
-state is in the database, so a killed coordinator is restarted with the same command and
-continues: trials it left RUNNING are marked interrupted and evaluated again (same seed), nothing
-completed is repeated or lost.
+state is in the database, so a stopped coordinator (Ctrl-C, SIGTERM, ``kill -9``, a machine
+failure) is restarted with the same command and continues exactly: the evaluations it left in
+flight are re-run in place, in their trials, with the same samples and seeds
+(:meth:`~tfg_search.run.loop.SearchLoop.recover`), so the trials and the answer are those of a
+search never stopped; nothing completed is repeated or lost.
 
 Ctrl-C (and SIGTERM, where the caller turns it into KeyboardInterrupt, as the CLI does) stops
-:func:`run_search` with :class:`SearchInterrupted`: on the way out every trial of the search still
-RUNNING is marked FAIL with failure "interrupted" (its configuration due again on resume), wherever
-the interrupt arrived (inside the executor, while a result was told, between asking trials).
-Creating the two studies, taking the lease with the recovery, and that clean-up run with SIGINT /
-SIGTERM held (:func:`hold_signals`), so a Ctrl-C (or a second one) cannot leave one study without
-the other or a trial RUNNING.
+:func:`run_search` with :class:`SearchInterrupted`, which says how many evaluations were in flight.
+Creating the two studies and taking the lease run with SIGINT / SIGTERM held (:func:`hold_signals`);
+a search left half made by ``kill -9`` (one study of the two) is completed by the next run.
 
 Example:
     >>> from tfg_search.run.coordinator import run_search  # doctest: +SKIP
@@ -26,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import platform
 import signal
@@ -40,6 +40,7 @@ import optuna
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.run.executors import Executor, LocalExecutor
+from tfg_search.run.faults import fault
 from tfg_search.run.loop import SEARCHING, Counts, Pending, SearchLoop
 from tfg_search.run.settings import ResolvedSettings, SearchSettings
 from tfg_search.run.strategy import EarlierRungs, Strategy, is_0_2_rungs, strategy_for
@@ -47,7 +48,6 @@ from tfg_search.store.database import redact, resolve_storage
 from tfg_search.store.layout import FINAL, LAYOUT, SEARCH, STUDY_ATTR, StudyInfo, compute, search_study_name
 from tfg_search.store.lease import StudyLease
 from tfg_search.store.studies import SearchStudies, load_search, open_storage
-from tfg_search.trial import FAILURE_ENVIRONMENT
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """Progress events: ("study", ...), ("round", ...), ("trial", ...), ("final", ...), ("done", ...)."""
@@ -58,13 +58,14 @@ class SearchInterrupted(KeyboardInterrupt):
 
     Attributes:
         study: the search's study name (None when it stopped before the study was open).
-        marked: how many running trials were marked interrupted (retried on resume).
+        stopped: how many evaluations were in flight (their trials stay RUNNING; the same
+            search, run again, re-runs them in place).
     """
 
-    def __init__(self, study: str | None, marked: int) -> None:
-        super().__init__(f"search {study!r} interrupted; {marked} running trial(s) marked interrupted")
+    def __init__(self, study: str | None, stopped: int) -> None:
+        super().__init__(f"search {study!r} interrupted; {stopped} evaluation(s) stopped")
         self.study = study
-        self.marked = marked
+        self.stopped = stopped
 
 
 @contextlib.contextmanager
@@ -190,7 +191,9 @@ def open_search_study(
     resolved = settings.resolve(task)
     rdb = open_storage(storage, create=True)
     found = _existing(rdb, resolved, study_name)
-    if found is not None:
+    name = found or study_name or resolved.study_name
+    half_made = _half_made(rdb, name)
+    if found is not None and half_made is None:
         main = optuna.load_study(study_name=found, storage=rdb)
         stored = StudyInfo.of(main.user_attrs)
         if stored is None or stored.is_search_study:
@@ -216,14 +219,18 @@ def open_search_study(
             strategy = strategy_for(resolved, _seeds(resolved, stored.warm_start))
             studies = load_search(rdb, found, sampler=strategy.sampler)
         return SearchLoop(studies, resolved, strategy, device), True
-    name = study_name or resolved.study_name
-    warm: list[dict[str, Any]] = []
-    if resolved.seed_presets:
-        from tfg_search.run.warm_start import preset_seeds
+    if half_made is not None:  # a run stopped between the two studies' writes: finish them
+        warm = half_made.warm_start
+        if resolved.differences(half_made.settings):
+            raise TFGSearchError(f"study {name!r} exists with other settings; pick another study name")
+    else:
+        warm = []
+        if resolved.seed_presets:
+            from tfg_search.run.warm_start import preset_seeds
 
-        warm = preset_seeds(rdb, resolved, task)
+            warm = preset_seeds(rdb, resolved, task)
     strategy = strategy_for(resolved, _seeds(resolved, warm))
-    info = StudyInfo(
+    info = half_made or StudyInfo(
         task=resolved.task,
         target=resolved.target,
         method=resolved.method,
@@ -237,6 +244,19 @@ def open_search_study(
         studies = create_search(rdb, name, info, strategy.sampler)
     redeliver(got)
     return SearchLoop(studies, resolved, strategy, device), False
+
+
+def _half_made(rdb: optuna.storages.BaseStorage, name: str) -> StudyInfo | None:
+    """The info of search ``name`` when a run was stopped while it made its two studies (the search
+    study and its info are there; the answer study, or its info, is not), else None."""
+    studies = {s.study_name: s for s in rdb.get_all_studies()}
+    main, search = studies.get(name), studies.get(search_study_name(name))
+    if main is not None and StudyInfo.of(main.user_attrs) is not None:
+        return None
+    info = StudyInfo.of(search.user_attrs) if search is not None else None
+    if info is None or info.main_study != name:
+        return None
+    return dataclasses.replace(info, role=None, main_study=None)
 
 
 def _check_finished_0_2(studies: SearchStudies, resolved: ResolvedSettings) -> None:
@@ -260,14 +280,25 @@ def _seeds(resolved: ResolvedSettings, warm_start: Sequence[dict[str, Any]]) -> 
 def create_search(
     storage: optuna.storages.BaseStorage, name: str, info: StudyInfo, sampler: optuna.samplers.BaseSampler
 ) -> SearchStudies:
-    """The two new studies of search ``name``: ``N:search`` (sampled by ``sampler``), then ``N``,
-    whose study attr is written last (a study with it is complete)."""
+    """The two studies of search ``name``: ``N:search`` (sampled by ``sampler``), then ``N``, each
+    with its info; the answer study's info is written last (a study with it is complete). Each
+    step is skipped when already made, so a search left half made is completed."""
     search = optuna.create_study(
-        study_name=search_study_name(name), storage=storage, sampler=sampler, direction="maximize"
+        study_name=search_study_name(name),
+        storage=storage,
+        sampler=sampler,
+        direction="maximize",
+        load_if_exists=True,
     )
-    search.set_user_attr(STUDY_ATTR, info.search_study(name).attr())
+    if StudyInfo.of(search.user_attrs) is None:
+        search.set_user_attr(STUDY_ATTR, info.search_study(name).attr())
+    fault("create")  # (a test's stop between the two studies)
     main = optuna.create_study(
-        study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(), direction="maximize"
+        study_name=name,
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(),
+        direction="maximize",
+        load_if_exists=True,
     )
     main.set_user_attr(STUDY_ATTR, info.attr())
     return SearchStudies(main, search)
@@ -281,24 +312,20 @@ class Coordinator:
         self.resolved = loop.resolved
         self.executor = executor
         self.on_event = on_event or (lambda kind, data: None)
-        self.marked = 0
-        """Trials of this process marked interrupted so far."""
+        self.stopped = 0
+        """Evaluations in flight when this process was stopped (re-run by the next run)."""
 
     def _run_batch(self, batch: Sequence[Pending]) -> list[float | None]:
-        """Evaluate handed-out trials; each result is told as it arrives. On Ctrl-C / SIGTERM the
-        trials still running are marked interrupted (their configurations due again)."""
+        """Evaluate handed-out trials; each result is told as it arrives. A batch in which an
+        evaluation failed for the machine's reason stops the search once it is told (its trials
+        stay RUNNING: the same command re-runs them)."""
         by_number = {p.number: p for p in batch}
-        open_ = dict(by_number)
         values: list[float | None] = []
-        machine_errors: list[str] = []
         try:
             for outcome in self.executor.map([p.spec for p in batch]):
                 pending = by_number[outcome.number]
                 value = self.loop.tell(pending, outcome)
-                open_.pop(outcome.number, None)
                 values.append(value)
-                if value is None and outcome.failure == FAILURE_ENVIRONMENT:
-                    machine_errors.append(outcome.error or "unknown error")
                 leader = self.loop.leader() if pending.role == SEARCH else None
                 self.on_event(
                     "trial",
@@ -315,13 +342,13 @@ class Coordinator:
                     },
                 )
         except BaseException:
-            with hold_signals(), contextlib.suppress(Exception):  # never hide why it stopped
-                self.marked += self.loop.interrupt(open_.values())
+            self.stopped += self.loop.interrupt()
             raise
-        if batch and len(machine_errors) == len(batch):
+        failures = self.loop.machine_failures
+        if failures:
             raise TFGSearchError(
-                f"every trial of this batch failed for a reason of the machine ({machine_errors[0][:300]}); "
-                "fix it and rerun the same command: those trials are retried"
+                f"{len(failures)} evaluation(s) failed for a reason of the machine ({failures[0][:300]}); "
+                "fix it and rerun the same command: they are re-run in place"
             )
         return values
 
@@ -345,15 +372,6 @@ class Coordinator:
             elif batch[0].role == FINAL:
                 self.on_event("final", {"count": len(batch), "samples": self.resolved.final_samples})
             self._run_batch(batch)
-
-    def stop(self, lease: StudyLease) -> int:
-        """On the way out of an interrupted search: leave no trial RUNNING (signals held; a
-        database error here does not hide the interrupt). Returns the trials this process marked
-        interrupted in all."""
-        with hold_signals(), contextlib.suppress(Exception):
-            if lease.holds():  # else another launcher took the study over and owns what runs
-                self.marked += self.loop.interrupt_running()
-        return self.marked
 
     def report(self, start: float, resumed: bool) -> SearchReport:
         records = self.loop.records()
@@ -468,8 +486,8 @@ def run_search(
         )
         coord.run()
         report = coord.report(start, resumed)
-    except KeyboardInterrupt as err:  # (other errors: _run_batch marked its own trials)
-        raise SearchInterrupted(loop.studies.name, coord.stop(lease)) from err
+    except KeyboardInterrupt as err:  # what ran stays RUNNING: the next run re-runs it in place
+        raise SearchInterrupted(loop.studies.name, coord.stopped + loop.interrupt()) from err
     finally:
         with hold_signals():  # a second Ctrl-C here must not leave the lease behind
             lease.release()

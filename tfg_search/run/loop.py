@@ -12,11 +12,22 @@ what the loop owns is the order of things and what is stored:
    :class:`~tfg_search.trial.TrialSpec`; ``None`` while the round's running trials are not all
    told (the barrier);
 2. **final**: once the search is exhausted and nothing of it runs, the strategy's finals (the top
-   of its ranking) are re-run at full size in study ``N``, one trial each;
+   of its ranking) are re-run at full size in study ``N``, one trial each, made RUNNING with its
+   parameters in one write (nothing is ever left WAITING);
 3. **done**: every final told. The answer is the best final (:meth:`SearchLoop.best`).
 
 :meth:`SearchLoop.tell` scores an outcome and writes the trial's record in one user attribute
 (:func:`tfg_search.store.layout.told`), then tells Optuna.
+
+**Exact under interruption.** Nothing is marked or given back when a search stops (Ctrl-C,
+``kill -9``, a machine failure): the trials it was evaluating stay RUNNING, each with its
+parameters and its place in the search, and the next run of the same search re-runs them in
+place first (:meth:`SearchLoop.recover`), with the same samples and seeds, before it asks anything
+new. Every trial keeps its number, so the resumed search's trials and answer are exactly those of
+a search never stopped; their records count the re-runs (``interruptions``). A machine failure of
+an evaluation (a device, memory, a dead worker) leaves its trial so too, and stops the search once
+its batch is told (:attr:`SearchLoop.machine_failures`). Named points where tests stop a search on
+purpose: :mod:`tfg_search.run.faults`.
 
 Example:
     >>> loop = SearchLoop(studies, resolved)  # doctest: +SKIP
@@ -27,20 +38,22 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from searchers import SearchPlan, optuna_internals
 from searchers.base import LatticeSampler
+from tfg_search.run.faults import fault
 from tfg_search.run.objective import score
 from tfg_search.run.settings import ResolvedSettings
 from tfg_search.run.strategy import Strategy, strategy_for
-from tfg_search.store.layout import FINAL, SEARCH, final_marker, interrupted, point_record, told
+from tfg_search.store.layout import FINAL, SEARCH, final_marker, point_record, told
 from tfg_search.store.record import TrialRecord, read
 from tfg_search.store.studies import SearchStudies
 from tfg_search.trial import (
@@ -67,6 +80,8 @@ class Pending:
     params: dict[str, Any]
     spec: TrialSpec
     source_trial: int | None = None
+    interruptions: int = 0
+    """How often this trial's evaluations were re-run after a stop (its record keeps the count)."""
 
     @property
     def number(self) -> int:
@@ -82,11 +97,13 @@ class Counts:
     failed: int = 0
     """Configurations that failed (e.g. non-finite samples): final."""
     interrupted: int = 0
-    """Stopped with their launcher (retried on resume, so they are not in ``failed``)."""
+    """Trials re-run in place after their search was stopped (or, in studies of tfg-search 0.2,
+    stopped and given back)."""
     environment: int = 0
-    """Failed for the machine's reason (device, memory, a dead worker; retried on resume)."""
+    """Trials whose last evaluation failed for the machine's reason (device, memory, a dead
+    worker): re-run when the search is run again."""
     reasons: list[str] = field(default_factory=list)
-    """The distinct errors of the environment failures."""
+    """The distinct errors of the machine failures."""
 
 
 class SearchLoop:
@@ -116,6 +133,9 @@ class SearchLoop:
         self._quota = 0  # trials the current plan still lets this loop ask
         self._finals: list[TrialRecord] = []
         self._live: dict[tuple[str, int], Pending] = {}
+        self._resumed: list[Pending] = []  # evaluations an earlier run left in flight: first
+        self.machine_failures: list[str] = []
+        """Errors of evaluations that failed for the machine's reason since the last wave."""
 
     # -- reading ------------------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:
@@ -158,15 +178,12 @@ class SearchLoop:
                 counts.search += 1
             if r.state.is_finished() and r.role == FINAL:
                 counts.final += 1
-            if r.state != TrialState.FAIL:
-                continue
-            if r.failure == FAILURE_INTERRUPTED:
-                counts.interrupted += 1
-            elif r.failure == FAILURE_ENVIRONMENT:
+            counts.interrupted += bool(r.interruptions) or r.failure == FAILURE_INTERRUPTED
+            if r.failure == FAILURE_ENVIRONMENT:
                 counts.environment += 1
                 if r.error and r.error not in counts.reasons:
                     counts.reasons.append(r.error)
-            else:
+            elif r.state == TrialState.FAIL and r.failure != FAILURE_INTERRUPTED:
                 counts.failed += 1
         return counts
 
@@ -190,9 +207,15 @@ class SearchLoop:
         round barrier, or the last finals), the phase changed (:attr:`phase`), or the search is
         done. A wave never mixes phases.
 
-        In the search, the loop asks as many trials as the plan has pending when it plans (a
-        round, or a wave of Optuna's samplers), then waits for them all before it plans again.
+        An evaluation an earlier run left in flight is handed out first (:meth:`recover`). In the
+        search, the loop then asks as many trials as the plan has pending when it plans (a
+        round, or a wave of Optuna's samplers), and waits for them all before it plans again.
         """
+        role = SEARCH if self.phase == SEARCHING else FINAL
+        resumed = next((p for p in self._resumed if p.role == role), None)
+        if resumed is not None and self.phase != DONE:
+            self._resumed.remove(resumed)
+            return self._hand_out(resumed)
         if self.phase == SEARCHING:
             while True:
                 if self._quota == 0:
@@ -224,14 +247,16 @@ class SearchLoop:
 
     def _advance(self) -> None:
         """Move to the next phase when this one has nothing left (nothing handed out is running)."""
-        if self._live or self._quota:
+        if self._live or self._quota or any(p.role == SEARCH for p in self._resumed):
             return
         if self.phase == SEARCHING and self.plan().exhausted:
             self._enter_finals()
-        if self.phase == FINALS and not self._finals:
+        if self.phase == FINALS and not self._finals and not self._resumed:
             self.phase = DONE
 
     def _enter_finals(self) -> None:
+        fault("finals")
+        self.strategy.finish(self.studies.search)
         self.phase = FINALS
         self._finals = self.final_sources()
 
@@ -240,18 +265,17 @@ class SearchLoop:
         return pending
 
     def final_sources(self) -> list[TrialRecord]:
-        """The strategy's finals that have no final re-run yet. A re-run that failed for the
-        configuration's own reason counts as done; one that was interrupted or failed for the
-        environment is due again."""
+        """The strategy's finals that have no final re-run yet (a re-run still RUNNING is
+        re-run in place by :meth:`recover`; studies of tfg-search 0.2 may hold interrupted ones
+        as FAIL: those are due again)."""
         records = self.records()
         top = self.strategy.finals(self.studies.search, [r for r in records if r.role == SEARCH])
-        done = {
+        made = {
             r.source_trial
             for r in records
-            if r.role == FINAL
-            and (r.state == TrialState.COMPLETE or (r.state == TrialState.FAIL and not r.retry_on_resume))
+            if r.role == FINAL and not (r.state == TrialState.FAIL and r.retry_on_resume)
         }
-        return [r for r in top if r.number not in done]
+        return [r for r in top if r.number not in made]
 
     def _spec(self, trial: optuna.Trial, params: dict[str, Any], role: str) -> TrialSpec:
         r = self.resolved
@@ -271,32 +295,66 @@ class SearchLoop:
             task_options=dict(r.task_options) or None,
         )
 
-    def _ask_search(self) -> Pending | None:
-        """The next candidate of the current round, or None (surplus: nothing to hand out)."""
-        study = self.studies.search
-        trial = self.strategy.new_trial(study)
-        if trial is None:
-            return None
+    def _search_pending(self, trial: optuna.Trial, interruptions: int = 0) -> Pending | None:
+        """A search trial handed out: its parameters (suggested now, or as it has them), its
+        spec; None for a surplus trial (the search is exhausted: it is pruned, unevaluated)."""
         try:
             params = self.strategy.suggest(trial)
         except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            self.studies.search.tell(trial, state=TrialState.PRUNED)
             return None
         spec = self._spec(trial, params, SEARCH)
-        return Pending(trial, SEARCH, self.strategy.round_of(trial), params, spec)
+        stored = read(_frozen(self.studies.search, trial))
+        count = (stored.interruptions or 0) + interruptions
+        return Pending(trial, SEARCH, self.strategy.round_of(trial), params, spec, interruptions=count)
+
+    def _ask_search(self) -> Pending | None:
+        """The next candidate of the current round, or None (surplus: nothing to hand out)."""
+        trial = self.strategy.new_trial(self.studies.search)
+        if trial is None:
+            return None
+        fault("ask")
+        return self._search_pending(trial)
 
     def _ask_final(self, source: TrialRecord) -> Pending:
-        """A final re-run of ``source`` (a search record) in the main study."""
+        """A final re-run of ``source`` (a search record) in the main study: made RUNNING with
+        its parameters, distributions and role in one write."""
         study = self.studies.main
-        study.enqueue_trial(source.params, user_attrs=final_marker(source.number))
-        trial = study.ask()
-        params = self.strategy.suggest(trial)
-        return Pending(trial, FINAL, None, params, self._spec(trial, params, FINAL), source.number)
+        origin = _trial(self.studies.search, source.number)
+        template = FrozenTrial(
+            number=0,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=dt.datetime.now(),
+            datetime_complete=None,
+            params=dict(origin.params),
+            distributions=dict(origin.distributions),
+            user_attrs=final_marker(source.number),
+            system_attrs={},
+            intermediate_values={},
+            trial_id=0,
+        )
+        storage = optuna_internals.storage(study)
+        trial = optuna.Trial(study, storage.create_new_trial(optuna_internals.study_id(study), template))
+        fault("final-ask")
+        return self._final_pending(trial, source.number)
+
+    def _final_pending(self, trial: optuna.Trial, source: int, interruptions: int = 0) -> Pending:
+        params = self.strategy.suggest(trial)  # the parameters it was made with
+        return Pending(
+            trial, FINAL, None, params, self._spec(trial, params, FINAL), source, interruptions=interruptions
+        )
 
     # -- telling -------------------------------------------------------------------------------
     def tell(self, pending: Pending, outcome: TrialOutcome) -> float | None:
         """Store the outcome (one user-attr write) and tell the study; returns the score or None
-        (a rung-search point: its estimate after this rung)."""
+        (a rung-search point: its estimate after this rung).
+
+        An outcome that failed for the machine's reason is recorded on its trial, which stays
+        RUNNING (re-run when the search runs again), and noted in :attr:`machine_failures`.
+        """
+        final = pending.role == FINAL
+        fault("final-result" if final else "result")
         value = None
         error, failure = outcome.error, outcome.failure
         if outcome.metrics is not None:
@@ -317,94 +375,85 @@ class SearchLoop:
             source_trial=pending.source_trial,
             error=None if value is not None else (error or "unknown error"),
             failure=None if value is not None else failure,
+            interruptions=pending.interruptions or None,
         )
-        held = pending.role == SEARCH and self.strategy.points_held
+        held = not final and self.strategy.points_held
         if held:
             attrs = self._point_record(pending, attrs, value)
+        self._live.pop((pending.role, pending.number), None)
+        if value is None and failure == FAILURE_ENVIRONMENT:
+            if not held:  # a point keeps its earlier rungs' record; its rung is simply re-run
+                for key, body in attrs.items():
+                    pending.trial.set_user_attr(key, body)
+            self.machine_failures.append(error or "unknown error")
+            return None
         for key, body in attrs.items():
             pending.trial.set_user_attr(key, body)
-        if pending.role == FINAL:
+        fault("final-tell" if final else "tell")
+        if final:
             if value is None:
                 self.studies.main.tell(pending.trial, state=TrialState.FAIL)
             else:
                 self.studies.main.tell(pending.trial, value)
         else:
             self.strategy.tell(self.studies.search, pending.trial, value)
-        self._live.pop((pending.role, pending.number), None)
         if held and value is not None:
-            return read(self._frozen(pending)).value
+            return read(_frozen(self.studies.search, pending.trial)).value
         return value
-
-    def _frozen(self, pending: Pending) -> Any:
-        """A handed-out search trial as stored now."""
-        study = self.studies.search
-        return optuna_internals.storage(study).get_trial(optuna_internals.trial_id(pending.trial))
 
     def _point_record(self, pending: Pending, attrs: dict[str, Any], score: float | None) -> dict[str, Any]:
         """The record of a rung-search point after one more rung: its earlier evaluations and
         this one (:func:`tfg_search.store.layout.point_record`)."""
-        earlier = read(self._frozen(pending)).evaluations or []
-        rung = len(earlier)
+        frozen = _frozen(self.studies.search, pending.trial)
+        rung = len(frozen.intermediate_values)  # the rungs reported; this is the next one
+        earlier = [e for e in read(frozen).evaluations or [] if e["rung"] < rung]  # (a re-run replaces)
         return point_record(earlier, attrs, rung=rung, score=score)
 
-    def _mark_interrupted(self, study: optuna.Study, trial: Any, role: str, reason: str) -> None:
-        """Record an unfinished trial of ``study`` as interrupted and give its configuration back
-        (a search trial's candidate is due again in its round; a final re-run is due again)."""
-        marker = interrupted(read(trial, study.study_name, role), role, reason)
-        # The trial may be frozen (recover() reads it back): write through the storage.
-        storage, trial_id = optuna_internals.storage(study), optuna_internals.trial_id(trial)
-        for key, value in marker.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-        sampler = self.strategy.sampler
-        if role == SEARCH and isinstance(sampler, LatticeSampler):
-            sampler.requeue(study, trial.number)
-        elif trial.state == TrialState.RUNNING:  # a wave search asks it again (not done)
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-
-    def interrupt(self, pendings: Iterable[Pending], reason: str = FAILURE_INTERRUPTED) -> int:
-        """Mark this process's unfinished trials interrupted (Ctrl-C, SIGTERM); returns how many."""
-        n = 0
-        for p in pendings:
-            study = self.studies.main if p.role == FINAL else self.studies.search
-            frozen = optuna_internals.storage(study).get_trial(optuna_internals.trial_id(p.trial))
-            self._live.pop((p.role, p.number), None)
-            if frozen.state != TrialState.RUNNING:
-                continue
-            self._mark_interrupted(study, frozen, p.role, reason)
-            n += 1
-        return n
-
-    def interrupt_running(self) -> int:
-        """Mark every trial of the search still RUNNING interrupted; returns how many (only for
-        the holder of the study's lease: after :meth:`recover` every RUNNING trial is its own)."""
-        n = 0
-        for study, role in self.studies.parts():
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                rec = read(t, study.study_name, role)
-                self._mark_interrupted(study, t, rec.role or role or SEARCH, FAILURE_INTERRUPTED)
-                n += 1
+    def interrupt(self) -> int:
+        """The search is stopped (Ctrl-C, SIGTERM): forget what was handed out (it stays RUNNING
+        in storage, re-run in place by the next run); returns how many evaluations were in flight."""
+        n = len(self._live)
         self._live.clear()
+        self._quota = 0
         return n
 
     def recover(self) -> tuple[int, int]:
-        """On resume (holding the lease): give back what a previous run left unfinished or failed
-        for an environment reason. Returns (stale RUNNING trials marked interrupted, failures due
-        again)."""
-        stale = retried = 0
+        """On resume (holding the lease): the evaluations an earlier run left in flight are handed
+        out first (:meth:`ask`), in their own trials, with their parameters and seeds; trials of
+        tfg-search 0.2 that it stored as FAIL for an interruption or the machine are given back to
+        the search (requeued). Returns (evaluations to re-run, trials given back)."""
+        resumed = given_back = 0
+        search, main = self.studies.search, self.studies.main
+        for t in search.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not self.strategy.in_flight(search, t):
+                continue  # a rung-search point waiting for its promotion
+            trial = optuna.Trial(search, optuna_internals.trial_id(t))
+            pending = self._search_pending(trial, interruptions=1)
+            if pending is not None:
+                self._resumed.append(pending)
+                resumed += 1
+        for t in main.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            source = read(t, main.study_name, FINAL).source_trial
+            trial = optuna.Trial(main, optuna_internals.trial_id(t))
+            count = (read(t).interruptions or 0) + 1
+            self._resumed.append(self._final_pending(trial, int(source), interruptions=count))  # type: ignore[arg-type]
+            resumed += 1
         sampler = self.strategy.sampler
-        for study, default_role in self.studies.parts():
-            for t in study.get_trials(deepcopy=False):
-                rec = read(t, study.study_name, default_role)
-                role = rec.role or default_role or SEARCH
-                if t.state == TrialState.RUNNING:
-                    self._mark_interrupted(study, t, role, FAILURE_INTERRUPTED)
-                    stale += 1
-                elif (
-                    isinstance(sampler, LatticeSampler)
-                    and rec.retry_on_resume
-                    and role == SEARCH
-                    and not sampler.is_requeued(study, t)
-                ):
-                    sampler.requeue(study, t.number)
-                    retried += 1
-        return stale, retried
+        if isinstance(sampler, LatticeSampler):
+            for t in search.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+                if read(t, search.study_name, SEARCH).retry_on_resume and not sampler.is_requeued(search, t):
+                    sampler.requeue(search, t.number)
+                    given_back += 1
+        return resumed, given_back
+
+
+def _frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    """A trial as stored now."""
+    return optuna_internals.storage(study).get_trial(optuna_internals.trial_id(trial))
+
+
+def _trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number`` of ``study``, as stored."""
+    storage = optuna_internals.storage(study)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(optuna_internals.study_id(study), number)
+    return storage.get_trial(trial_id)

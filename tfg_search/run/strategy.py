@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from searchers import SearchPlan, TFGBeamSampler, TFGRungSampler, optuna_internals
 from searchers.base import LatticeSampler
@@ -84,6 +85,13 @@ class Strategy(ABC):
         it, less the look for enqueued trials: nothing is enqueued in a search study); None when
         the search has nothing to hand out after all."""
         return optuna_internals.new_trial(search)
+
+    def in_flight(self, search: optuna.Study, trial: FrozenTrial) -> bool:
+        """Whether a RUNNING trial of the search study was being evaluated (to re-run in place)."""
+        return True
+
+    def finish(self, search: optuna.Study) -> None:  # noqa: B027 (most searches do nothing here)
+        """What the search does once it is exhausted, before its finals (nothing, here)."""
 
     def tell(self, search: optuna.Study, trial: optuna.Trial, score: float | None) -> None:
         """Tell the search study a trial's score (``None``: the trial failed)."""
@@ -178,6 +186,14 @@ class RungStrategy(LatticeStrategy):
 
     def tell(self, search: optuna.Study, trial: optuna.Trial, score: float | None) -> None:
         self._sampler.tell(search, trial, math.nan if score is None else score)
+
+    def in_flight(self, search: optuna.Study, trial: FrozenTrial) -> bool:
+        """A point's trial is in flight when its rung was asked and not reported (else it waits,
+        held, for its promotion)."""
+        return (self._sampler.trial_rung(trial) or 0) >= len(trial.intermediate_values)
+
+    def finish(self, search: optuna.Study) -> None:
+        self._sampler.finish(search)  # the points held below the top rung: pruned
 
     def size(self, trial: optuna.Trial) -> tuple[int, int]:
         rung = self._sampler.trial_rung(trial) or 0

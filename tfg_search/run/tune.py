@@ -35,6 +35,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from tfg_search.errors import TFGSearchError
 from tfg_search.paths import safe_name
 from tfg_search.run.coordinator import open_search_study
 from tfg_search.run.executors.ray_pool import default_num_workers, init_ray
@@ -101,8 +102,10 @@ class LoopSearcher(Searcher):
         self._live: dict[str, Pending] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        """The next configuration; None while the round barrier holds; FINISHED when all is told."""
-        if self.loop.done:
+        """The next configuration; None while the round barrier holds; FINISHED when all is told
+        (or an evaluation failed for the machine's reason: the search stops, see
+        :func:`run_tune_search`)."""
+        if self.loop.done or self.loop.machine_failures:
             return Searcher.FINISHED
         pending = self.loop.ask()
         if pending is None:
@@ -197,6 +200,11 @@ def run_tune_search(
                 run_config=tune.RunConfig(name=safe_name(studies.name), storage_path=folder, verbose=0),
             )
             tuner.fit()
+        if loop.machine_failures:
+            raise TFGSearchError(
+                f"{len(loop.machine_failures)} evaluation(s) failed for a reason of the machine "
+                f"({loop.machine_failures[0][:300]}); fix it and rerun: they are re-run in place"
+            )
     finally:
         if tune_dir is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -9,12 +9,18 @@ lattice exponent (``suggest_int("<name>_exponent", ...)``, -1 for 0 where the la
 :func:`suggest_exponents`) and, where schedules are searched, its structure; the configuration of
 a trial is the lattice point.
 
-Trials are asked in *waves* of ``wave`` (what ``wave`` parallel workers run at once): a wave is
-handed out whole, evaluated, and told before the next one is asked; the samplers see the wave's
-trials as running meanwhile (TPE with its constant liar, GP-BO with its batch acquisition over the
-running trials). The search stops once ``trials`` trials are done. Its ranking is the points
-evaluated, by their best score (ties: the lower trial number); a point proposed again is drawn
-with the same seed, so it scores the same.
+Trials are asked in *waves* of ``wave`` (what ``wave`` parallel workers run at once): trial ``n``
+belongs to wave ``n // wave``; a wave is handed out whole, evaluated, and told before the next one
+is asked; the samplers see the wave's trials as running meanwhile (TPE with its constant liar,
+GP-BO with its batch acquisition over the running trials). The search stops once ``trials``
+trials are done. Its ranking is the points evaluated, by their best score (ties: the lower trial
+number); a point proposed again is drawn with the same seed, so it scores the same.
+
+Each trial is proposed by a sampler seeded for that trial (:func:`trial_seed` of the search's
+seed and the trial's number), made just before its parameters are suggested: a search stopped and
+resumed proposes exactly what an uninterrupted one proposes (a sampler's random state would
+otherwise restart with the process), and a trial asked but not evaluated when the search stopped
+keeps the parameters it was given and is evaluated in place.
 
 Example:
     >>> study = optuna.create_study(direction="maximize", sampler=make_optuna_sampler("random", 0))
@@ -27,10 +33,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from searchers import Lattice, SearchPlan
+from searchers import Lattice, SearchPlan, optuna_internals
 from tfg_search.guidance.config import STRUCTURES
 from tfg_search.run.strategy import Strategy
 from tfg_search.store.record import TrialRecord
@@ -75,15 +82,26 @@ def lattice_params(params: Mapping[str, Any], space: Mapping[str, Lattice]) -> d
     return out
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of the sampler that proposes trial ``number`` of a search seeded ``seed``.
+
+    Example:
+        >>> trial_seed(0, 5) == trial_seed(0, 5) != trial_seed(0, 6)
+        True
+    """
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
 def _counts(study: optuna.Study) -> tuple[int, int]:
-    """(trials done, trials running) of a search study; failures that are retried do not count."""
-    done = running = 0
+    """(trials asked, trials running) of a search study; the interrupted or machine failures that
+    tfg-search 0.2 stored as FAIL and asked again take no place."""
+    asked = running = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING:
-            running += 1
-        elif t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not _retried(t)):
-            done += 1
-    return done, running
+        if t.state == TrialState.FAIL and _retried(t):
+            continue
+        asked += 1
+        running += t.state == TrialState.RUNNING
+    return asked, running
 
 
 def _retried(trial: FrozenTrial) -> bool:
@@ -110,15 +128,20 @@ class WaveSearch:
         self.wave = wave
 
     def plan(self, study: optuna.Study) -> SearchPlan:
-        """Where the search stands: the current wave, what may be asked now, whether it is over."""
-        done, running = _counts(study)
-        pending = 0 if running else min(self.wave, self.trials - done)
+        """Where the search stands: the current wave, what may be asked now (the rest of a wave
+        partly asked; a new wave once none runs), whether it is over."""
+        asked, running = _counts(study)
+        left = max(0, self.trials - asked)
+        if asked % self.wave:  # a wave partly asked (stopped while its trials were asked)
+            pending = min(self.wave - asked % self.wave, left)
+        else:
+            pending = 0 if running else min(self.wave, left)
         return SearchPlan(
-            round=done // self.wave,
+            round=(asked - 1 if pending == 0 and asked else asked) // self.wave,
             candidates=[],
-            pending=max(0, pending),
+            pending=pending,
             running=running,
-            exhausted=done >= self.trials,
+            exhausted=left == 0 and not running,
             ranking=[],  # OptunaStrategy.ranking ranks
         )
 
@@ -143,9 +166,12 @@ class OptunaStrategy(Strategy):
         return self.waves.plan(search)
 
     def new_trial(self, search: optuna.Study) -> optuna.Trial:
-        return search.ask()
+        trial_id = optuna_internals.storage(search).create_new_trial(optuna_internals.study_id(search))
+        return optuna.Trial(search, trial_id)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        seed = trial_seed(self.resolved.seed, trial.number)
+        trial.study.sampler = make_optuna_sampler(self.resolved.search, seed)  # seeded for this trial
         return suggest_exponents(trial, self.resolved.lattices(), set(self.resolved.schedule_params()))
 
     def point(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -83,10 +83,13 @@ _FIELDS = (
     "passes",
     "rung",
     "evaluations",
+    "interruptions",
 )
 # Layout 1 stored each field but "failure" as its own user attr, under the same names (an "error"
 # of "interrupted" meant an interrupted trial, any other error a failed configuration).
-_LEGACY_KEYS = tuple(name for name in _FIELDS if name not in ("failure", "passes", "rung", "evaluations"))
+_LEGACY_KEYS = tuple(
+    name for name in _FIELDS if name not in ("failure", "passes", "rung", "evaluations", "interruptions")
+)
 
 
 def search_study_name(name: str) -> str:
@@ -214,11 +217,13 @@ def told(
     source_trial: int | None,
     error: str | None,
     failure: str | None,
+    interruptions: int | None = None,
 ) -> dict[str, Any]:
     """The user attrs of a told trial: its spec and its outcome (the one write of its results).
 
     ``error`` / ``failure``: None for a success (the outcome's metrics are stored), else why it
-    failed (the metrics are not stored).
+    failed (the metrics are not stored). ``interruptions``: how often the trial was re-run after
+    its search stopped.
     """
     return record(
         role=role,
@@ -236,6 +241,7 @@ def told(
         node=outcome.node,
         attempts=outcome.attempts,
         passes=sample_passes(spec.config, spec.steps, spec.samples),
+        interruptions=interruptions,
     )
 
 

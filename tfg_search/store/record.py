@@ -63,6 +63,7 @@ class TrialRecord:
         evaluations: a rung-search point's evaluations, one per rung: ``rung``, ``samples``,
             ``seed``, ``score`` (the rung's own), ``metrics``, ``passes``, ``wall_time_s``,
             ``device``, ``node``, ``attempts``.
+        interruptions: how often the trial was re-run in place after its search stopped.
     """
 
     number: int
@@ -87,6 +88,7 @@ class TrialRecord:
     passes: dict[str, int] | None = None
     rung: int | None = None
     evaluations: list[dict[str, Any]] | None = None
+    interruptions: int | None = None
 
     @property
     def ok(self) -> bool:
