@@ -22,7 +22,9 @@ well the bad-input checks' estimate predicts the peak.
 guidance arithmetic stay float32 (docs/algorithm.md, section 7).
 
 Run:
-    python benchmarks/step_cost.py                    # digits + shapes-latent on the CPU, a few minutes
+    python benchmarks/step_cost.py                    # digits 3 (64 samples, 25 steps) + shapes-latent
+                                                      # cyan-triangle (32 samples, 10 steps), CPU
+    python benchmarks/step_cost.py --threads 1        # the same on a CPU shared with other jobs
     python benchmarks/step_cost.py --search           # also a whole default CLI search
     python benchmarks/step_cost.py --device cuda --dtype float16 --memory-samples 256
 
@@ -68,9 +70,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timeit(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up (CUDA synchronised)."""
-    fn()
+def _timeit(
+    fn: Callable[[], None], repeats: int, device: torch.device, warm_up: Callable[[], None] | None = None
+) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run of ``warm_up`` (default
+    ``fn`` itself), CUDA synchronised."""
+    (warm_up or fn)()
     _sync(device)
     times = []
     for _ in range(repeats):
@@ -167,14 +172,15 @@ def latent_task_options(task: str) -> Iterator[tuple[dict[str, str], str]]:
         return
     with tempfile.TemporaryDirectory(prefix="tfg-untrained-") as tmp:
         untrained_latent_weights(Path(tmp))
-        yield {"weights": tmp}, f"untrained (no trained weights in {weights_dir(task)} yet)"
+        yield {"weights": tmp}, f"untrained (no trained weights in tasks/weights/{task} yet)"
 
 
 # -- passes and floors ------------------------------------------------------------------------------
 class PassTimer:
-    """Median times of single passes of a task's denoiser (with its CFG branches), guide and decoder."""
+    """Median times of single passes of a task's denoiser (with its CFG branches), guide and decoder:
+    each the median of 5 timings of as many calls as fill about ``target_s`` seconds."""
 
-    def __init__(self, models: Models, target_s: float = 0.25) -> None:
+    def __init__(self, models: Models, target_s: float = 0.5) -> None:
         self.models = models
         self.target_s = target_s
         self.t = ddim_chain(models.scheduler, 50, models.device).timesteps[25]
@@ -224,7 +230,7 @@ class PassTimer:
                 for _ in range(calls):
                     once()
 
-            self._cache[key] = _timeit(repeated, 3, device) / calls
+            self._cache[key] = _timeit(repeated, 5, device) / calls
         return self._cache[key]
 
     def floor(self, cfg: TFGConfig, batch: int, steps: int, ours: bool) -> float:
@@ -291,6 +297,7 @@ def peak_growth(fn: Callable[[], None], device: torch.device) -> dict[str, int]:
 def measure_memory(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Peak memory of each row of ``spec`` (task, options, target, config, samples) in this process."""
     device, dtype, steps = torch.device(spec["device"]), DTYPES[spec["dtype"]], spec["steps"]
+    torch.set_num_threads(spec["threads"])
     out = []
     for row in spec["rows"]:
         task = get_task(row["task"], row["options"])
@@ -329,7 +336,13 @@ def memory_rows(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _memory_spec(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"device": args.device, "dtype": args.dtype, "steps": args.memory_steps, "rows": rows}
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "steps": args.memory_steps,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
 
 
 def _mib(value: int | None) -> float | None:
@@ -382,10 +395,12 @@ def _time_trials(
     for name, (cfg, ckpt) in configs.items():
         timer = timers[ckpt]
 
-        def run(cfg: TFGConfig = cfg, timer: PassTimer = timer) -> None:
+        def run(cfg: TFGConfig = cfg, timer: PassTimer = timer, steps: int = steps) -> None:
             timer.models.sample(cfg, n, steps)
 
-        trial = _timeit(run, repeats, timer.models.device)
+        # A 2-step run warms up what a trial calls first (its shapes, the noise draws); every step
+        # after it costs the same.
+        trial = _timeit(run, repeats, timer.models.device, warm_up=lambda run=run: run(steps=min(steps, 2)))
         paper = timer.floor(cfg, n, steps, ours=False)
         ours = timer.floor(cfg, n, steps, ours=True)
         out.append(
@@ -589,14 +604,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task", default="digits")
     parser.add_argument("--target", default="3")
     parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--latent-task", default="shapes-latent", help="a latent task, or none to skip it")
     parser.add_argument("--latent-target", default="cyan-triangle")
     parser.add_argument("--latent-samples", type=int, default=32)
     parser.add_argument("--latent-steps", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="denoiser and VAE dtype")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument(
         "--memory-samples", type=int, default=None, help="batch of the memory runs (default: each task's)"
@@ -620,6 +636,8 @@ def main() -> None:
         _return_blocks_at_once()
         print(json.dumps(measure_memory(json.load(sys.stdin))))
         return
+    if args.threads:  # on a shared CPU, one thread per process avoids OpenMP threads waiting on each other
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     result = bench_trials(args)
     timer = result.pop("timer")
