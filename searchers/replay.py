@@ -45,8 +45,6 @@ class Attrs:
             when it was RUNNING; for a trial already finished (read-only) as the study system
             attr ``f"{requeue}:{trial_id}"``.
         surplus: why a trial got no candidate (it is pruned unevaluated).
-        legacy_claim: the claim's three fields as three attributes, as tfg-search 0.1 wrote
-            them (read, never written).
     """
 
     prefix: str
@@ -63,17 +61,12 @@ class Attrs:
     def surplus(self) -> str:
         return self.prefix + "surplus"
 
-    @property
-    def legacy_claim(self) -> tuple[str, str, str]:
-        return (self.prefix + "key", self.prefix + "round", self.prefix + "space")
-
     def claim_of(self, attrs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-        """A trial's claim as stored, ``(key, round, space)``: the claim attribute, else the three
-        attributes of earlier versions (a study they wrote is continued), else ``None``s."""
+        """A trial's claim as stored, ``(key, round, space)``, or ``None``s."""
         claim = attrs.get(self.claim)
         if isinstance(claim, Mapping):
             return claim.get("key"), claim.get("round"), claim.get("space")
-        return tuple(attrs.get(name) for name in self.legacy_claim)  # type: ignore[return-value]
+        return None, None, None
 
 
 LIVE = (TrialState.RUNNING, TrialState.WAITING)

@@ -1,20 +1,14 @@
-"""The read path (tfg_search.store.query): its direct reads give the Optuna path's answers.
-
-``tfg-search studies``, ``best`` and ``export`` (and ``load_best`` in Python) read the database with
-its own driver, without Optuna, falling back to Optuna where the direct reads cannot answer; these
-tests build databases with every kind of study the commands meet (searches finished
-and not, with failed and non-finite trials, a search named by its beam study, a search with no
-result yet, foreign Optuna studies maximising and minimising with infinite values, the tfg-search
-0.1 fixture) on SQLite and PostgreSQL, and compare each answer, errors included, with the one
-Optuna's storage gives. Then the commands themselves: same output either way, and neither torch nor
-Optuna nor SQLAlchemy imported.
-"""
+"""The read path (tfg_search.store.query): ``studies``, ``best``, ``export`` and ``load_best`` answer
+from each search's summary, through Optuna, on SQLite and PostgreSQL: the searches' own answers
+(finished or not, every search), foreign studies, errors in one line, a study of an earlier layout
+(run ``tfg-search migrate``), no write, and no torch imported."""
 
 from __future__ import annotations
 
 import json
 import math
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -25,16 +19,15 @@ import optuna
 import pytest
 
 from tests.helpers.cli import run_cli
-from tests.helpers.search import SMALL
+from tfg_search.errors import TFGSearchError
 from tfg_search.run.coordinator import Coordinator, open_search_study, run_search
 from tfg_search.run.executors import Executor
 from tfg_search.run.settings import SearchSettings
 from tfg_search.store import query
-from tfg_search.store.studies import open_storage
+from tfg_search.store.studies import load_search, open_storage
 from tfg_search.trial import TrialOutcome, TrialSpec
 
-LEGACY_DB = Path(__file__).parent / "data" / "legacy-v0.1.db"
-LEGACY_STUDY = "gmm2d-3-tfg-43e62bc5"
+DATA = Path(__file__).parent / "data"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -61,122 +54,129 @@ def _settings(target: str, **kw: Any) -> SearchSettings:
     return SearchSettings(task="gmm2d", target=target, samples=16, final_samples=32, steps=10, **kw)
 
 
-def _fill(url: str) -> None:
-    """One database with each kind of study the query commands meet."""
-    run_search(_settings("3", rounds=3, final_top=2), url, "finished", Synthetic())
-    loop, _ = open_search_study(_settings("5", rounds=2), url, "beam-only")
+def _fill(url: str) -> dict[str, Any]:
+    """One database with each kind of study the query commands meet; the answers they should give."""
+    answers = {}
+    for name, settings in (("finished", _settings("3", rounds=3)), ("rungs", _settings("1", search="rungs"))):
+        report = run_search(settings, url, name, Synthetic())
+        answers[name] = (report.best_role, report.best_trial, report.best_score, report.best_config.to_dict())
+    loop, _ = open_search_study(_settings("5", rounds=2), url, "search-only")
+    coordinator = Coordinator(loop, Synthetic())
     while loop.phase == "search":  # the search, without its final re-runs yet
-        Coordinator(loop, Synthetic())._run_batch(loop.wave())
+        coordinator._run_batch(loop.wave())
+    leader = loop.leader()
+    assert leader is not None
+    answers["search-only"] = ("search", leader.number, leader.value, leader.config)
     open_search_study(_settings("7"), url, "empty")  # created, nothing run
-    run_search(_settings("1", search="rungs", final_top=2), url, "rungs", Synthetic())
     storage = open_storage(url, create=False)
     up = optuna.create_study(study_name="foreign-max", storage=storage, direction="maximize")
     x = optuna.distributions.FloatDistribution(0, 9)
     for value in (1.0, math.inf, 3.0):
         up.add_trial(optuna.trial.create_trial(value=value, params={"x": 1.0}, distributions={"x": x}))
-    down = optuna.create_study(study_name="foreign-min", storage=storage, direction="minimize")
-    for value in (2.0, -math.inf):
-        down.add_trial(optuna.trial.create_trial(value=value))
     optuna.create_study(study_name="foreign-empty", storage=storage)
-    info = {"task": "t", "target": "1", "method": "m", "settings": {"steps": 1}, "layout": 2}
-    for direction, values in (("maximize", (1.0, math.inf)), ("minimize", (2.0, -math.inf, 1.0))):
-        hand = optuna.create_study(study_name=f"by-hand-{direction}", storage=storage, direction=direction)
-        hand.set_user_attr("tfg_search", info)  # a search's answer study without its beam study
-        for value in values:
-            hand.add_trial(optuna.trial.create_trial(value=value))
+    return answers
 
 
-def _outcome(fn: Any, *args: Any) -> Any:
-    """A function's result, or the type and message of the error it raised."""
-    try:
-        return fn(*args)
-    except Exception as err:
-        return (type(err).__name__, str(err))
+def _dump(db: Path) -> list[tuple]:
+    """Every row of every table of an SQLite file (to check that nothing was written)."""
+    with sqlite3.connect(db) as conn:
+        tables = [t for (t,) in conn.execute("select name from sqlite_master where type = 'table'")]
+        return [(t, row) for t in sorted(tables) for row in conn.execute(f"select * from {t}")]
 
 
-NAMES = [
-    "finished",
-    "finished:search",
-    "beam-only",
-    "beam-only:search",
-    "empty",
-    "rungs",
-    "rungs:search",
-    "foreign-max",
-    "nope",
-]
-
-
-def _optuna_best(url: str, name: str) -> dict[str, Any]:
-    return query.best_payload(url, name, via="optuna")
-
-
-def _same_answers(url: str, names: Sequence[str]) -> None:
-    assert query.list_searches(url, via="direct") == query.list_searches(url, via="optuna")
-    for name in names:
-        fast = _outcome(lambda u, n: query.best_payload(u, n, via="direct"), url, name)
-        slow = _outcome(_optuna_best, url, name)
-        assert fast == slow, name
-        assert json.dumps(fast) == json.dumps(slow), name  # same order too
+def check_answers(url: str, answers: dict[str, Any]) -> None:
+    rows = {r["study"]: r for r in query.list_searches(url)}
+    assert set(rows) == {*answers, "empty", "foreign-max", "foreign-empty"}
+    for name, (role, trial, score, config) in answers.items():
+        payload = query.best_payload(url, name)
+        assert (payload["role"], payload["trial"], payload["score"], payload["config"]) == (
+            role,
+            trial,
+            score,
+            config,
+        )
+        assert query.best_payload(url, name + ":search") == payload  # named by its search study
+        records = load_search(url, name).records()
+        assert rows[name]["trials"] == len(records) and rows[name]["best"] == score
+        assert rows[name]["finished"] == (role == "final") and rows[name]["layout"] == 3
+        assert payload["compute"]["trials"]["search"] == sum(
+            r.role == "search" and r.state.is_finished() for r in records
+        )
+    assert rows["empty"] == {"study": "empty", "task": "gmm2d", "target": "7", "method": "tfg", "trials": 0,
+                             "best": None, "finished": False, "layout": 3}  # fmt: skip
+    assert rows["foreign-max"]["trials"] == 3 and rows["foreign-max"]["best"] is None
+    for name, message in (
+        ("nope", "no study named 'nope' in this storage; studies: "),
+        ("empty", "study 'empty' has no completed trial yet"),
+        ("foreign-max", "study 'foreign-max' was not made by tfg-search"),
+    ):
+        with pytest.raises(TFGSearchError, match=message):
+            query.best_payload(url, name)
 
 
 @pytest.fixture(scope="module")
-def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     url = f"sqlite:///{tmp_path_factory.mktemp('query')}/studies.db"
-    _fill(url)
-    return url
+    return url, _fill(url)
 
 
-def test_direct_reads_answer_as_optuna_on_sqlite(sqlite_db: str) -> None:
-    _same_answers(sqlite_db, NAMES)
-    rows = {r["study"]: r for r in query.list_searches(sqlite_db)}
-    assert rows["finished"]["finished"] and not rows["beam-only"]["finished"]
-    assert rows["foreign-max"]["best"] is None and rows["empty"]["best"] is None
-    assert rows["by-hand-maximize"]["best"] == math.inf and rows["by-hand-minimize"]["best"] == -math.inf
-    assert query.best_payload(sqlite_db, "finished:search")["role"] == "final"
-    assert query.best_payload(sqlite_db, "beam-only")["role"] == "search"
+def test_the_queries_answer_each_search_as_it_ranks_itself_on_sqlite(sqlite_db: tuple[str, dict]) -> None:
+    url, answers = sqlite_db
+    check_answers(url, answers)
+    assert query.best_payload(url, "rungs")["role"] == "final"
+    config, metrics = query.load_best(url, "finished")
+    assert config.to_dict() == answers["finished"][3] and "validity" in metrics
 
 
-def test_direct_reads_answer_as_optuna_on_postgresql(fresh_postgres_url: str) -> None:
-    _fill(fresh_postgres_url)
-    _same_answers(fresh_postgres_url, NAMES)
-    _probe("studies", "--storage", fresh_postgres_url)  # psycopg only: no SQLAlchemy, no Optuna
+def test_the_queries_answer_on_postgresql(fresh_postgres_url: str) -> None:
+    check_answers(fresh_postgres_url, _fill(fresh_postgres_url))
+    _probe("studies", "--storage", fresh_postgres_url)
     _probe("best", "--study", "finished", "--storage", fresh_postgres_url)
 
 
-def test_direct_reads_answer_as_optuna_on_a_tfg_search_0_1_study(tmp_path: Path) -> None:
-    db = tmp_path / "legacy.db"
-    shutil.copy(LEGACY_DB, db)
-    url = f"sqlite:///{db}"
-    _same_answers(url, [LEGACY_STUDY, "nope"])
-    assert query.best_payload(url, LEGACY_STUDY)["role"] == "final"
-    # Resumed by today's code (one more round), the study gets trials of today's layout too.
-    settings = SearchSettings(task="gmm2d", target="3", **{**SMALL, "rounds": 3, "final_top": 2})
-    assert run_search(settings, url, None, Synthetic()).resumed
-    _same_answers(url, [LEGACY_STUDY])
+def test_no_read_writes(
+    sqlite_db: tuple[str, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = sqlite_db
+    db = Path(url.removeprefix("sqlite:///"))
+    before = _dump(db)
+    for args in (
+        ["studies"],
+        ["best", "--study", "rungs"],
+        ["export", "--study", "rungs", "--out", str(tmp_path / "b.json")],
+    ):
+        assert run_cli([*args, "--storage", url], capsys).code == 0
+    assert _dump(db) == before
 
 
-def test_an_unknown_schema_is_left_to_optuna(tmp_path: Path) -> None:
-    db = tmp_path / "old.db"
-    shutil.copy(LEGACY_DB, db)
-    url = f"sqlite:///{db}"
-    with open_storage(url, create=False).engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'v9.9.9'")
-    with pytest.raises(query.Unanswered):
-        query.list_searches(url, via="direct")
-    with pytest.raises(query.Unanswered):
-        query.best_payload(url, LEGACY_STUDY, via="direct")
-    assert query.list_searches(url) == query.list_searches(url, via="optuna")  # the fallback answers
-    assert query.best_payload(url, LEGACY_STUDY) == _optuna_best(url, LEGACY_STUDY)
+def test_a_study_of_an_earlier_layout_says_to_migrate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for file, name, layout in (
+        ("legacy-v0.1.db", "gmm2d-3-tfg-43e62bc5", 1),
+        ("layout-2-v0.2.db", "gmm2d-3-tfg-c8fe984c", 2),
+    ):
+        shutil.copy(DATA / file, tmp_path / file)
+        url = f"sqlite:///{tmp_path / file}"
+        before = _dump(tmp_path / file)
+        res = run_cli(["best", "--study", name, "--storage", url], capsys)
+        assert res.code == 2 and len(res.err.strip().splitlines()) == 1
+        assert (
+            f"was written by tfg-search 0.{layout} (layout {layout}); run `tfg-search migrate --storage"
+            in res.err
+        )
+        (row,) = query.list_searches(url)
+        assert row["study"] == name and row["finished"] is None and row["layout"] == layout
+        assert _dump(tmp_path / file) == before  # the query wrote nothing
 
 
 PROBE = (
     "import sys\nfrom tfg_search.cli import main\n"
     "try:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
-    "loaded = [m for m in ('torch', 'optuna', 'alembic', 'sqlalchemy') if m in sys.modules]\n"
+    "loaded = [m for m in ('torch', 'tfg_search.run', 'searchers.rungs') if m in sys.modules]\n"
     "assert not loaded, loaded\n"
 )
-"""Runs ``tfg-search ARGV`` and fails if it failed or imported torch, Optuna or SQLAlchemy."""
+"""Runs ``tfg-search ARGV`` and fails if it failed or imported torch or the search's code."""
 
 
 def _probe(*args: str) -> None:
@@ -184,15 +184,16 @@ def _probe(*args: str) -> None:
     assert proc.returncode == 0, (args, proc.stderr[-2000:])
 
 
-def test_the_commands_answer_the_same_without_optuna_or_torch(sqlite_db: str, tmp_path: Path, capsys) -> None:
-    fast = run_cli(["studies", "--json", "--storage", sqlite_db], capsys)
-    assert fast.code == 0 and json.loads(fast.out) == query.list_searches(sqlite_db, via="optuna")
-    fast = run_cli(["best", "--study", "finished", "--json", "--storage", sqlite_db], capsys)
-    assert fast.code == 0 and json.loads(fast.out) == _optuna_best(sqlite_db, "finished")
+def test_the_commands_answer_without_torch(sqlite_db: tuple[str, dict], tmp_path: Path, capsys) -> None:
+    url, _ = sqlite_db
+    shown = run_cli(["studies", "--json", "--storage", url], capsys)
+    assert shown.code == 0 and json.loads(shown.out) == query.list_searches(url)
+    shown = run_cli(["best", "--study", "finished", "--json", "--storage", url], capsys)
+    assert shown.code == 0 and json.loads(shown.out) == query.best_payload(url, "finished")
     out = tmp_path / "best.json"
     _probe("--help")
     _probe("tasks")
-    _probe("studies", "--storage", sqlite_db)
-    _probe("best", "--study", "finished", "--storage", sqlite_db)
-    _probe("export", "--study", "finished", "--out", str(out), "--storage", sqlite_db)
-    assert json.loads(out.read_text()) == _optuna_best(sqlite_db, "finished")
+    _probe("studies", "--storage", url)
+    _probe("best", "--study", "finished", "--storage", url)
+    _probe("export", "--study", "finished", "--out", str(out), "--storage", url)
+    assert json.loads(out.read_text()) == query.best_payload(url, "finished")

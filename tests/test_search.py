@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,10 +21,6 @@ from tfg_search.run.settings import SearchSettings
 from tfg_search.store.layout import TRIAL_ATTR
 from tfg_search.store.query import load_best
 from tfg_search.store.studies import load_search
-
-LEGACY_DB = Path(__file__).parent / "data" / "legacy-v0.1.db"
-"""A study written by tfg-search 0.1 (layout 1): gmm2d target 3, 16 samples, 10 steps, 2 rounds."""
-LEGACY_STUDY = "gmm2d-3-tfg-43e62bc5"
 
 
 def _settings(**kw: object) -> SearchSettings:
@@ -47,7 +42,7 @@ def test_search_records_everything_and_reports_the_best_final(tmp_storage_url: s
     info = studies.info
     assert info.task == "gmm2d" and info.target == "3" and info.method == "tfg"
     assert info.settings["samples"] == 16 and info.settings["steps"] == 10
-    assert info.layout == 2
+    assert info.layout == 3
     assert set(info.versions) >= {"tfg_search", "optuna", "torch", "diffusers"}
     # The main study holds the answer (final re-runs only); the beam lives in its search study.
     assert studies.search.study_name == report.study_name + ":search"
@@ -163,26 +158,6 @@ def test_baseline_method_searches_one_strength(tmp_storage_url: str) -> None:
     assert report.best_config.n_iter == 0 and report.best_config.mu == 0.0
     best = next(r for r in records if r.role == "final" and r.number == report.best_trial)
     assert report.best_config.rho == best.params["strength"]
-
-
-def test_a_study_of_tfg_search_0_1_is_read_and_resumed(tmp_path: Path) -> None:
-    db = tmp_path / "legacy.db"
-    shutil.copy(LEGACY_DB, db)
-    url = f"sqlite:///{db}"
-    studies = load_search(url, LEGACY_STUDY)
-    assert studies.legacy and studies.best().role == "final"
-    before = {(r.role, r.number): r.value for r in studies.records()}
-    config, metrics = load_best(url, LEGACY_STUDY)
-    assert metrics == studies.best().metrics and config == studies.best().tfg_config()
-    # The same settings resume it (its name is found by the 0.1 hash), one more round extends it.
-    settings = _settings(rounds=3, final_top=2)
-    report = run_search(settings, url)
-    assert report.study_name == LEGACY_STUDY and report.resumed
-    after = load_search(url, LEGACY_STUDY).records()
-    assert all(before[(r.role, r.number)] == r.value for r in after if (r.role, r.number) in before)
-    assert len(after) > len(before) and {r.role for r in after} == {"search", "final"}
-    beams = [tuple(sorted(r.params.items())) for r in after if r.role == "search"]
-    assert len(beams) == len(set(beams))
 
 
 def _sqlite_trials(db: Path) -> list[tuple[int, str]]:

@@ -1,7 +1,7 @@
-"""CLI commands that read a study: ``studies``, ``best``, ``export``, ``sample``.
-
-They read through :mod:`tfg_search.store.query` (the direct reads, Optuna as the fallback), so
-``studies``, ``best`` and ``export`` answer without importing torch, Optuna or SQLAlchemy.
+"""CLI commands on stored studies: ``studies``, ``best``, ``export``, ``sample`` read them
+(through :mod:`tfg_search.store.query`: ``studies``, ``best`` and ``export`` answer from each
+search's summary, without importing torch), ``migrate`` brings studies of earlier versions to this
+version's layout (:mod:`tfg_search.run.migrate`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def studies(
             str(r["method"]),
             str(r["trials"]),
             "-" if r["best"] is None else f"{r['best']:.4f}",
-            "yes" if r["finished"] else "no",
+            "run `tfg-search migrate`" if r["finished"] is None else "yes" if r["finished"] else "no",
         ]
         for r in rows
     ]
@@ -76,7 +76,7 @@ def best(
     out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in payload["metrics"].items()))
     spent = payload["compute"]
     out.print(
-        f"compute: {spent['trials'].get('beam', 0)} search + {spent['trials'].get('final', 0)} final "
+        f"compute: {spent['trials'].get('search', 0)} search + {spent['trials'].get('final', 0)} final "
         f"trials, {spent['passes']['denoiser']:,} denoiser and {spent['passes']['predictor']:,} "
         f"predictor passes, {spent['wall_time_s']:.1f} s"
     )
@@ -162,6 +162,26 @@ def sample(
     )
 
 
+def migrate(
+    storage: str | None = typer.Option(None, "--storage", help=common.STORAGE_HELP),
+    yes: bool = typer.Option(False, "--yes", help="a database server: it is backed up (go ahead)"),
+) -> None:
+    """Bring the studies of tfg-search 0.1 and 0.2 in the storage to this version's layout, once
+    (an SQLite file is copied first; back a database server up yourself, then pass --yes)."""
+    common.text("--storage", storage, common.STORAGE_FIX)
+    common.quiet_optuna()
+    from tfg_search.run.migrate import migrate as run_migrate
+
+    rows, backup = run_migrate(storage, yes=yes)
+    if not rows:
+        out.print("nothing to migrate: every tfg-search study here has this version's layout")
+        return
+    if backup is not None:
+        out.print(f"backup: {escape(backup)}")
+    for row in rows:
+        out.print(f"study {escape(row.study)}: layout {row.from_layout} -> 3 ({row.done})")
+
+
 def register(app: typer.Typer) -> None:
     """Add the search commands to the CLI app."""
     from tfg_search.cli.search_command import search
@@ -171,3 +191,4 @@ def register(app: typer.Typer) -> None:
     app.command("best")(best)
     app.command("export")(export)
     app.command("sample")(sample)
+    app.command("migrate")(migrate)

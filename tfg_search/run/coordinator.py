@@ -48,6 +48,7 @@ from tfg_search.store.database import redact, resolve_storage
 from tfg_search.store.layout import FINAL, LAYOUT, SEARCH, STUDY_ATTR, StudyInfo, compute, search_study_name
 from tfg_search.store.lease import StudyLease
 from tfg_search.store.studies import SearchStudies, load_search, open_storage
+from tfg_search.store.summary import SUMMARY_ATTR, migrate_hint, summary
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """Progress events: ("study", ...), ("round", ...), ("trial", ...), ("final", ...), ("done", ...)."""
@@ -152,8 +153,8 @@ def _now() -> str:
 
 def _existing(rdb: optuna.storages.BaseStorage, resolved: ResolvedSettings, name: str | None) -> str | None:
     """The study these settings continue: the given name, the derived one, or a study of
-    tfg-search 0.1 (named by its hash of every setting) whose settings differ only in ones that
-    may grow."""
+    tfg-search 0.1 (named by its hash of every setting, extendable ones included) whose settings
+    differ only in ones that may grow."""
     summaries = rdb.get_all_studies()
     names = {s.study_name for s in summaries}
     if name is not None:
@@ -167,7 +168,8 @@ def _existing(rdb: optuna.storages.BaseStorage, resolved: ResolvedSettings, name
         if (
             s.study_name.startswith(prefix)
             and info is not None
-            and info.layout < 2
+            and not info.is_search_study
+            and info.versions.get("tfg_search", "0.1").startswith("0.1")
             and not resolved.differences(info.settings)
         ):
             return s.study_name
@@ -200,6 +202,11 @@ def open_search_study(
             raise TFGSearchError(
                 f"study {found!r} exists and is not a tfg-search search; choose another study name"
             )
+        if stored.layout < 2:
+            raise TFGSearchError(migrate_hint(found, stored.layout, storage and redact(storage)))
+        if stored.layout < LAYOUT:  # 0.2's layout: this run keeps its summary from now on
+            stored = dataclasses.replace(stored, layout=LAYOUT)
+            main.set_user_attr(STUDY_ATTR, stored.attr())
         diffs = resolved.differences(stored.settings)
         if diffs:
             raise TFGSearchError(
@@ -211,13 +218,10 @@ def open_search_study(
             raised = {**stored.settings, **{k: new for k, (_, new) in extended.items()}}
             log = {"at": _now(), **{k: list(v) for k, v in extended.items()}}
             main.set_user_attr(STUDY_ATTR, stored.with_settings(raised, log).attr())
-        if is_0_2_rungs(stored.settings):
-            strategy: Strategy = EarlierRungs(resolved)
-            studies = load_search(rdb, found, sampler=strategy.sampler)
+        strategy = strategy_of(resolved, stored)
+        studies = load_search(rdb, found, sampler=strategy.sampler)
+        if isinstance(strategy, EarlierRungs):
             _check_finished_0_2(studies, resolved)
-        else:
-            strategy = strategy_for(resolved, _seeds(resolved, stored.warm_start))
-            studies = load_search(rdb, found, sampler=strategy.sampler)
         return SearchLoop(studies, resolved, strategy, device), True
     if half_made is not None:  # a run stopped between the two studies' writes: finish them
         warm = half_made.warm_start
@@ -257,6 +261,14 @@ def _half_made(rdb: optuna.storages.BaseStorage, name: str) -> StudyInfo | None:
     if info is None or info.main_study != name:
         return None
     return dataclasses.replace(info, role=None, main_study=None)
+
+
+def strategy_of(resolved: ResolvedSettings, info: StudyInfo) -> Strategy:
+    """The strategy of a stored search: its own search with the warm start fixed when it was made
+    (a finished rung search of tfg-search 0.2: read only, :class:`EarlierRungs`)."""
+    if is_0_2_rungs(info.settings):
+        return EarlierRungs(resolved)
+    return strategy_for(resolved, _seeds(resolved, info.warm_start))
 
 
 def _check_finished_0_2(studies: SearchStudies, resolved: ResolvedSettings) -> None:
@@ -300,6 +312,7 @@ def create_search(
         direction="maximize",
         load_if_exists=True,
     )
+    main.set_user_attr(SUMMARY_ATTR, summary(trials=0, finished=False, best=None, compute=compute([])))
     main.set_user_attr(STUDY_ATTR, info.attr())
     return SearchStudies(main, search)
 
@@ -466,6 +479,7 @@ def run_search(
         try:
             coord = Coordinator(loop, executor, hook)
             stale, retried = loop.recover() if resumed else (0, 0)
+            loop.write_summary()
         except BaseException:
             lease.release()
             raise

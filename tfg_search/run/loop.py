@@ -53,9 +53,10 @@ from tfg_search.run.faults import fault
 from tfg_search.run.objective import score
 from tfg_search.run.settings import ResolvedSettings
 from tfg_search.run.strategy import Strategy, strategy_for
-from tfg_search.store.layout import FINAL, SEARCH, final_marker, point_record, told
+from tfg_search.store.layout import FINAL, SEARCH, compute, final_marker, point_record, told
 from tfg_search.store.record import TrialRecord, read
 from tfg_search.store.studies import SearchStudies
+from tfg_search.store.summary import SUMMARY_ATTR, best_fields, summary
 from tfg_search.trial import (
     FAILURE_ENVIRONMENT,
     FAILURE_INTERRUPTED,
@@ -136,11 +137,35 @@ class SearchLoop:
         self._resumed: list[Pending] = []  # evaluations an earlier run left in flight: first
         self.machine_failures: list[str] = []
         """Errors of evaluations that failed for the machine's reason since the last wave."""
+        self._records: dict[tuple[str, int], TrialRecord] | None = None  # what storage holds
 
     # -- reading ------------------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:
-        """Every trial of the search (search trials, then finals)."""
-        return self.studies.records()
+        """Every trial of the search (search trials, then finals), as this loop, the search's one
+        writer, last wrote or read them (read whole once, then kept as it writes them)."""
+        if self._records is None:
+            self._records = {(r.role or SEARCH, r.number): r for r in self.studies.records()}
+        return [self._records[k] for k in sorted(self._records, key=lambda k: (k[0] != SEARCH, k[1]))]
+
+    def _refresh(self, role: str, trial: optuna.Trial | FrozenTrial) -> None:
+        """Read one trial again into the records (after this loop changed it)."""
+        if self._records is not None:
+            study = self.studies.main if role == FINAL else self.studies.search
+            frozen = trial if isinstance(trial, FrozenTrial) else _frozen(study, trial)
+            self._records[(role, frozen.number)] = read(frozen, study.study_name, role)
+
+    def write_summary(self) -> None:
+        """Write the search's summary into its answer study (:mod:`tfg_search.store.summary`):
+        what the query commands answer, without reading the trials."""
+        records = self.records()
+        best = self.best(records)
+        kept = summary(
+            trials=len(records),
+            finished=self.phase == DONE,
+            best=None if best is None else best_fields(best),
+            compute=compute(vars(r) for r in records),
+        )
+        self.studies.main.set_user_attr(SUMMARY_ATTR, kept)
 
     def plan(self) -> SearchPlan:
         """Where the search stands (recomputed from storage)."""
@@ -253,15 +278,18 @@ class SearchLoop:
             self._enter_finals()
         if self.phase == FINALS and not self._finals and not self._resumed:
             self.phase = DONE
+            self.write_summary()
 
     def _enter_finals(self) -> None:
         fault("finals")
         self.strategy.finish(self.studies.search)
+        self._records = None  # (a rung search prunes the points held below its top rung)
         self.phase = FINALS
         self._finals = self.final_sources()
 
     def _hand_out(self, pending: Pending) -> Pending:
         self._live[(pending.role, pending.number)] = pending
+        self._refresh(pending.role, pending.trial)
         return pending
 
     def final_sources(self) -> list[TrialRecord]:
@@ -386,6 +414,7 @@ class SearchLoop:
                 for key, body in attrs.items():
                     pending.trial.set_user_attr(key, body)
             self.machine_failures.append(error or "unknown error")
+            self._refresh(pending.role, pending.trial)
             return None
         for key, body in attrs.items():
             pending.trial.set_user_attr(key, body)
@@ -397,6 +426,10 @@ class SearchLoop:
                 self.studies.main.tell(pending.trial, value)
         else:
             self.strategy.tell(self.studies.search, pending.trial, value)
+            if self.strategy.points_held and self.plan().exhausted:
+                self._records = None  # the held points were pruned
+        self._refresh(pending.role, pending.trial)
+        self.write_summary()
         if held and value is not None:
             return read(_frozen(self.studies.search, pending.trial)).value
         return value
@@ -444,6 +477,7 @@ class SearchLoop:
                 if read(t, search.study_name, SEARCH).retry_on_resume and not sampler.is_requeued(search, t):
                     sampler.requeue(search, t.number)
                     given_back += 1
+        self._records = None
         return resumed, given_back
 
 

@@ -363,6 +363,14 @@ class ResolvedSettings:
         """JSON-ready (tuples become lists), as stored in the study's user attrs."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> ResolvedSettings:
+        """The settings a study stored (by any version: :func:`current_spelling`)."""
+        data = current_spelling({**cls._NEW_DEFAULTS, **stored})
+        data["objective"] = tuple(data["objective"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
     def canonical(self) -> dict[str, Any]:
         """The identity of these settings: :meth:`to_dict` in the spelling tfg-search 0.2 stored
         (:func:`legacy_spelling`: ``sampler`` and ``mode`` for ``search`` and ``steps_down``), so

@@ -184,6 +184,7 @@ def run_tune_search(
             searcher = LoopSearcher(loop, cpus_per_trial)
             if resumed:
                 loop.recover()
+            loop.write_summary()
             workers = num_workers or default_num_workers(
                 ray.cluster_resources(), cpus_per_trial, gpus_per_trial
             )

@@ -2,9 +2,10 @@
 
 Each earlier method (DPS, LGD, FreeDoM, MPGD, UGD) is a point of TFG's space
 (:func:`tfg_search.guidance.config.search_point`). Its strength is its own searched best when the
-storage holds a search of that method for the same task, target and steps (the best of them when
-several do), else the middle value of the task's single-strength lattice. The points join round 0
-of the beam, so that the search starts from the best known of them.
+storage holds a search of that method for the same task, target and steps (the best answer of
+them when several do, as their summaries say), else the middle value of the task's
+single-strength lattice. The points open the search (the rung search's spread, the beam's round
+0), so that it starts from the best known of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import optuna
 from tfg_search.guidance.config import METHODS, TFGConfig, search_point
 from tfg_search.run.settings import ResolvedSettings
 from tfg_search.store.layout import StudyInfo
-from tfg_search.store.studies import load_search
+from tfg_search.store.summary import SUMMARY_ATTR
 
 PRESET_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "tfg")
 
@@ -44,12 +45,12 @@ def searched_strength(
             continue
         if info.settings.get("steps") != resolved.steps:
             continue
-        try:
-            best = load_search(storage, s.study_name).best()
-        except Exception:  # an empty or unreadable study gives no strength
+        kept = s.user_attrs.get(SUMMARY_ATTR)  # its answer, as the search keeps it (store/summary.py)
+        best = (kept or {}).get("best") or {}
+        if "strength" not in (best.get("params") or {}) or best.get("score") is None:
             continue
-        if "strength" in best.params and (found is None or float(best.value or 0) > found[0]):
-            found = (float(best.value or 0), float(best.params["strength"]), s.study_name)
+        if found is None or float(best["score"]) > found[0]:
+            found = (float(best["score"]), float(best["params"]["strength"]), s.study_name)
     return None if found is None else (found[1], found[2])
 
 

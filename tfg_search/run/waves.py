@@ -107,7 +107,7 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
 def _retried(trial: FrozenTrial) -> bool:
     from tfg_search.store.layout import record_fields
 
-    fields = record_fields(trial.user_attrs, failed=True, role=None)
+    fields = record_fields(trial.user_attrs, role=None)
     return fields.get("failure") in RETRIED_ON_RESUME
 
 

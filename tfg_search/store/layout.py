@@ -11,24 +11,23 @@ Layout of a search named ``N`` (layout 2, written since tfg-search 0.2, :data:`L
   lists those ``evaluations``).
 
 Both studies carry the study user attr :data:`STUDY_ATTR` (:class:`StudyInfo`: what the search is,
-its settings, the versions that made it, its layout, and for ``N:search`` its role). Each trial
+its settings, the versions that made it, its layout, and for ``N:search`` its role); ``N`` also
+carries the search's summary (:mod:`tfg_search.store.summary`, layout 3). Each trial
 carries **one** user attr, :data:`TRIAL_ATTR`, a JSON object written in one go when the result is
 told (:func:`told`), so a trial costs one attribute write and the dashboard still shows every
 field. A final re-run is enqueued with ``{"role": "final", "source_trial": n}`` under the same key
 (:func:`final_marker`) so that an interrupted one can be told apart.
 
-Layout 1 (tfg-search 0.1): one study ``N`` held the search and the final trials, with one user attr
-per field (``role``, ``config``, ``metrics``, ...) and no ``layout`` in its study attr. It is
-migrated here, when a study is opened, for every reader: :meth:`StudyInfo.trial_studies` says which
-studies hold which trials, :func:`record_fields` decodes either form of a trial's attrs. A resumed
-search of such a study keeps writing into it.
+Studies of earlier layouts (1: tfg-search 0.1, one study with one user attr per record field; 2:
+tfg-search 0.2, no summary) are brought to this one by ``tfg-search migrate``
+(:mod:`tfg_search.run.migrate`); nothing here decodes them.
 
 Example:
     >>> attrs = record(role="search", round=0, config={"rho": 0.5}, samples=64, seed=0, steps=50,
     ...                metrics={"validity": 0.8}, wall_time_s=1.5, device="cpu", node="n1")
     >>> sorted(attrs) == [TRIAL_ATTR]
     True
-    >>> record_fields(attrs, failed=False, role=None)["role"]
+    >>> record_fields(attrs, role=None)["role"]
     'search'
     >>> info = StudyInfo("digits", "3", "tfg", {"steps": 50}, layout=LAYOUT)
     >>> StudyInfo.of({STUDY_ATTR: info.attr()}) == info, StudyInfo.of({"other": 1})
@@ -46,14 +45,16 @@ from typing import Any
 
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.guidance.passes import PASS_KINDS, sample_passes
-from tfg_search.trial import FAILURE_INTERRUPTED, FAILURE_TRIAL, TrialOutcome, TrialSpec
+from tfg_search.trial import FAILURE_INTERRUPTED, TrialOutcome, TrialSpec
 
 STUDY_ATTR = "tfg_search"
 """Study user attr: what the study is (:class:`StudyInfo`)."""
 TRIAL_ATTR = "tfg_search:trial"
 """Trial user attr (layout 2): one JSON object with every field of a trial's record."""
-LAYOUT = 2
-"""The layout this version writes; studies of tfg-search 0.1 have none (layout 1)."""
+LAYOUT = 3
+"""The layout this version writes: 3 (tfg-search 0.3: layout 2 and the answer study's summary,
+:mod:`tfg_search.store.summary`); 2 for studies of tfg-search 0.2, 1 for those of 0.1 (which
+stored none). ``tfg-search migrate`` brings a study of an earlier layout to this one."""
 SEARCH_SUFFIX = ":search"
 """The search trials of study ``N`` live in study ``N + SEARCH_SUFFIX``."""
 
@@ -85,12 +86,6 @@ _FIELDS = (
     "evaluations",
     "interruptions",
 )
-# Layout 1 stored each field but "failure" as its own user attr, under the same names (an "error"
-# of "interrupted" meant an interrupted trial, any other error a failed configuration).
-_LEGACY_KEYS = tuple(
-    name for name in _FIELDS if name not in ("failure", "passes", "rung", "evaluations", "interruptions")
-)
-
 
 def search_study_name(name: str) -> str:
     """The name of the study that holds the search trials of study ``name``.
@@ -183,11 +178,9 @@ class StudyInfo:
         """The info after the study was continued with ``settings`` (``extension`` logged)."""
         return dataclasses.replace(self, settings=dict(settings), extended=[*self.extended, dict(extension)])
 
-    def trial_studies(self, name: str) -> list[tuple[str, str | None]]:
-        """Where the trials of search ``name`` live, in record order: (study name, the role its
-        trials have when they do not say). Layout 1 keeps both roles in ``name`` itself."""
-        if self.layout < 2:
-            return [(name, None)]
+    def trial_studies(self, name: str) -> list[tuple[str, str]]:
+        """Where the trials of search ``name`` live, in record order: (study name, the role of
+        its trials)."""
         return [(search_study_name(name), SEARCH), (name, FINAL)]
 
 
@@ -351,28 +344,17 @@ def final_marker(source_trial: int) -> dict[str, Any]:
     return record(role=FINAL, source_trial=source_trial)
 
 
-def record_fields(user_attrs: Mapping[str, Any], *, failed: bool, role: str | None) -> dict[str, Any]:
-    """The record fields of a trial from its user attrs (layout 2, else the legacy per-field attrs).
+def record_fields(user_attrs: Mapping[str, Any], *, role: str | None) -> dict[str, Any]:
+    """The record fields of a trial from its user attrs.
 
     Args:
         user_attrs: the trial's user attrs, decoded.
-        failed: whether the trial's state is FAIL (a legacy failure kind is inferred then).
         role: what the trial's study implies (the search study holds search trials) when the
             trial itself does not say (a search trial not yet told).
     """
     body = user_attrs.get(TRIAL_ATTR)
-    if isinstance(body, Mapping):
-        fields = {k: body.get(k) for k in _FIELDS}
-    else:
-        fields = {k: user_attrs.get(k) for k in _LEGACY_KEYS}
-        if failed:
-            error = fields.get("error")
-            fields["failure"] = FAILURE_INTERRUPTED if error == FAILURE_INTERRUPTED else FAILURE_TRIAL
+    fields = {k: body.get(k) for k in _FIELDS} if isinstance(body, Mapping) else dict.fromkeys(_FIELDS)
     stored = fields.get("role")
     fields["role"] = ROLE_ALIASES.get(stored, stored) or role
     fields["passes"] = passes_of(fields)
     return fields
-
-
-LEGACY_ROLE_ATTR = "role"
-"""Layout 1's per-trial role attr (what the direct reads look up to rank a legacy study)."""

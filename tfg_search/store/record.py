@@ -2,8 +2,9 @@
 
 What is stored, and how each layout decodes, is :mod:`tfg_search.store.layout` (the one module that
 spells stored keys, without Optuna, so that the query commands decode trials the same way);
-:class:`TrialRecord` is its reading of one Optuna trial, and :func:`ranked` / :func:`best` the one
-ranking (ties go to the lower trial number, everywhere).
+:class:`TrialRecord` is its reading of one Optuna trial. Ranking is the search's own
+(:meth:`tfg_search.run.strategy.Strategy.ranking`), and what the query commands answer is the
+search's summary (:mod:`tfg_search.store.summary`).
 
 Example:
     >>> import optuna
@@ -13,14 +14,13 @@ Example:
     >>> for key, value in record(role="search", round=0, config={"rho": 0.5}, samples=64).items():
     ...     trial.set_user_attr(key, value)
     >>> _ = study.tell(trial, 0.5)
-    >>> read_all(study)[0].role, best(read_all(study)).value
+    >>> read_all(study)[0].role, read_all(study)[0].value
     ('search', 0.5)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +28,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.store.layout import FINAL, SEARCH, record_fields
+from tfg_search.store.layout import record_fields
 from tfg_search.trial import RETRIED_ON_RESUME
 
-__all__ = ["TrialRecord", "best", "ranked", "read", "read_all"]
+__all__ = ["TrialRecord", "read", "read_all"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def read(trial: FrozenTrial, study_name: str = "", role: str | None = None) -> T
     ``role`` is what the trial's study implies (the search study holds search trials) when the
     trial itself does not say (a search trial not yet told).
     """
-    fields = record_fields(trial.user_attrs, failed=trial.state == TrialState.FAIL, role=role)
+    fields = record_fields(trial.user_attrs, role=role)
     value = trial.value if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) else None
     if trial.state == TrialState.RUNNING and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
@@ -132,16 +132,3 @@ def read_all(study: optuna.Study, role: str | None = None) -> list[TrialRecord]:
     return [read(t, study.study_name, role) for t in study.get_trials(deepcopy=False)]
 
 
-def ranked(records: Iterable[TrialRecord], role: str) -> list[TrialRecord]:
-    """Completed records of a role, best first; ties go to the lower trial number (everywhere)."""
-    done = [r for r in records if r.role == role and r.ok]
-    return sorted(done, key=lambda r: (-float(r.value), r.number))  # type: ignore[arg-type]
-
-
-def best(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The best final re-run, else (search not finished) the best search trial by its score."""
-    for role in (FINAL, SEARCH):
-        top = ranked(records, role)
-        if top:
-            return top[0]
-    return None

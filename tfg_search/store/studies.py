@@ -23,8 +23,9 @@ import sqlalchemy
 
 from tfg_search.errors import TFGSearchError
 from tfg_search.store.database import connection, is_sqlite_file, redact, resolve_storage
-from tfg_search.store.layout import SEARCH_SUFFIX, STUDY_ATTR, StudyInfo
-from tfg_search.store.record import TrialRecord, best, read_all
+from tfg_search.store.layout import FINAL, SEARCH, SEARCH_SUFFIX, STUDY_ATTR, StudyInfo, search_study_name
+from tfg_search.store.record import TrialRecord, read_all
+from tfg_search.store.summary import migrate_hint
 
 __all__ = ["SearchStudies", "load_search", "load_study", "open_storage", "study_info"]
 
@@ -109,10 +110,7 @@ def study_info(study: optuna.Study) -> StudyInfo:
 
 @dataclass
 class SearchStudies:
-    """The studies of one search: ``main`` holds the answer (final re-runs), ``search`` the beam.
-
-    For a study written before layout 2 (:mod:`tfg_search.store.layout`) both are the same study.
-    """
+    """The studies of one search: ``main`` holds the answer (final re-runs), ``search`` the search."""
 
     main: optuna.Study
     search: optuna.Study
@@ -122,30 +120,16 @@ class SearchStudies:
         return self.main.study_name
 
     @property
-    def legacy(self) -> bool:
-        """One study holds beam and final trials (written before layout 2)."""
-        return self.main is self.search
-
-    @property
     def info(self) -> StudyInfo:
         return study_info(self.main)
 
-    def parts(self) -> list[tuple[optuna.Study, str | None]]:
-        """Each study of the search with the role its trials have when they do not say, in record
-        order (:meth:`StudyInfo.trial_studies <tfg_search.store.layout.StudyInfo.trial_studies>`)."""
-        by_name = {self.search.study_name: self.search, self.main.study_name: self.main}
-        return [(by_name[name], role) for name, role in self.info.trial_studies(self.name)]
+    def parts(self) -> list[tuple[optuna.Study, str]]:
+        """Each study of the search with the role of its trials, in record order."""
+        return [(self.search, SEARCH), (self.main, FINAL)]
 
     def records(self) -> list[TrialRecord]:
-        """Every trial of the search: beam trials first, then the final re-runs."""
+        """Every trial of the search: the search's trials first, then the final re-runs."""
         return [r for study, role in self.parts() for r in read_all(study, role=role)]
-
-    def best(self) -> TrialRecord:
-        """The reported best (:func:`tfg_search.store.record.best`), or TFGSearchError before any result."""
-        found = best(self.records())
-        if found is None:
-            raise TFGSearchError(f"study {self.name!r} has no completed trial yet")
-        return found
 
 
 def load_search(
@@ -155,11 +139,11 @@ def load_search(
 ) -> SearchStudies:
     """The studies of the search ``study_name`` (the name of its main study, or of its search study).
 
-    ``sampler`` is given to the study that holds the beam (the coordinator's beam sampler; default
-    random: reading).
+    ``sampler`` is given to the search study (the search's sampler; default random: reading).
 
     Raises:
-        TFGSearchError: no such study, or one not made by tfg-search.
+        TFGSearchError: no such study, one not made by tfg-search, or one of tfg-search 0.1 (not
+            migrated: the message says to run ``tfg-search migrate``).
     """
     if not isinstance(storage, optuna.storages.BaseStorage):
         storage = open_storage(storage, create=False)
@@ -168,10 +152,11 @@ def load_search(
     if info.is_search_study and info.main_study:
         main = load_study(storage, info.main_study)
         info = study_info(main)
-    (beam_name, _), *_ = info.trial_studies(main.study_name)
+    if info.layout < 2:
+        raise TFGSearchError(migrate_hint(main.study_name, info.layout, None))
     search = optuna.load_study(
-        study_name=beam_name, storage=storage, sampler=sampler or optuna.samplers.RandomSampler()
+        study_name=search_study_name(main.study_name),
+        storage=storage,
+        sampler=sampler or optuna.samplers.RandomSampler(),
     )
-    if beam_name == main.study_name:  # layout 1: one study holds both
-        return SearchStudies(search, search)
     return SearchStudies(main, search)
