@@ -45,11 +45,11 @@ STARTED = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[1]
 
 PARTS: dict[str, float] = {
-    "cuda-tests": 45,
-    "search-shapes": 55,
-    "search-shapes-latent": 55,
-    "step-cost-float32": 55,
-    "step-cost-float16": 60,
+    "cuda-tests": 40,
+    "search-shapes": 45,
+    "search-shapes-latent": 45,
+    "step-cost-float32": 70,
+    "step-cost-float16": 70,
 }
 """Each part's share of the default budget (seconds); a part also gets what the parts before it
 left unused."""
@@ -60,13 +60,13 @@ SIZES = {
         "search": ["--samples", "8", "--final-samples", "32", "--steps", "10"],
         "step_cost": [
             *("--repeats", "2", "--latent-samples", "64", "--latent-steps", "20"),
-            *("--memory-samples", "256"),
+            *("--memory-samples", "256", "--pass-seconds", "0.2"),
         ],
     },
     "cpu": {
         "search": ["--samples", "2", "--final-samples", "2", "--steps", "2"],
         "step_cost": [
-            *("--samples", "2", "--steps", "2", "--repeats", "1"),
+            *("--samples", "2", "--steps", "2", "--repeats", "1", "--pass-seconds", "0.02"),
             *("--latent-samples", "2", "--latent-steps", "2"),
         ],
     },
@@ -76,7 +76,11 @@ TARGETS = {"shapes": "cyan-triangle", "shapes-latent": "cyan-triangle"}
 
 
 class PartTimeout(Exception):
-    """A part ran past its budget."""
+    """A part ran past its budget (its output so far, and what it had finished when it has a part)."""
+
+    def __init__(self, output: str, partial: dict[str, Any] | None = None) -> None:
+        super().__init__(output)
+        self.partial = partial
 
 
 @contextlib.contextmanager
@@ -205,13 +209,25 @@ def step_cost(dtype: str, budget_s: float, device: str) -> dict[str, Any]:
         out_json = Path(tmp) / "step_cost.json"
         cmd = [sys.executable, "benchmarks/step_cost.py", "--device", device, "--dtype", dtype]
         cmd += [*SIZES[_kind(device)]["step_cost"], "--out", str(out_json)]
-        code, out, err = run_command(cmd, budget_s)
+        try:
+            code, out, err = run_command(cmd, budget_s)
+        except PartTimeout as stop:  # keep the sections it finished
+            done = out_json.with_name(out_json.name + ".partial.tmp")
+            raise PartTimeout(str(stop), _without_machine(done)) from None
         part: dict[str, Any] = {"command": _shown(cmd, {tmp: "<tmp>"}), "exit_code": code}
         if code != 0 or not out_json.is_file():
             return {**part, "status": "failed", "output_tail": _tail(f"{out}\n{err}")}
-        result = json.loads(out_json.read_text())
-    result.pop("machine", None)
+        result = _without_machine(out_json)
     return {**part, "status": "passed", "result": result}
+
+
+def _without_machine(path: Path) -> dict[str, Any] | None:
+    """A step-cost JSON less its machine (this run's is recorded once), None when there is none."""
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    result.pop("machine", None)
+    return result
 
 
 def _kind(device: str) -> str:
@@ -280,6 +296,8 @@ def run(parts: list[str], budget_s: float, device: str, out: Path) -> dict[str, 
             part = RUNNERS[name](budget, device)
         except PartTimeout as stop:
             part = {"status": "timed out", "output_tail": _tail(str(stop))}
+            if stop.partial is not None:
+                part["partial_result"] = stop.partial
         except Exception as err:  # a part's own failure is its result; the next parts still run
             part = {"status": "failed", "error": f"{type(err).__name__}: {str(err).strip()[:1500]}"}
         part.update(budget_s=round(budget, 1), wall_s=round(time.perf_counter() - start, 2))

@@ -38,6 +38,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import median, print_table, write_json
+from _common import RESULTS, median, print_table, write_json
 
 from tasks import get_task
 from tfg_search import TFGConfig
@@ -465,7 +466,7 @@ def _print_trials(title: str, rows: list[dict[str, Any]]) -> None:
 def bench_trials(args: argparse.Namespace) -> dict[str, Any]:
     task = get_task(args.task)
     device = torch.device(args.device)
-    timer = PassTimer(Models.load(task, args.target, device, DTYPES[args.dtype]))
+    timer = PassTimer(Models.load(task, args.target, device, DTYPES[args.dtype]), args.pass_seconds)
     configs = {name: (cfg, False) for name, cfg in configurations(task).items()}
     rows = _time_trials({False: timer}, configs, args.samples, args.steps, args.repeats)
     _add_memory(args, rows, args.task, {}, args.target, args.samples)
@@ -488,7 +489,7 @@ def bench_latent(args: argparse.Namespace) -> dict[str, Any]:
     with latent_task_options(args.latent_task) as (options, weights):
         full = get_task(args.latent_task, options)
         ckpt = get_task(args.latent_task, {**options, "checkpointing": "true"})
-        timer = PassTimer(Models.load(full, args.latent_target, device, dtype))
+        timer = PassTimer(Models.load(full, args.latent_target, device, dtype), args.pass_seconds)
         timers = {False: timer, True: timer.variant(Models.load(ckpt, args.latent_target, device, dtype))}
         n, steps = args.latent_samples, args.latent_steps
         rows = _time_trials(timers, latent_configurations(full), n, steps, args.repeats)
@@ -613,6 +614,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="denoiser and VAE dtype")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--pass-seconds", type=float, default=0.5, help="each of a pass's 5 timings lasts about this long"
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument(
         "--memory-samples", type=int, default=None, help="batch of the memory runs (default: each task's)"
@@ -636,25 +640,39 @@ def main() -> None:
         _return_blocks_at_once()
         print(json.dumps(measure_memory(json.load(sys.stdin))))
         return
+    # Stopped by SIGTERM (gpu_check.py's budget): unwind, so that temporary weights are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if args.threads:  # on a shared CPU, one thread per process avoids OpenMP threads waiting on each other
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    result = bench_trials(args)
-    timer = result.pop("timer")
+    out = args.out or RESULTS / "step_cost.json"
+    partial = out.with_name(out.name + ".partial.tmp")  # each section as it ends (a run cut short)
+    result: dict[str, Any] = {
+        "memory_method": (
+            "torch.cuda.max_memory_allocated growth over the loaded models (reset before the run)"
+            if torch.device(args.device).type == "cuda"
+            else "peak RSS (VmHWM, reset) growth over the loaded models, fresh worker process per task"
+        ),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+
+    def section(name: str, value: Any) -> None:
+        result[name] = value
+        write_json("step_cost", {**result, "benchmark_wall_s": time.perf_counter() - started}, partial)
+
+    trials = bench_trials(args)
+    timer = trials.pop("timer")
+    result["passes_s"] = trials["passes_s"]
+    section("trials", trials["trials"])
     if args.latent_task != "none":
-        result["latent"] = bench_latent(args)
+        section("latent", bench_latent(args))
     if args.batching:
-        result["batching"] = bench_batching(args, timer, get_task(args.task))
+        section("batching", bench_batching(args, timer, get_task(args.task)))
     if args.search:
-        result["search"] = bench_search(args, timer)
-    result["memory_method"] = (
-        "torch.cuda.max_memory_allocated growth over the loaded models (reset before the run)"
-        if torch.device(args.device).type == "cuda"
-        else "peak RSS (VmHWM, reset) growth over the loaded models, fresh worker process per task"
-    )
-    result["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        section("search", bench_search(args, timer))
     result["benchmark_wall_s"] = time.perf_counter() - started
-    print(f"wrote {write_json('step_cost', result, args.out)}")
+    print(f"wrote {write_json('step_cost', result, out)}")
+    partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
