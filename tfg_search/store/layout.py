@@ -87,6 +87,7 @@ _FIELDS = (
     "interruptions",
 )
 
+
 def search_study_name(name: str) -> str:
     """The name of the study that holds the search trials of study ``name``.
 

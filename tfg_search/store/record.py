@@ -130,5 +130,3 @@ def read(trial: FrozenTrial, study_name: str = "", role: str | None = None) -> T
 def read_all(study: optuna.Study, role: str | None = None) -> list[TrialRecord]:
     """Every trial of ``study`` as records, in trial order."""
     return [read(t, study.study_name, role) for t in study.get_trials(deepcopy=False)]
-
-
