@@ -212,17 +212,19 @@ def load_scheduler(folder: ModelFolder) -> Any:
         ) from err
 
 
-@torch.no_grad()
 def encode_prompts(
     folder: ModelFolder, prompt: str, negative_prompt: str, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Text embeddings ``[1, L, D]`` of the prompt and of the negative prompt, as diffusers'
-    ``StableDiffusionPipeline.encode_prompt`` computes them (padded to the tokenizer's
-    ``model_max_length``, the text encoder's last hidden state, no clip skip).
+    """Text embeddings ``[1, L, D]`` of the prompt and of the negative prompt of a pipeline folder:
+    its tokenizer and text encoder loaded, then :func:`tfg_search.pipelines.prompts.encode_prompt`
+    (the encoding :class:`~tfg_search.pipelines.TFGPipeline` uses, as diffusers'
+    ``StableDiffusionPipeline.encode_prompt`` computes it).
 
     The text encoder is loaded on ``device`` for the call and not kept.
     """
     from transformers import AutoTokenizer
+
+    from tfg_search.pipelines.prompts import encode_prompt
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder.root), subfolder="tokenizer")
@@ -239,14 +241,4 @@ def encode_prompts(
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    use_mask = bool(getattr(encoder.config, "use_attention_mask", False))
-
-    def embed(text: str, length: int) -> torch.Tensor:
-        tokens = tokenizer(
-            [text], padding="max_length", max_length=length, truncation=True, return_tensors="pt"
-        )
-        mask = tokens.attention_mask.to(device) if use_mask else None
-        return encoder(tokens.input_ids.to(device), attention_mask=mask)[0].to(encoder.dtype)
-
-    cond = embed(prompt, tokenizer.model_max_length)
-    return cond, embed(negative_prompt, cond.shape[1])
+    return encode_prompt(tokenizer, encoder, prompt, negative_prompt, device)

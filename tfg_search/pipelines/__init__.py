@@ -1,5 +1,6 @@
 """The answer as a diffusers object: :class:`TFGPipeline` (a ``DiffusionPipeline`` that samples with
-training-free guidance), and a model's identity (:func:`~tfg_search.pipelines.identity.model_identity`).
+training-free guidance), a model's identity (:func:`~tfg_search.pipelines.identity.model_identity`)
+and the one prompt encoding (:func:`~tfg_search.pipelines.prompts.encode_prompt`).
 
 ``TFGPipeline`` is imported on first use (it loads diffusers' pipeline machinery).
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TFGPipeline", "model_identity"]
+__all__ = ["TFGPipeline", "encode_prompt", "model_identity"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +20,10 @@ def __getattr__(name: str) -> Any:
         from tfg_search.pipelines.pipeline import TFGPipeline
 
         return TFGPipeline
+    if name == "encode_prompt":
+        from tfg_search.pipelines.prompts import encode_prompt
+
+        return encode_prompt
     if name == "model_identity":
         from tfg_search.pipelines.identity import model_identity
 

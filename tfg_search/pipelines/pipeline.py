@@ -35,6 +35,7 @@ from tfg_search.guidance.conditioning import Conditioning
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.guidance.config_file import CONFIG_NAME
 from tfg_search.guidance.latent import LatentDecoder, sample_and_decode
+from tfg_search.pipelines.prompts import encode_prompt
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -96,33 +97,12 @@ class TFGPipeline(DiffusionPipeline):
         self, prompt: str | list[str], negative_prompt: str | list[str] | None, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt embeddings, negative prompt embeddings) ``[P, L, D]``, as Stable Diffusion's
-        pipeline encodes them: padded to the tokenizer's ``model_max_length``, truncated, the
+        pipeline encodes them (:func:`tfg_search.pipelines.prompts.encode_prompt`, which the
+        ``custom`` task calls too): padded to the tokenizer's ``model_max_length``, truncated, the
         empty prompt as the default negative prompt, in the text encoder's dtype."""
         if self.tokenizer is None or self.text_encoder is None:
             raise ValueError("a prompt needs a pipeline with a text_encoder and a tokenizer")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if negative_prompt is None:
-            negatives = [""] * len(prompts)
-        else:
-            negatives = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
-            if len(negatives) != len(prompts):
-                raise ValueError(
-                    f"give one negative prompt per prompt: {len(negatives)} for {len(prompts)} prompts"
-                )
-        embeds = self._encode_text(prompts, self.tokenizer.model_max_length, device)
-        negative = self._encode_text(negatives, embeds.shape[1], device)
-        return embeds, negative
-
-    def _encode_text(self, texts: list[str], max_length: int, device: torch.device) -> torch.Tensor:
-        tokens = self.tokenizer(
-            texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-        )
-        mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
-            mask = tokens.attention_mask.to(device)
-        with torch.no_grad():
-            out = self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
-        return out.to(dtype=self.text_encoder.dtype, device=device)
+        return encode_prompt(self.tokenizer, self.text_encoder, prompt, negative_prompt, device)
 
     def conditioning(
         self,
