@@ -47,7 +47,7 @@ from tasks.nets import (
 from tasks.shapes_data import COLOURS, PAIR_RATES, SHAPES, parse_pair, render_batch
 from tasks.shapes_judge import judge
 from tasks.shapes_latent import CONDITIONAL_RARE_PAIRS, LATENT_SHAPE, shape_share
-from tasks.shapes_training import _load_checkpoint, _save_checkpoint, batch_seed
+from tasks.shapes_training import batch_seed, load_checkpoint, save_checkpoint
 from tasks.training import Progress, ema_update, lr_at, no_progress
 from tasks.weights import FORMAT_VERSION
 from tfg_search.errors import TFGSearchError
@@ -168,7 +168,7 @@ def _train_stage(
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     start, wall, history = 0, 0.0, []
-    state = _load_checkpoint(ckpt_path, seed, steps)
+    state = load_checkpoint(ckpt_path, seed, steps)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -188,7 +188,7 @@ def _train_stage(
         ema_update(ema, model, EMA_DECAY if step > EMA_WARMUP else 0.0)
         progress(step + 1, steps, {"loss": float(loss.detach())})
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save_checkpoint(
+            save_checkpoint(
                 ckpt_path,
                 {
                     "seed": seed,
@@ -305,7 +305,7 @@ def latent_pool(vae: AutoencoderKL, out: Path, seed: int, n: int = POOL_IMAGES) 
             stds.append(post.std)
             colours.append(c)
     pool = {"key": key, "mean": torch.cat(means), "std": torch.cat(stds), "colour": torch.cat(colours)}
-    _save_checkpoint(path, pool)
+    save_checkpoint(path, pool)
     return pool
 
 

@@ -118,14 +118,15 @@ def train_shapes_guides(
     return metas
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, seed: int, steps: int) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, seed: int, steps: int) -> dict[str, Any] | None:
     """The checkpoint to continue from: same seed, and as many steps or fewer (a longer run
     continues a shorter one; its cosine learning rate is then that of the longer schedule)."""
     if not path.is_file():
@@ -155,7 +156,7 @@ def train_shapes_unet(
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=UNET_LR, weight_decay=0.0)
     start, wall = 0, 0.0
-    state = _load_checkpoint(ckpt_path, seed, steps)
+    state = load_checkpoint(ckpt_path, seed, steps)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -195,7 +196,7 @@ def train_shapes_unet(
         ema_update(ema, model, EMA_DECAY if step - phase_start > EMA_WARMUP else 0.0)
         progress(step + 1, steps, {"loss": float(loss.detach())})
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save_checkpoint(
+            save_checkpoint(
                 ckpt_path,
                 {
                     "seed": seed,
