@@ -9,6 +9,13 @@ Resources: every actor requests ``num_cpus=cpus_per_trial`` and ``num_gpus=gpus_
 (fractional GPUs pack several actors per GPU); an actor with a GPU evaluates on ``"cuda"`` (Ray sets
 ``CUDA_VISIBLE_DEVICES``), one without on ``"cpu"``, unless the spec or the executor names a device.
 
+Modules of the working folder: a task option that names ``module:function`` (the custom task's
+``predictor`` and ``evaluator``) whose module is a file ``module.py`` or a folder ``module/`` in the
+coordinator's working folder, and is not importable otherwise, reaches the actors through the job's
+Ray ``runtime_env`` (``py_modules``: Ray uploads it to the cluster and each node unpacks it before
+its workers start), so workers on other machines, where that folder does not exist, import it as
+the coordinator does (:func:`working_modules`; docs/ray.md).
+
 Faults: when an actor dies mid-trial (killed, out of memory, its node lost), the trial is retried
 once on a fresh actor (``outcome.attempts == 2``); if that actor dies too the trial is reported
 failed, with an error saying the actor died. The search goes on either way.
@@ -22,14 +29,18 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import logging
 import math
 import os
+import re
 import socket
+import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from tfg_search.errors import TFGSearchError
@@ -95,6 +106,42 @@ def default_num_workers(resources: dict[str, float], cpus_per_trial: float, gpus
     return max(1, fits)
 
 
+_SPEC = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][\w.]*$")
+"""A ``module:function`` option value; group 1 is the top-level module."""
+
+
+def working_modules(
+    options: Iterable[Mapping[str, str] | None], folder: str | Path | None = None
+) -> list[str]:
+    """The paths of the modules that task options name as ``module:function`` and that only the
+    working folder provides: the top-level module is ``folder/NAME.py`` or ``folder/NAME/`` and
+    is not importable from ``sys.path`` without that folder (an installed package of the same name
+    wins, as it does for :func:`tasks.registry.load_object`). Sorted, each path once.
+
+    Example:
+        >>> import tempfile
+        >>> here = Path(tempfile.mkdtemp())
+        >>> _ = (here / "my_guides.py").write_text("def log_f(x, t): ...")
+        >>> options = [{"predictor": "my_guides:log_f", "evaluator": "tasks.base:Task", "model": "m"}]
+        >>> [Path(p).name for p in working_modules(options, here)]
+        ['my_guides.py']
+    """
+    root = Path(folder or os.getcwd()).resolve()
+    elsewhere = [p for p in sys.path if p and Path(p).resolve() != root]
+    found: set[str] = set()
+    for opts in options:
+        for value in (opts or {}).values():
+            match = _SPEC.match(str(value).strip())
+            if match is None:
+                continue
+            name = match.group(1)
+            path = root / f"{name}.py" if (root / f"{name}.py").is_file() else root / name
+            if not path.exists() or importlib.machinery.PathFinder.find_spec(name, elsewhere) is not None:
+                continue
+            found.add(str(path))
+    return sorted(found)
+
+
 def _check_reachable(address: str, timeout: float = 10.0) -> None:
     """Fail fast (Ray itself retries for minutes) when nothing listens at ``host:port``."""
     host, _, port = address.rpartition(":")
@@ -109,8 +156,9 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-def init_ray(address: str | None) -> bool:
-    """Join the cluster at ``address`` ("auto", "host:port"), or start a local Ray on every core.
+def init_ray(address: str | None, py_modules: Sequence[str] = ()) -> bool:
+    """Join the cluster at ``address`` ("auto", "host:port"), or start a local Ray on every core;
+    ``py_modules`` (local paths) go to every worker of the job (Ray's ``runtime_env``).
 
     Returns:
         True when a local Ray was started (the caller shuts it down), False when a cluster was joined.
@@ -123,6 +171,8 @@ def init_ray(address: str | None) -> bool:
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
     common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if py_modules:
+        common["runtime_env"] = {"py_modules": list(py_modules)}
     if address and address != "auto" and "://" not in address:
         _check_reachable(address)
     try:
@@ -153,6 +203,9 @@ class RayExecutor(Executor):
         device: device for specs that name none (default: "cuda" on an actor with a GPU, else "cpu").
         trial_fn: what an actor runs per spec (default :func:`~tfg_search.run.worker.run_trial`); must be
             importable on the workers (a module-level function or a ``functools.partial`` of one).
+        task_options: the search's task options: the working folder's modules they name
+            (:func:`working_modules`) go to the workers with the job's ``runtime_env`` when this
+            executor starts or joins Ray (a Ray already initialised in this process keeps its own).
 
     Raises:
         TFGSearchError: bad resource numbers, or a cluster that cannot be reached.
@@ -168,6 +221,7 @@ class RayExecutor(Executor):
         cpus_per_trial: float = 1.0,
         device: str | None = None,
         trial_fn: TrialFn | None = None,
+        task_options: Mapping[str, str] | None = None,
     ) -> None:
         if gpus_per_trial < 0 or cpus_per_trial <= 0 or (num_workers is not None and num_workers < 1):
             raise TFGSearchError("gpus_per_trial must be >= 0, cpus_per_trial > 0 and num_workers >= 1")
@@ -181,8 +235,9 @@ class RayExecutor(Executor):
         self._owns_ray = False
         self._closed = False
         self._workers: list[_Worker] = []
+        self.py_modules = working_modules([task_options])
         if not ray.is_initialized():
-            self._owns_ray = init_ray(address)
+            self._owns_ray = init_ray(address, self.py_modules)
         self.num_workers = num_workers or default_num_workers(
             ray.cluster_resources(), self.cpus_per_trial, self.gpus_per_trial
         )
@@ -194,7 +249,7 @@ class RayExecutor(Executor):
             "max_task_retries": 0,
         }
         if env:
-            options["runtime_env"] = {"env_vars": env}
+            options["runtime_env"] = {"env_vars": env}  # merged with the job's (its py_modules)
         self._actor_class = ray.remote(_TrialWorker).options(**options)
 
     # -- the pool -----------------------------------------------------------------------------
