@@ -58,32 +58,10 @@ from tasks.custom_loading import (
     locate_folder,
 )
 from tasks.registry import load_object
-from tfg_search.errors import TFGSearchError
+from tfg_search.errors import TFGSearchError, UserCodeError
 
 if TYPE_CHECKING:
     from tfg_search.guidance import Conditioning, LatentDecoder
-
-
-class UserCodeError(TFGSearchError):
-    """A user's function (the predictor or the evaluator) raised; ``__cause__`` is its exception.
-
-    Attributes:
-        role: ``predictor`` or ``evaluator``.
-        spec: the ``module:function`` it was given as.
-
-    Example:
-        >>> err = UserCodeError("predictor", "my_mod:log_f", ValueError("bad shape"))
-        >>> str(err)
-        'predictor my_mod:log_f raised ValueError: bad shape'
-    """
-
-    def __init__(self, role: str, spec: str, error: BaseException) -> None:
-        self.role = role
-        self.spec = spec
-        text = str(error).strip()
-        super().__init__(
-            f"{role} {spec} raised {type(error).__name__}: {text.splitlines()[0] if text else ''}"
-        )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,44 @@ class TFGSearchError(Exception):
     """A problem the user can fix (bad input, missing study, unreachable storage, ...)."""
 
 
+class UserCodeError(TFGSearchError):
+    """A user's function (a custom task's predictor or evaluator) raised; ``__cause__`` is its
+    exception. A search stops at the first (its trial is re-run when the same command runs again
+    after the fix).
+
+    Attributes:
+        role: ``predictor`` or ``evaluator``.
+        spec: the ``module:function`` it was given as.
+
+    Example:
+        >>> err = UserCodeError("predictor", "my_mod:log_f", ValueError("bad shape"))
+        >>> str(err)
+        'predictor my_mod:log_f raised ValueError: bad shape'
+    """
+
+    def __init__(self, role: str, spec: str, error: BaseException) -> None:
+        self.role = role
+        self.spec = spec
+        text = str(error).strip()
+        super().__init__(
+            f"{role} {spec} raised {type(error).__name__}: {text.splitlines()[0] if text else ''}"
+        )
+
+
+class TrialUserError(TFGSearchError):
+    """A search stopped because an evaluation failed for the user's reason (their predictor,
+    evaluator or model raised; a :class:`TFGSearchError` inside a trial).
+
+    Attributes:
+        details: the evaluation's traceback as text (it may have run in another process);
+            the CLI shows it with ``--debug`` or ``TFG_SEARCH_DEBUG=1``.
+    """
+
+    def __init__(self, message: str, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 class NonFiniteSampleError(TFGSearchError, FloatingPointError):
     """Guided sampling produced NaN or infinite values.
 

@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 
 FAILURE_TRIAL = "trial"
@@ -31,7 +32,11 @@ FAILURE_ENVIRONMENT = "environment"
 """The machine failed the trial (device, import, memory, a dead worker): retried on resume."""
 FAILURE_INTERRUPTED = "interrupted"
 """The launcher was stopped (Ctrl-C, SIGTERM, kill -9) while the trial ran: retried on resume."""
-RETRIED_ON_RESUME = (FAILURE_ENVIRONMENT, FAILURE_INTERRUPTED)
+FAILURE_USER = "user"
+"""The user's code or input failed the trial (a custom task's predictor or evaluator raised, any
+:class:`~tfg_search.errors.TFGSearchError` inside it): the search stops; retried on resume, after
+the fix."""
+RETRIED_ON_RESUME = (FAILURE_ENVIRONMENT, FAILURE_INTERRUPTED, FAILURE_USER)
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,11 @@ class TrialOutcome:
         node: the machine (``hostname``, or ``hostname/ray-node-id`` on Ray).
         samples: the samples ``[n, *task.sample_shape]`` on CPU when asked for, else None.
         attempts: how many times it ran (a Ray actor that died mid-trial: 2).
-        failure: why it failed: :data:`FAILURE_TRIAL` (the configuration's own failure, final) or
-            :data:`FAILURE_ENVIRONMENT` (the machine's: retried on resume).
+        failure: why it failed: :data:`FAILURE_TRIAL` (the configuration's own failure, final),
+            :data:`FAILURE_ENVIRONMENT` (the machine's: retried on resume) or
+            :data:`FAILURE_USER` (the user's code: the search stops; retried after the fix).
         config: the configuration actually run (with the task's ``clip_x0``), when it ran.
+        details: a user failure's traceback as text (shown by the CLI's ``--debug``).
     """
 
     number: int
@@ -106,6 +113,7 @@ class TrialOutcome:
     attempts: int = 1
     failure: str | None = None
     config: TFGConfig | None = field(default=None, repr=False)
+    details: str | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -124,20 +132,34 @@ def describe_error(err: BaseException) -> str:
 
 def failure_kind(err: BaseException) -> str:
     """:data:`FAILURE_TRIAL` for a failure of the configuration itself (non-finite samples, a
-    metric that cannot be computed from them), :data:`FAILURE_ENVIRONMENT` for anything else."""
-    return FAILURE_TRIAL if isinstance(err, FloatingPointError) else FAILURE_ENVIRONMENT
+    metric that cannot be computed from them), :data:`FAILURE_USER` for the user's (their code
+    raised: :class:`~tfg_search.errors.UserCodeError`, or any other
+    :class:`~tfg_search.errors.TFGSearchError`), :data:`FAILURE_ENVIRONMENT` for anything else.
+
+    Example:
+        >>> from tfg_search.errors import UserCodeError
+        >>> failure_kind(UserCodeError("predictor", "m:f", ValueError("x"))), failure_kind(MemoryError())
+        ('user', 'environment')
+    """
+    if isinstance(err, FloatingPointError):
+        return FAILURE_TRIAL
+    return FAILURE_USER if isinstance(err, TFGSearchError) else FAILURE_ENVIRONMENT
 
 
 def failed(
     number: int, err: BaseException, wall_time_s: float, device: str, node: str | None = None
 ) -> TrialOutcome:
-    """The outcome of a trial that raised ``err``."""
+    """The outcome of a trial that raised ``err`` (a user failure: its own message, which names
+    the function, and its traceback in ``details``)."""
+    kind = failure_kind(err)
+    user = kind == FAILURE_USER
     return TrialOutcome(
         number,
         None,
-        describe_error(err),
+        " ".join(str(err).split()) if user else describe_error(err),
         wall_time_s,
         device,
         node or socket.gethostname(),
-        failure=failure_kind(err),
+        failure=kind,
+        details="".join(traceback.format_exception(err)) if user else None,
     )

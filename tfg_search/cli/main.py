@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import typer
 
@@ -11,7 +13,8 @@ from tfg_search.errors import SettingError, TFGSearchError
 app = typer.Typer(
     name="tfg-search",
     help="Training-free guidance for diffusion models, with a search over its strengths (the rung search "
-    "by default).",
+    "by default). An error is one line; --debug (anywhere on the line) or TFG_SEARCH_DEBUG=1 also "
+    "prints its traceback.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -37,6 +40,25 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "TFG_SEARCH_DEBUG"
+
+
+def _debug(argv: list[str]) -> tuple[list[str], bool]:
+    """The arguments without ``--debug`` (any command takes it, anywhere before a ``--``), and
+    whether to print an error's traceback (the flag, or ``TFG_SEARCH_DEBUG=1``)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a != DEBUG_FLAG] + argv[end:]
+    wanted = len(kept) < len(argv) or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
+    return kept, wanted
+
+
+def _traceback(err: BaseException) -> None:
+    """An error's traceback on stderr (``--debug``); a trial's, when it ran in a worker."""
+    text = getattr(err, "details", None) or "".join(traceback.format_exception(err))
+    print(text.rstrip(), file=sys.stderr)
+
+
 def _ignore_stop_signals() -> None:
     """Ignore SIGINT / SIGTERM from now on (the process exits; torch and Ray take a moment)."""
     import signal
@@ -50,13 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     Ctrl-C / SIGTERM (search) print one line and exit with code 130."""
     from tfg_search.cli.common import Interrupted
 
+    args, debug = _debug(list(sys.argv[1:] if argv is None else argv))
     try:
         _register()
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except SettingError as err:  # a library parameter: say it as the command's flag
+        if debug:
+            _traceback(err)
         print(_one_line(f"error: --{err.param.replace('_', '-')} {err.detail}"), file=sys.stderr)
         sys.exit(2)
     except TFGSearchError as err:
+        if debug:
+            _traceback(err)
         print(_one_line(f"error: {err}"), file=sys.stderr)
         sys.exit(2)
     except Interrupted as err:

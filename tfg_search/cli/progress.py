@@ -7,6 +7,7 @@ from typing import Any
 from rich.markup import escape
 
 from tfg_search.cli import output
+from tfg_search.trial import FAILURE_USER
 
 console = output.console(stderr=True)
 
@@ -90,7 +91,7 @@ class SearchProgress:
                 self.best = (float(leader["value"]), int(leader["number"]))
                 self.best_text = describe_params(leader["params"])
                 p.update(self.trials, info=self._best_info())
-            if data["error"]:
+            if data["error"] and data.get("failure") != FAILURE_USER:  # (the search's own error line)
                 p.console.print(
                     f"[yellow]trial {data['number']} failed:[/] {escape(str(data['error'])[:200])}"
                 )

@@ -37,7 +37,7 @@ from typing import Any
 
 import optuna
 
-from tfg_search.errors import TFGSearchError
+from tfg_search.errors import TFGSearchError, TrialUserError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.run.executors import Executor, LocalExecutor
 from tfg_search.run.faults import fault
@@ -49,6 +49,7 @@ from tfg_search.store.layout import FINAL, LAYOUT, SEARCH, STUDY_ATTR, StudyInfo
 from tfg_search.store.lease import StudyLease
 from tfg_search.store.studies import SearchStudies, load_search, open_storage
 from tfg_search.store.summary import SUMMARY_ATTR, migrate_hint, summary
+from tfg_search.trial import TrialOutcome
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """Progress events: ("study", ...), ("round", ...), ("trial", ...), ("final", ...), ("done", ...)."""
@@ -331,7 +332,10 @@ class Coordinator:
     def _run_batch(self, batch: Sequence[Pending]) -> list[float | None]:
         """Evaluate handed-out trials; each result is told as it arrives. A batch in which an
         evaluation failed for the machine's reason stops the search once it is told (its trials
-        stay RUNNING: the same command re-runs them)."""
+        stay RUNNING: the same command re-runs them); the first evaluation that failed for the
+        user's reason (their code raised) stops it at once with :class:`TrialUserError` (its
+        trial, and those still in flight, stay RUNNING: the same command re-runs them after the
+        fix)."""
         by_number = {p.number: p for p in batch}
         values: list[float | None] = []
         try:
@@ -353,11 +357,14 @@ class Coordinator:
                         "wall_time_s": outcome.wall_time_s,
                         "leader": None if leader is None else _leader(leader, self.loop),
                     },
+                        "failure": outcome.failure if value is None else None,
                 )
         except BaseException:
             self.stopped += self.loop.interrupt()
             raise
         failures = self.loop.machine_failures
+                if self.loop.user_failures:
+                    raise _user_error(self.loop.user_failures[0], pending.number, self.loop.studies.name)
         if failures:
             raise TFGSearchError(
                 f"{len(failures)} evaluation(s) failed for a reason of the machine ({failures[0][:300]}); "
@@ -423,6 +430,15 @@ class Coordinator:
 def _leader(record: Any, loop: SearchLoop) -> dict[str, Any]:
     """The top of the search's ranking, as the progress display shows it."""
     return {"number": record.number, "value": record.value, "params": loop.point(record.params)}
+
+def _user_error(outcome: TrialOutcome, number: int, study: str) -> TrialUserError:
+    """The one line of a search stopped by the user's code, with the evaluation's traceback."""
+    return TrialUserError(
+        f"{outcome.error} (trial {number} of search {study!r}; fix it and run the same command "
+        "again: the search resumes there)",
+        outcome.details,
+    )
+
 
 
 def check_environment(settings: SearchSettings, device: str | None, load_models: bool = True) -> None:

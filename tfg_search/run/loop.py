@@ -26,8 +26,11 @@ place first (:meth:`SearchLoop.recover`), with the same samples and seeds, befor
 new. Every trial keeps its number, so the resumed search's trials and answer are exactly those of
 a search never stopped; their records count the re-runs (``interruptions``). A machine failure of
 an evaluation (a device, memory, a dead worker) leaves its trial so too, and stops the search once
-its batch is told (:attr:`SearchLoop.machine_failures`). Named points where tests stop a search on
-purpose: :mod:`tfg_search.run.faults`.
+its batch is told (:attr:`SearchLoop.machine_failures`). An evaluation that failed for the user's
+reason (a custom task's predictor or evaluator raised: :data:`~tfg_search.trial.FAILURE_USER`)
+is recorded on its trial, which stays RUNNING too, and stops the search at once
+(:attr:`SearchLoop.user_failures`): the same command, run after the fix, re-runs it in place.
+Named points where tests stop a search on purpose: :mod:`tfg_search.run.faults`.
 
 Example:
     >>> loop = SearchLoop(studies, resolved)  # doctest: +SKIP
@@ -61,6 +64,7 @@ from tfg_search.trial import (
     FAILURE_ENVIRONMENT,
     FAILURE_INTERRUPTED,
     FAILURE_TRIAL,
+    FAILURE_USER,
     TrialOutcome,
     TrialSpec,
 )
@@ -105,6 +109,9 @@ class Counts:
     worker): re-run when the search is run again."""
     reasons: list[str] = field(default_factory=list)
     """The distinct errors of the machine failures."""
+    user: int = 0
+    """Trials whose last evaluation failed for the user's reason (their code raised): re-run when
+    the search is run again after the fix."""
 
 
 class SearchLoop:
@@ -137,6 +144,8 @@ class SearchLoop:
         self._resumed: list[Pending] = []  # evaluations an earlier run left in flight: first
         self.machine_failures: list[str] = []
         """Errors of evaluations that failed for the machine's reason since the last wave."""
+        self.user_failures: list[TrialOutcome] = []
+        """Outcomes of evaluations that failed for the user's reason (the search stops at the first)."""
         self._records: dict[tuple[str, int], TrialRecord] | None = None  # what storage holds
 
     # -- reading ------------------------------------------------------------------------------
@@ -205,6 +214,8 @@ class SearchLoop:
                 counts.final += 1
             counts.interrupted += bool(r.interruptions) or r.failure == FAILURE_INTERRUPTED
             if r.failure == FAILURE_ENVIRONMENT:
+            if r.failure == FAILURE_USER and not r.state.is_finished():
+                counts.user += 1
                 counts.environment += 1
                 if r.error and r.error not in counts.reasons:
                     counts.reasons.append(r.error)
@@ -378,8 +389,9 @@ class SearchLoop:
         """Store the outcome (one user-attr write) and tell the study; returns the score or None
         (a rung-search point: its estimate after this rung).
 
-        An outcome that failed for the machine's reason is recorded on its trial, which stays
-        RUNNING (re-run when the search runs again), and noted in :attr:`machine_failures`.
+        An outcome that failed for the machine's or the user's reason is recorded on its trial,
+        which stays RUNNING (re-run when the search runs again), and noted in
+        :attr:`machine_failures` or :attr:`user_failures`.
         """
         final = pending.role == FINAL
         fault("final-result" if final else "result")
@@ -409,11 +421,14 @@ class SearchLoop:
         if held:
             attrs = self._point_record(pending, attrs, value)
         self._live.pop((pending.role, pending.number), None)
-        if value is None and failure == FAILURE_ENVIRONMENT:
+        if value is None and failure in (FAILURE_ENVIRONMENT, FAILURE_USER):
             if not held:  # a point keeps its earlier rungs' record; its rung is simply re-run
                 for key, body in attrs.items():
                     pending.trial.set_user_attr(key, body)
-            self.machine_failures.append(error or "unknown error")
+            if failure == FAILURE_USER:
+                self.user_failures.append(outcome)
+            else:
+                self.machine_failures.append(error or "unknown error")
             self._refresh(pending.role, pending.trial)
             return None
         for key, body in attrs.items():
