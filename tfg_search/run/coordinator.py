@@ -353,18 +353,18 @@ class Coordinator:
                         "params": self.loop.point(pending.params),
                         "value": value,
                         "error": outcome.error if value is None else None,
+                        "failure": outcome.failure if value is None else None,
                         "samples": pending.spec.samples,
                         "wall_time_s": outcome.wall_time_s,
                         "leader": None if leader is None else _leader(leader, self.loop),
                     },
-                        "failure": outcome.failure if value is None else None,
                 )
+                if self.loop.user_failures:
+                    raise _user_error(self.loop.user_failures[0], pending.number, self.loop.studies.name)
         except BaseException:
             self.stopped += self.loop.interrupt()
             raise
         failures = self.loop.machine_failures
-                if self.loop.user_failures:
-                    raise _user_error(self.loop.user_failures[0], pending.number, self.loop.studies.name)
         if failures:
             raise TFGSearchError(
                 f"{len(failures)} evaluation(s) failed for a reason of the machine ({failures[0][:300]}); "
@@ -427,10 +427,6 @@ class Coordinator:
         )
 
 
-def _leader(record: Any, loop: SearchLoop) -> dict[str, Any]:
-    """The top of the search's ranking, as the progress display shows it."""
-    return {"number": record.number, "value": record.value, "params": loop.point(record.params)}
-
 def _user_error(outcome: TrialOutcome, number: int, study: str) -> TrialUserError:
     """The one line of a search stopped by the user's code, with the evaluation's traceback."""
     return TrialUserError(
@@ -439,6 +435,10 @@ def _user_error(outcome: TrialOutcome, number: int, study: str) -> TrialUserErro
         outcome.details,
     )
 
+
+def _leader(record: Any, loop: SearchLoop) -> dict[str, Any]:
+    """The top of the search's ranking, as the progress display shows it."""
+    return {"number": record.number, "value": record.value, "params": loop.point(record.params)}
 
 
 def check_environment(settings: SearchSettings, device: str | None, load_models: bool = True) -> None:

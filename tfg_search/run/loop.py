@@ -213,9 +213,9 @@ class SearchLoop:
             if r.state.is_finished() and r.role == FINAL:
                 counts.final += 1
             counts.interrupted += bool(r.interruptions) or r.failure == FAILURE_INTERRUPTED
-            if r.failure == FAILURE_ENVIRONMENT:
             if r.failure == FAILURE_USER and not r.state.is_finished():
                 counts.user += 1
+            if r.failure == FAILURE_ENVIRONMENT:
                 counts.environment += 1
                 if r.error and r.error not in counts.reasons:
                     counts.reasons.append(r.error)
