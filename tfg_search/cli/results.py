@@ -65,7 +65,7 @@ def finish(
         ) from None
     studies = load_search(storage, report.study_name)
     plot = plot_search(studies, folder / "search.png", report.ranking, settings.top_k or DEFAULT_TOP_K)
-    grid = sample_grid(
+    task, best = draw_samples(
         settings.task,
         settings.task_options,
         settings.target,
@@ -74,8 +74,8 @@ def finish(
         settings.seed + 2,
         settings.steps,
         device,
-        folder / "best-samples.png",
     )
+    grid = save_grid(task, settings.target, best.samples, folder / "best-samples.png")
     payload = {
         "study": report.study_name,
         "storage": report.storage,
@@ -128,7 +128,7 @@ def finish(
     out.print(f"wrote {escape(str(plot))} and {escape(str(grid))}")
 
 
-def sample_grid(
+def draw_samples(
     task_name: str,
     task_options: Any,
     target: str,
@@ -137,21 +137,28 @@ def sample_grid(
     seed: int,
     steps: int | None,
     device: str | None,
-    path: Path,
-) -> Path:
+) -> tuple[Any, Any]:
+    """(task, its evaluation of ``n`` samples of ``config`` with their metrics and samples): the
+    service's one evaluation path (:func:`tfg_search.run.evaluation.evaluate`)."""
     from tasks import get_task
-    from tfg_search.cli.images import save_samples
     from tfg_search.run.evaluation import evaluate
 
     task = get_task(task_name, task_options)
     result = evaluate(
         task, target, config, n, seed, device=device, num_inference_steps=steps, return_samples=True
     )
+    return task, result
+
+
+def save_grid(task: Any, target: str, samples: Any, path: Path) -> Path:
+    """Samples as a PNG (an image grid, or a scatter plot with the target's reference points)."""
+    from tfg_search.cli.images import save_samples
+
     reference = None
-    if result.samples is not None and result.samples.dim() == 2:
+    if samples is not None and samples.dim() == 2:
         try:
             reference = task.reference(target)
         except TFGSearchError:
             reference = None
-    save_samples(result.samples, path, title=f"{task_name} target {target}", reference=reference)
+    save_samples(samples, path, title=f"{task.name} target {target}", reference=reference)
     return path

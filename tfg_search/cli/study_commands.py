@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -86,16 +88,35 @@ def _write_error(file: Path, err: OSError) -> TFGSearchError:
     return TFGSearchError(f"cannot write {file}: {err.strerror or err}; choose another --out")
 
 
+EXPORT_FORMATS = ("json", "diffusers")
+
+
 def export(
     study: str = typer.Option(..., "--study", help="study name (see `tfg-search studies`)"),
-    out_file: str = typer.Option(..., "--out", help="JSON file to write"),
+    out_file: str = typer.Option(
+        ..., "--out", help="JSON file to write (--format diffusers: the folder of its tfg_config.json)"
+    ),
     storage: str | None = typer.Option(None, "--storage", help=common.STORAGE_HELP),
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+    fmt: str = typer.Option(
+        "json",
+        "--format",
+        help="json: the best configuration with its metrics and compute; diffusers: tfg_config.json "
+        "in the folder --out, for TFGConfig.from_pretrained and TFGPipeline",
+    ),
 ) -> None:
-    """Write the best configuration (TFGConfig JSON, with its task, target and metrics) to a file."""
+    """Write the best configuration (TFGConfig JSON, with its task, target and metrics) to a file,
+    or (--format diffusers) as tfg_config.json in a folder, diffusers' config format."""
     name = _study_arg(study)
-    file = common.path("--out", out_file, "give the JSON file to write")
-    assert file is not None
+    common.text("--format", fmt, f"choose one of {', '.join(EXPORT_FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise TFGSearchError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    given = common.path("--out", out_file, "give the file (or with --format diffusers the folder) to write")
+    assert given is not None
+    if fmt == "diffusers":
+        _export_diffusers(storage, name, given, force)
+        return
+    file = given
     common.output_file("--out", file, force)
     from tfg_search.store import query
 
@@ -111,55 +132,144 @@ def export(
     out.print(f"wrote {escape(str(file))}")
 
 
+def _export_diffusers(storage: str | None, name: str, folder: Path, force: bool) -> None:
+    """``--format diffusers``: the answer as ``folder/tfg_config.json``
+    (:meth:`TFGConfig.save_pretrained <tfg_search.guidance.config.TFGConfig.save_pretrained>`),
+    with what the answer is for as metadata: the study, task, target, task options, DDIM steps,
+    model identity and metrics. The folder may be a model's pipeline folder (the config then sits
+    beside its ``model_index.json`` and ``TFGPipeline.from_pretrained`` loads it as its default).
+    Torch-free."""
+    from tfg_search.guidance.config import TFGConfig
+    from tfg_search.guidance.config_file import CONFIG_NAME, save_config
+
+    if folder.exists() and not folder.is_dir():
+        raise TFGSearchError(f"--out {folder} is a file; --format diffusers writes into a folder")
+    if not folder.parent.is_dir():
+        raise TFGSearchError(f"folder {folder.parent} does not exist; create it or choose another --out")
+    target = folder / CONFIG_NAME
+    if target.exists() and not force:
+        raise TFGSearchError(f"{target} exists; pass --force to overwrite it, or choose another --out")
+    from tfg_search.store import query
+
+    payload = query.best_payload(storage, name)
+    metadata = {
+        "study": payload["study"],
+        "task": payload["task"],
+        "target": payload["target"],
+        "task_options": payload.get("task_options") or {},
+        "num_inference_steps": payload["steps"],
+        "model_identity": payload.get("model_identity"),
+        "metrics": payload["metrics"],
+    }
+    try:
+        save_config(TFGConfig.from_dict(payload["config"]), folder, overwrite=True, **metadata)
+    except OSError as err:
+        raise _write_error(target, err) from None
+    out.print(f"wrote {escape(str(target))}")
+
+
+def _sample_file(flag: str, value: str | None, suffix: str, force: bool) -> Path | None:
+    """An output file of ``sample`` (None when not asked for): its suffix checked, never over an
+    existing file without ``force``."""
+    file = common.path(flag, value, f"give a {suffix} file, or leave {flag} out")
+    if file is None:
+        return None
+    if file.suffix.lower() != suffix:
+        raise TFGSearchError(f"{flag} must be a {suffix} file, got {file}")
+    common.output_file(flag, file, force)
+    return file
+
+
 def sample(
     study: str = typer.Option(..., "--study", help="study name (see `tfg-search studies`)"),
     n: int = typer.Option(64, "--n", help="how many samples"),
-    out_file: str = typer.Option(..., "--out", help="PNG grid to write"),
+    out_file: str | None = typer.Option(None, "--out", help="PNG grid to write"),
+    save_tensors: str | None = typer.Option(
+        None,
+        "--save-tensors",
+        help="safetensors file to write the samples to (tensor 'samples': what the evaluator judged, "
+        "images in [-1, 1], decoded for a latent model)",
+    ),
     seed: int = typer.Option(0, "--seed"),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if any)"),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch threads (default: this process's CPU share)"
+    ),
     storage: str | None = typer.Option(None, "--storage", help=common.STORAGE_HELP),
-    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing files"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as one JSON object"),
 ) -> None:
-    """Generate samples with a study's best configuration and save them as a grid."""
-    from tfg_search.cli.results import sample_grid
-    from tfg_search.guidance.config import TFGConfig
-    from tfg_search.run.devices import resolve_device
+    """Generate samples with a study's best configuration, print their held-out metrics, and save
+    them as a grid (--out) and as tensors (--save-tensors).
+
+    On the same seed, --n, device and threads the tensors equal those of ``TFGPipeline`` with the
+    configuration ``export --format diffusers`` writes (docs/tasks.md)."""
+    name = _study_arg(study)
+    if n < 1 or seed < 0 or (threads is not None and threads < 1):
+        raise TFGSearchError("--n must be >= 1, --seed >= 0 and --threads >= 1")
+    grid_file = _sample_file("--out", out_file, ".png", force)
+    tensor_file = _sample_file("--save-tensors", save_tensors, ".safetensors", force)
+    if grid_file is None and tensor_file is None:
+        raise TFGSearchError("give --out FILE.png (a grid), --save-tensors FILE.safetensors, or both")
+    if common.device(device) is not None:
+        from tfg_search.run.devices import resolve_device
+
+        resolve_device(device, flag="--device")  # before any work: an unusable device is refused now
     from tfg_search.store import query
 
-    name = _study_arg(study)
-    if n < 1 or seed < 0:
-        raise TFGSearchError("--n must be >= 1 and --seed >= 0")
-    file = common.path("--out", out_file, "give the PNG file to write")
-    assert file is not None
-    if file.suffix.lower() != ".png":
-        raise TFGSearchError(f"--out must be a .png file, got {file}")
-    common.output_file("--out", file, force)
-    if common.device(device) is not None:
-        resolve_device(device, flag="--device")  # before any work: an unusable device is refused now
     payload = query.best_payload(storage, name)
-    config = TFGConfig.from_dict(payload["config"])
-    tmp = file.with_name(f".{file.stem}.tmp{os.getpid()}.png")
+    from tfg_search.cli.results import draw_samples
+    from tfg_search.guidance.config import TFGConfig
+    from tfg_search.run.threads import set_threads
+
+    set_threads(threads)
+    task, result = draw_samples(
+        payload["task"],
+        payload["task_options"],
+        payload["target"],
+        TFGConfig.from_dict(payload["config"]),
+        n,
+        seed,
+        payload["steps"],
+        device,
+    )
+    written = []
+    if grid_file is not None:
+        from tfg_search.cli.results import save_grid
+
+        _write_atomic(grid_file, lambda tmp: save_grid(task, payload["target"], result.samples, tmp))
+        written.append(str(grid_file))
+    if tensor_file is not None:
+        meta = {"study": name, "task": payload["task"], "target": payload["target"], "seed": str(seed)}
+        _write_atomic(tensor_file, lambda tmp: _save_tensors(result.samples, tmp, meta))
+        written.append(str(tensor_file))
+    if as_json:
+        out.print_json(json.dumps({"metrics": result.metrics, "files": written}))
+        return
+    out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+    out.print(
+        f"wrote {escape(' and '.join(written))} ({n} samples of {escape(str(payload['task']))} "
+        f"target {escape(str(payload['target']))})"
+    )
+
+
+def _save_tensors(samples: Any, file: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"samples": samples.contiguous()}, str(file), metadata=metadata)
+
+
+def _write_atomic(file: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside ``file``, then renamed into place: the file is
+    written whole or not at all."""
+    tmp = file.with_name(f".{file.stem}.tmp{os.getpid()}{file.suffix}")
     try:
-        sample_grid(
-            payload["task"],
-            payload["task_options"],
-            payload["target"],
-            config,
-            n,
-            seed,
-            payload["steps"],
-            device,
-            tmp,
-        )
+        write(tmp)
         tmp.replace(file)
     except OSError as err:
         raise _write_error(file, err) from None
     finally:
         tmp.unlink(missing_ok=True)
-    out.print(
-        f"wrote {escape(str(file))} ({n} samples of {escape(str(payload['task']))} "
-        f"target {escape(str(payload['target']))})"
-    )
 
 
 def migrate(
