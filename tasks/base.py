@@ -28,16 +28,19 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from searchers.lattice import DEFAULT_SPACE, Lattice
 from tfg_search.errors import TFGSearchError
-from tfg_search.guidance.conditioning import Conditioning
-from tfg_search.guidance.config import TFGConfig
+from tfg_search.guidance.conditioning import Conditioning, model_dtype
+from tfg_search.guidance.config import DTYPES, TFGConfig
 from tfg_search.guidance.latent import LatentDecoder
 
 LogF = Callable[[torch.Tensor], torch.Tensor]
@@ -71,7 +74,16 @@ class Task(ABC):
             reference space of docs/algorithm.md, section 5, ``searchers.DEFAULT_SPACE``).
         default_strength_space: the lattice of a single-strength baseline.
         search_samples, final_samples: default sample counts of a search and its final re-runs.
+        guidance_scale: the classifier-free guidance weight of a conditional model when it is not
+            searched, and of the warm start's points when it is (1: no CFG).
+        default_guidance_space: the lattice of ``guidance_scale`` that a search of a conditional
+            task varies (None: :meth:`guidance_space` derives one from :attr:`guidance_scale`).
+        dtype: the dtype the models run in (:meth:`set_dtype`; every task takes the option
+            ``dtype``).
         trainer, trained_by: how ``tfg-search train`` finds the task's training function.
+
+    :meth:`diffusion` and :meth:`decoder` of every subclass return their models in the task's
+    :attr:`dtype`: the base class casts what they load (a copy per dtype, cached like the models).
     """
 
     name: ClassVar[str] = ""
@@ -92,6 +104,28 @@ class Task(ABC):
     ``out``, ``seed``, ``progress`` and optionally ``steps`` / ``epochs``, and returns metadata."""
     trained_by: ClassVar[str | None] = None
     """The task whose ``tfg-search train`` writes this task's models, when it reuses another's."""
+    guidance_scale: float = 1.0
+    default_guidance_space: Lattice | None = None
+    dtype: str = "float32"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("diffusion", "decoder"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "casts_dtype", False):
+                setattr(cls, name, _in_task_dtype(name, method))
+
+    def set_dtype(self, dtype: str) -> Task:
+        """Run the models in ``dtype`` (:data:`tfg_search.guidance.config.DTYPES`; the guidance
+        arithmetic stays float32: the sampler casts to and from the model's dtype). Returns the task.
+
+        Raises:
+            TFGSearchError: an unknown dtype.
+        """
+        if dtype not in DTYPES:
+            raise TFGSearchError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.dtype = dtype
+        return self
 
     # -- targets -----------------------------------------------------------------------------
     @property
@@ -133,6 +167,32 @@ class Task(ABC):
         For a latent task it takes latents and composes the decoder itself
         (``self.decoder(device).log_f(pixel_log_f)``)."""
 
+    def conditional(self, target: str) -> bool:
+        """Whether the model is conditioned for ``target`` (:meth:`conditioning` is not None); a
+        search of a conditional task searches :attr:`guidance_scale` too."""
+        return self.conditioning(target, "cpu") is not None
+
+    def guidance_space(self) -> Lattice:
+        """The ``guidance_scale`` lattice a search of a conditional task varies:
+        :attr:`default_guidance_space`, else one around :attr:`guidance_scale` w (w / 4 to 2 w in
+        doublings; 1 to 8 when w <= 1).
+
+        Example:
+            >>> from tasks.gmm2d import Gmm2dTask
+            >>> Gmm2dTask().guidance_space().values()
+            (1.0, 2.0, 4.0, 8.0)
+        """
+        if self.default_guidance_space is not None:
+            return self.default_guidance_space
+        w = float(self.guidance_scale)
+        return Lattice(w / 4, 2.0, 2 * w) if w > 1 else Lattice(1.0, 2.0, 8.0)
+
+    def stored_options(self, options: Mapping[str, str]) -> dict[str, str]:
+        """The task options as a study stores them (and hashes into its name): ``options`` with
+        paths made absolute, so that the same model reached from another folder, or spelled
+        another way, is the same study and workers started elsewhere find it. Default: as given."""
+        return dict(options)
+
     def conditioning(self, target: str, device: torch.device | str | None = None) -> Conditioning | None:
         """The conditional denoiser's keyword arguments for ``target`` (e.g. a class label, a
         prompt's embedding), with the unconditional branch for classifier-free guidance; None for an
@@ -152,19 +212,32 @@ class Task(ABC):
         task; a latent task sets it (e.g. ``(3, 32, 32)`` for ``(4, 8, 8)`` latents)."""
         return self.sample_shape
 
-    def batch_bytes(self, n_samples: int, config: TFGConfig, steps: int) -> int:
+    def batch_bytes(self, n_samples: int, config: TFGConfig, steps: int, target: str | None = None) -> int:
         """Estimated peak memory (bytes) of one guided batch of ``n_samples`` samples of ``config``,
         for refusing absurd sizes before a run (:mod:`tfg_search.guidance.memory`: the denoiser's
         graph of one sample, both CFG branches, log f's graph with the decoder's, the sampler's
-        tensors, measured once by a probe on the CPU models and the first target, plus the
-        weights). Each step frees the last one's graph, so ``steps`` does not change the peak.
+        tensors, measured once by a probe on the CPU models and ``target`` (the run's; default the
+        task's first target), plus the weights). Each step frees the last one's graph, so ``steps``
+        does not change the peak.
+
+        Raises:
+            TFGSearchError: no ``target`` given and the task lists none (e.g. ``custom`` without
+                ``targets=``).
         """
         from tfg_search.guidance.memory import estimate
 
         key = (config.guidance_scale != 1, config.n_mc)
         probes = self.__dict__.setdefault("_batch_memory", {})
+        if key not in probes and self.dtype == "float16":  # no float16 on a CPU: probe in float32
+            float32 = copy.copy(self).set_dtype("float32")  # a shallow copy: it fills the same probes
+            float32.batch_bytes(n_samples, config, steps, target)
         if key not in probes:
-            target = self.targets[0]
+            if target is None:
+                if not self.targets:
+                    raise TFGSearchError(
+                        f"task {self.name!r} lists no targets: pass the run's target to batch_bytes"
+                    )
+                target = self.targets[0]
             model, _ = self.diffusion("cpu")
             probes[key] = estimate(
                 model,
@@ -176,15 +249,31 @@ class Task(ABC):
             )
         return probes[key].bytes(n_samples)
 
-    def model_identity(self) -> str:
-        """A hash of the diffusion model's configs and weights (denoiser, scheduler config, and
-        the decoder's VAE of a latent task): :func:`tfg_search.pipelines.identity.model_identity`.
-        Equal for equal models wherever they were loaded from."""
-        from tfg_search.pipelines.identity import model_identity
+    def model_folder(self) -> Path | None:
+        """The diffusers folder the model is loaded from (``unet/`` + ``scheduler/``, ``vae/`` of
+        a latent model, ``text_encoder/`` + ``tokenizer/``; or a model folder), which
+        :meth:`model_identity` hashes; None for a model without one (built in Python, or stored
+        in a task's own format). Default: None."""
+        return None
 
-        model, scheduler = self.diffusion("cpu")
-        decoder = self.decoder("cpu")
-        return model_identity(model, scheduler, decoder.vae if decoder is not None else None)
+    def model_identity(self) -> str:
+        """The model's identity, a sha256 (hex) recorded in each study (the transfer of answers
+        between studies matches on it): for a model with a :meth:`model_folder`, the hash of its
+        components' canonical configs and weight files (:func:`tfg_search.pipelines.identity.
+        folder_identity`: the same for a copy of the folder, another spelling of its path, or
+        another task loading it); otherwise the hash of the loaded denoiser, scheduler config and
+        VAE as they are now (:func:`tfg_search.pipelines.identity.model_identity`). A folder's is
+        computed once per task."""
+        from tfg_search.pipelines.identity import folder_identity, model_identity
+
+        folder = self.model_folder()
+        if folder is None:
+            model, scheduler = self.diffusion("cpu")
+            decoder = self.decoder("cpu")
+            return model_identity(model, scheduler, decoder.vae if decoder is not None else None)
+        if "_folder_identity" not in self.__dict__:
+            self.__dict__["_folder_identity"] = folder_identity(folder)
+        return str(self.__dict__["_folder_identity"])
 
     # -- judging -----------------------------------------------------------------------------
     @abstractmethod
@@ -235,6 +324,39 @@ def frozen(module: torch.nn.Module, device: torch.device | str | None) -> torch.
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def in_dtype(module: torch.nn.Module, dtype: str) -> torch.nn.Module:
+    """``module`` in ``dtype`` (:data:`tfg_search.guidance.config.DTYPES`): itself when it is in
+    it already, else a converted copy, made once per process (:func:`cached`; the original stays
+    as it was, for the runs in float32)."""
+    want = getattr(torch, dtype)
+    if model_dtype(module) in (None, want):
+        return module
+    # torch's own .to: diffusers' override warns on every cast of a model without float32-only parts
+    return cached(("dtype", module, dtype), lambda: torch.nn.Module.to(copy.deepcopy(module), want))
+
+
+def _in_task_dtype(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``Task.diffusion`` / ``Task.decoder`` of a subclass, returning its models in the task's
+    dtype (float16 refused on a CPU, where torch has no float16 kernels for every layer)."""
+
+    @functools.wraps(method)
+    def in_task_dtype(self: Task, device: torch.device | str | None = None) -> Any:
+        out = method(self, device)
+        if self.dtype == "float32" or out is None:
+            return out
+        if self.dtype == "float16" and torch.device(device or "cpu").type == "cpu":
+            raise TFGSearchError(
+                "dtype float16 needs a GPU; on a CPU use --dtype bfloat16 or float32 (the default)"
+            )
+        if name == "diffusion":
+            model, scheduler = out
+            return in_dtype(model, self.dtype), scheduler
+        return LatentDecoder(in_dtype(out.vae, self.dtype), checkpointing=out.checkpointing)
+
+    in_task_dtype.casts_dtype = True  # type: ignore[attr-defined]
+    return in_task_dtype
 
 
 def check_images(samples: torch.Tensor, shape: tuple[int, ...], task: str) -> torch.Tensor:

@@ -159,6 +159,10 @@ class DigitsTask(Task):
     def parse_target(self, target: str) -> int:
         return int(super().parse_target(target))
 
+    def model_folder(self) -> Path:
+        """The diffusers folder of the model (its identity: :meth:`tasks.base.Task.model_identity`)."""
+        return self.models.weights
+
     def diffusion(self, device: torch.device | str | None = None) -> tuple[Any, Any]:
         return self.models.unet(device), self.models.scheduler()
 

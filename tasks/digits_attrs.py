@@ -89,6 +89,10 @@ class DigitsAttrsTask(Task):
         digit, thickness = text.split("+")
         return int(digit), THICKNESS_NAMES.index(thickness)
 
+    def model_folder(self) -> Path:
+        """The diffusers folder of the model (its identity: :meth:`tasks.base.Task.model_identity`)."""
+        return self.models.weights
+
     def diffusion(self, device: torch.device | str | None = None) -> tuple[Any, Any]:
         return self.models.unet(device), make_scheduler()
 

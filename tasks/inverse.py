@@ -124,6 +124,10 @@ class _DigitsInverseTask(Task):
         """The noisy measurement y of a target (deterministic)."""
         return _measurement(type(self), self.parse_target(target))
 
+    def model_folder(self) -> Path:
+        """The diffusers folder of the model (its identity: :meth:`tasks.base.Task.model_identity`)."""
+        return self.models.weights
+
     def diffusion(self, device: torch.device | str | None = None) -> tuple[Any, Any]:
         return self.models.unet(device), make_scheduler()
 

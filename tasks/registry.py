@@ -108,19 +108,24 @@ def task_factory(name: str) -> Callable[..., Task]:
 def get_task(name: str, options: Mapping[str, str] | None = None) -> Task:
     """An instance of the task registered as ``name``, built with ``options`` (strings).
 
+    The option ``dtype`` (float32, float16, bfloat16) is every task's: the dtype its models run in
+    (:meth:`tasks.base.Task.set_dtype`); the others go to the task's factory.
+
     Raises:
         TFGSearchError: unknown name, a registration that does not load, or bad options.
     """
     factory = task_factory(name)
+    kwargs = dict(options or {})
+    dtype = kwargs.pop("dtype", "float32")
     try:
-        task = factory(**dict(options or {}))
+        task = factory(**kwargs)
     except TypeError as err:
         raise TFGSearchError(f"bad options for task {name!r}: {err}") from err
     from tasks.base import Task
 
     if not isinstance(task, Task):
         raise TFGSearchError(f"task {name!r} ({registered_specs()[name]}) did not build a tasks.base.Task")
-    return task
+    return task.set_dtype(dtype)
 
 
 CATALOG = Path(__file__).resolve().with_name("catalog.json")

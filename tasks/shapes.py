@@ -182,6 +182,10 @@ class ShapesTask(Task):
             raise TFGSearchError(f"task {self.name!r}: {err}") from None
 
     # -- models ------------------------------------------------------------------------------
+    def model_folder(self) -> Path:
+        """The diffusers folder of the model (its identity: :meth:`tasks.base.Task.model_identity`)."""
+        return self.weights
+
     def diffusion(self, device: torch.device | str | None = None) -> tuple[Any, Any]:
         from diffusers import DDIMScheduler, UNet2DModel
 

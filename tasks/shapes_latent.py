@@ -71,6 +71,9 @@ SHAPES_LATENT_SPACE: dict[str, Lattice] = {
 }
 """Default lattice (docs/tasks.md): the ``shapes`` task's, as the guide and its log f scale are
 the same (the gradient reaches the latents through the decoder)."""
+SHAPES_LATENT_GUIDANCE_SPACE = Lattice(1.0, 2.0, 8.0)
+"""The CFG weights a search varies (1 = the colour-conditional model alone, 2, 4, 8): the range of
+diffusers' usual weights that a 7-way class embedding needs (docs/tasks.md)."""
 
 
 class ShapesLatentTask(Task):
@@ -91,6 +94,8 @@ class ShapesLatentTask(Task):
     default_strength_space: Lattice = Lattice(0.25, 2.0, 16.0)
     search_samples = 32
     final_samples = 128
+    guidance_scale = 2.0
+    default_guidance_space = SHAPES_LATENT_GUIDANCE_SPACE
 
     trainer = "tasks.shapes_latent_training:train_shapes_latent"
 
@@ -149,6 +154,10 @@ class ShapesLatentTask(Task):
             return frozen(model, dev)
 
         return cached((f"shapes-latent-{kind}", str(self.weights), dev), build)
+
+    def model_folder(self) -> Path:
+        """The diffusers folder of the model (its identity: :meth:`tasks.base.Task.model_identity`)."""
+        return self.weights
 
     def diffusion(self, device: torch.device | str | None = None) -> tuple[Any, Any]:
         from diffusers import DDIMScheduler, UNet2DModel

@@ -47,6 +47,31 @@ def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[s
     return out
 
 
+DTYPE_HELP = (
+    "float32 | float16 | bfloat16: the models' dtype (the guidance arithmetic stays float32; "
+    "float16 needs a GPU)"
+)
+
+
+def with_dtype(options: dict[str, str], dtype: str, on_cpu: bool) -> dict[str, str]:
+    """The task options with ``--dtype`` (every task's option ``dtype``, when not float32).
+
+    Raises:
+        TFGSearchError: an unknown dtype, float16 on a CPU, or ``-o dtype=`` saying otherwise.
+    """
+    from tfg_search.guidance.config import DTYPES
+
+    if dtype not in DTYPES:
+        raise TFGSearchError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "float32":
+        return options
+    if options.get("dtype", dtype) != dtype:
+        raise TFGSearchError(f"--dtype {dtype} and -o dtype={options['dtype']} disagree; give one")
+    if dtype == "float16" and on_cpu:
+        raise TFGSearchError("--dtype float16 needs a GPU (--device cuda); on a CPU use bfloat16 or float32")
+    return {**options, "dtype": dtype}
+
+
 def parse_number(name: str, text: str | None, kind: type = float, minimum: float | None = None) -> Any:
     """Parse an option value given as text; None stays None.
 
@@ -216,10 +241,15 @@ def cmd_evaluate(
     n_iter: Annotated[str | None, typer.Option("--n-iter", help="mean-guidance steps")] = None,
     n_mc: Annotated[str | None, typer.Option("--n-mc", help="Monte-Carlo samples")] = None,
     eta: Annotated[str | None, typer.Option(help="DDIM stochasticity in [0, 1]")] = None,
+    guidance_scale: Annotated[
+        str | None,
+        typer.Option("--guidance-scale", help="classifier-free guidance weight (default: the task's)"),
+    ] = None,
     samples: Annotated[str, typer.Option("--samples", help="number of samples")] = "64",
     seed: Annotated[str, typer.Option(help="random seed")] = "0",
     steps: Annotated[str | None, typer.Option("--steps", help="DDIM steps")] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)] = "float32",
     threads: Annotated[
         str | None, typer.Option("--threads", help="torch threads (default: this process's CPU share)")
     ] = None,
@@ -261,13 +291,22 @@ def cmd_evaluate(
         )
     except (ValueError, TypeError) as err:
         raise TFGSearchError(f"invalid guidance setting: {err}") from None
+    scale = parse_number("--guidance-scale", guidance_scale, float, 0)
     if grid_file is not None:
         common.output_file("--save-grid", grid_file, force=True)
-    the_task = get_task(task, parse_options(option))
+    on_cpu = resolve_device(device, flag="--device").type == "cpu"
+    the_task = get_task(task, with_dtype(parse_options(option), dtype, on_cpu))
     the_task.parse_target(target)
-    resolve_device(device, flag="--device")
+    config = config.replace(guidance_scale=the_task.guidance_scale if scale is None else scale)
+    if config.guidance_scale != 1 and not the_task.conditional(target):
+        raise TFGSearchError(
+            f"--guidance-scale {config.guidance_scale:g} needs a conditional model; task {task!r} has no "
+            f"condition for target {target!r}"
+        )
     from tfg_search.run.threads import set_threads
+    from tfg_search.run.validate import check_run
 
+    check_run(the_task, target, config, n, seed_value, n_steps, device, n_threads)
     set_threads(n_threads)
     result = evaluate(
         the_task,

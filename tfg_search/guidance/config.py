@@ -37,6 +37,9 @@ STRUCTURES: tuple[str, ...] = ("increase", "decrease", "constant")
 
 METHODS: tuple[str, ...] = ("tfg", "dps", "lgd", "freedom", "mpgd", "ugd")
 """Method names: TFG itself and the earlier methods that are points of its design space."""
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+"""The dtypes a model (denoiser, VAE) may run in (``--dtype``); the guidance arithmetic stays float32
+(docs/algorithm.md, section 7)."""
 
 
 def _check_strength(name: str, value: object) -> float:
@@ -260,16 +263,17 @@ def method_config(method: str, strength: float | None = None, **overrides: Any) 
 
 
 def search_point(config: TFGConfig) -> dict[str, float | str]:
-    """The point of the TFG search space a configuration is: its strengths and schedules, with
-    ``mu`` counted as 0 when ``n_iter`` is 0 (no mean-guidance step is taken).
+    """The point of the TFG search space a configuration is: its strengths, schedules and CFG
+    weight (``guidance_scale``, searched on a conditional task), with ``mu`` counted as 0 when
+    ``n_iter`` is 0 (no mean-guidance step is taken).
 
     n_recur, n_iter, n_mc and eta are fixed during a search, so a preset whose own values differ
     (FreeDoM's n_recur 2, LGD's n_mc 4) maps to the same strengths at the search's fixed cost.
 
     Example:
-        >>> point = search_point(TFGConfig.preset("dps", 0.5))
-        >>> point["rho"], point["mu"], point["rho_schedule"]
-        (0.5, 0.0, 'constant')
+        >>> point = search_point(TFGConfig.preset("dps", 0.5, guidance_scale=3.0))
+        >>> point["rho"], point["mu"], point["rho_schedule"], point["guidance_scale"]
+        (0.5, 0.0, 'constant', 3.0)
     """
     return {
         "rho": config.rho,
@@ -278,4 +282,5 @@ def search_point(config: TFGConfig) -> dict[str, float | str]:
         "rho_schedule": config.rho_schedule,
         "mu_schedule": config.mu_schedule,
         "gamma_schedule": config.gamma_schedule,
+        "guidance_scale": config.guidance_scale,
     }

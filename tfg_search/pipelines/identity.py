@@ -1,9 +1,12 @@
-"""A model's identity: one hash of its components' configs and weights (as loaded, any layout).
+"""A model's identity: one hash of its components' configs and weights, recorded in each study.
 
-Two folders with the same weights and configs (a copy, another path, a re-save) have one identity;
-a retrained or edited model has another. Hashing the loaded tensors, not the files, makes the
-identity independent of how the weights were stored (safetensors shards, a diffusers folder or a
-task's own files).
+A model loaded from a diffusers folder (every bundled task but ``gmm2d``, and ``custom``) is
+identified by its files: :func:`folder_identity`, the sha256 of its components' canonical configs
+and the sha256 of each weight file (``tasks/custom_identity.py`` defines the document), which a
+user recomputes without loading the model; a copy of the folder, another spelling of its path
+and every task that loads it give the same identity. A model without a folder (built in Python,
+or stored in a task's own format) is identified by its loaded tensors: :func:`model_identity`.
+Either way a retrained or edited model has another identity.
 
 Example:
     >>> import torch
@@ -16,9 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 import torch
+
+
+def folder_identity(folder: str | os.PathLike[str]) -> str:
+    """The identity of the model in a diffusers folder (a pipeline folder or a model folder, as the
+    ``custom`` task reads it: :func:`tasks.custom_loading.locate_folder`): the hex sha256 of its
+    components' configs (without the keys that say where or by which library version they were
+    written) and of its weight files' bytes.
+
+    Raises:
+        TFGSearchError: not a diffusers folder, or a component without safetensors weights.
+    """
+    from tasks.custom_identity import folder_identity as of_folder
+    from tasks.custom_loading import locate_folder
+
+    return of_folder(locate_folder(os.fspath(folder)))
 
 
 def _config_of(part: Any) -> dict[str, Any] | None:

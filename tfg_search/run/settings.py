@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,11 +23,14 @@ from typing import Any, ClassVar
 from searchers import Lattice
 from searchers.rungs import RungSchedule
 from tfg_search.errors import SettingError, TFGSearchError
-from tfg_search.guidance.config import METHODS, TFGConfig
+from tfg_search.guidance.config import DTYPES, METHODS, TFGConfig
 from tfg_search.run.objective import check_objective
 
 TFG_PARAMS = ("rho", "mu", "gamma")
 """What the TFG search varies; a baseline method varies one "strength"."""
+CFG_PARAM = "guidance_scale"
+"""The classifier-free guidance weight: searched beside the strengths on a conditional task
+(its own lattice, ``Task.guidance_space``), else fixed (``--guidance-scale``, the task's default)."""
 
 EXTENDABLE = ("rounds", "final_top", "trials")
 """Settings a study may be continued with larger values of (the beam is deterministic: the first
@@ -133,7 +137,15 @@ class SearchSettings:
             "tpe", "random" (then ``trials`` and ``wave`` apply).
         steps_down: ``search="beam"`` only: a neighbour may also step one exponent down (the
             refined neighbourhood, :class:`searchers.TFGBeamSampler`).
-        task_options: options of the task (e.g. the ``custom`` task's model folder).
+        task_options: options of the task (e.g. the ``custom`` task's model folder; a path is
+            stored absolute, as the task resolves it: :meth:`tasks.base.Task.stored_options`).
+        guidance_scale: the classifier-free guidance weight when it is not searched (default:
+            the task's, :attr:`tasks.base.Task.guidance_scale`; 1 on an unconditional task). On a
+            conditional task the default space searches it (:meth:`tasks.base.Task.guidance_space`)
+            unless this is given or ``space`` leaves it out.
+        dtype: :data:`DTYPES`: the dtype of the models (the guidance arithmetic stays float32),
+            stored as the task option ``dtype`` when not float32 (every task takes it:
+            :meth:`tasks.base.Task.set_dtype`).
         trials: search trials of ``search`` gp, tpe or random (default :func:`default_trials`).
         wave: trials Optuna's samplers ask at once, or the candidates of a rung-search round
             (default :data:`DEFAULT_WAVE`).
@@ -163,6 +175,8 @@ class SearchSettings:
     task_options: Mapping[str, str] | None = None
     trials: int | None = None
     wave: int | None = None
+    guidance_scale: float | None = None
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -187,13 +201,25 @@ class SearchSettings:
             raise SettingError("eta", f"must be a number in [0, 1], got {self.eta!r}")
         if self.space is not None:
             names = set(self.space)
-            allowed = set(TFG_PARAMS) if self.method == "tfg" else {"strength"}
-            if not names or not names <= allowed:
+            allowed = {*TFG_PARAMS, CFG_PARAM} if self.method == "tfg" else {"strength", CFG_PARAM}
+            if not names or not names <= allowed or (self.method != "tfg" and "strength" not in names):
+                need = "" if self.method == "tfg" else " (strength among them)"
                 raise SettingError(
                     "space",
-                    f"for method {self.method!r} must name {' / '.join(sorted(allowed))}, "
+                    f"for method {self.method!r} must name {' / '.join(sorted(allowed))}{need}, "
                     f"got {', '.join(sorted(names)) or 'nothing'}",
                 )
+            if CFG_PARAM in names and self.guidance_scale is not None:
+                raise SettingError(
+                    "guidance_scale",
+                    "is fixed by --guidance-scale and searched by --space guidance_scale=...; give one",
+                )
+        if self.guidance_scale is not None:
+            scale = self.guidance_scale
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < math.inf:
+                raise SettingError("guidance_scale", f"must be a finite number >= 0, got {scale!r}")
+        if self.dtype not in DTYPES:
+            raise SettingError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.search_schedules and self.method != "tfg":
             raise SettingError("search_schedules", "applies to method 'tfg' only")
         if (self.seed_configs or self.seed_presets) and self.method != "tfg":
@@ -222,16 +248,37 @@ class SearchSettings:
             raise SettingError("seed_presets", "(a warm start) applies to --search rungs or beam")
 
     def resolve(self, task: Any) -> ResolvedSettings:
-        """Fill the defaults from ``task`` (its steps, sample counts, objective, lattices) and the method."""
+        """Fill the defaults from ``task`` (its steps, sample counts, objective, lattices, CFG
+        weight, the stored form of its options) and the method.
+
+        Raises:
+            SettingError: a CFG weight other than 1 (or a searched one) on a target without a
+                condition.
+        """
         task.parse_target(self.target)  # validates; the string form is what is stored
         objective = tuple(self.objective) if self.objective else tuple(task.objective)
         check_objective(task, objective)
+        conditional = task.conditional(self.target)
         if self.space is not None:
             space = dict(self.space)
         elif self.method == "tfg":
             space = {k: v for k, v in task.default_space.items() if k in TFG_PARAMS}
         else:
             space = {"strength": task.default_strength_space}
+        if self.space is None and self.guidance_scale is None and conditional:
+            space[CFG_PARAM] = task.guidance_space()
+        scale = float(task.guidance_scale if self.guidance_scale is None else self.guidance_scale)
+        if not conditional and (CFG_PARAM in space or scale != 1):
+            raise SettingError(
+                "guidance_scale",
+                f"{scale:g} needs a conditional model; task {self.task!r} has no condition for target "
+                f"{self.target!r} (leave --guidance-scale and guidance_scale in --space out)",
+            )
+        given = dict(self.task_options or {})
+        if self.dtype != "float32":  # the models' dtype is an option of every task (Task.set_dtype)
+            if given.get("dtype", self.dtype) != self.dtype:
+                raise SettingError("dtype", f"is {self.dtype} but the task option dtype={given['dtype']}")
+            given["dtype"] = self.dtype
         schedules: bool | list[str]
         if isinstance(self.search_schedules, bool):
             schedules = self.search_schedules
@@ -260,13 +307,17 @@ class SearchSettings:
             space={k: v.as_tuple() for k, v in space.items()},
             search_schedules=schedules,
             seed=self.seed,
-            task_options=dict(self.task_options or {}),
-            seed_configs=[dict(c) for c in self.seed_configs],
+            task_options=dict(task.stored_options(given)),
+            seed_configs=[
+                {CFG_PARAM: scale, **c} if CFG_PARAM in space else dict(c) for c in self.seed_configs
+            ],
             seed_presets=self._presets(),
             search=self.search,
             steps_down=self.steps_down,
             trials=(self.trials or default_trials(self.wave)) if self.search in OPTUNA_SEARCHES else None,
             wave=None if self.search == "beam" else (self.wave or DEFAULT_WAVE),
+            guidance_scale=scale,
+            given_options=given,
         )
 
     def planned_rounds(self) -> int:
@@ -344,6 +395,12 @@ class ResolvedSettings:
     steps_down: bool = False
     trials: int | None = None
     wave: int | None = None
+    guidance_scale: float = 1.0
+    """The CFG weight when not searched; the warm start's points take it when it is."""
+    given_options: dict[str, str] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """The task options as given (a relative path as typed), when they differ from the stored
+    ones: not stored, but a study made under that spelling before paths were stored absolute is
+    still found (:meth:`study_names`)."""
 
     _NEW_DEFAULTS: ClassVar[dict[str, Any]] = {
         "seed_configs": [],
@@ -352,16 +409,19 @@ class ResolvedSettings:
         "sampler": "beam",
         "trials": None,
         "wave": None,
+        "guidance_scale": 1.0,
     }
     """Settings added after the first release, with the value a study without them had (in the
     spelling of :func:`legacy_spelling`: a study of tfg-search 0.1 searched with the paper's beam)."""
-    _ADDED_IN_0_3: ClassVar[tuple[str, ...]] = ("sampler", "trials", "wave")
+    _ADDED_IN_0_3: ClassVar[tuple[str, ...]] = ("sampler", "trials", "wave", "guidance_scale")
     """Settings added since tfg-search 0.2: left out of the identity at their defaults, so that
     studies made by 0.2 keep their names."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples become lists), as stored in the study's user attrs."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        data = dataclasses.asdict(self)
+        data.pop("given_options")
+        return json.loads(json.dumps(data))
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> ResolvedSettings:
@@ -420,6 +480,23 @@ class ResolvedSettings:
         fp = self.legacy_fingerprint
         return None if fp is None else f"{self.task}-{self.target}-{self.method}-{fp}"
 
+    def study_names(self) -> list[str]:
+        """The names a study of these settings may have, the current one first: :attr:`study_name`,
+        :attr:`legacy_study_name`, and both with the task options as given when they were stored
+        so before (a relative model path, before tfg-search 0.3 stored it absolute).
+
+        Example:
+            >>> s = SearchSettings("gmm2d", "3").resolve(__import__("tasks").get_task("gmm2d"))
+            >>> s.study_names()[0] == s.study_name
+            True
+        """
+        spellings = [self]
+        if self.given_options is not None and self.given_options != self.task_options:
+            spellings.append(dataclasses.replace(self, task_options=dict(self.given_options)))
+        names = [s.study_name for s in spellings]
+        names += [n for n in (s.legacy_study_name for s in spellings) if n is not None]
+        return list(dict.fromkeys(names))
+
     def rung_schedule(self) -> RungSchedule | None:
         """The budget of the rung search (None for the other searches)."""
         if self.search != "rungs":
@@ -437,14 +514,16 @@ class ResolvedSettings:
         return list(self.search_schedules)
 
     def config(self, params: Mapping[str, Any]) -> TFGConfig:
-        """The configuration of one candidate (its params as the sampler hands them out)."""
+        """The configuration of one candidate (its params as the sampler hands them out; the CFG
+        weight is its ``guidance_scale`` when searched, else :attr:`guidance_scale`)."""
+        scale = float(params.get(CFG_PARAM, self.guidance_scale))
         if self.method == "tfg":
             fields: dict[str, Any] = {k: float(params.get(k, 0.0)) for k in TFG_PARAMS}
             for k in TFG_PARAMS:
                 if f"{k}_schedule" in params:
                     fields[f"{k}_schedule"] = params[f"{k}_schedule"]
             base = base_config("tfg", 0.0, self.n_recur, self.n_iter, self.n_mc, self.eta, self.clip_x0)
-            return base.replace(**fields)
+            return base.replace(**fields, guidance_scale=scale)
         return base_config(
             self.method,
             float(params["strength"]),
@@ -453,7 +532,7 @@ class ResolvedSettings:
             self.n_mc,
             self.eta,
             self.clip_x0,
-        )
+        ).replace(guidance_scale=scale)
 
     def differences(self, stored: Mapping[str, Any]) -> list[str]:
         """Human-readable differences between these settings and a study's stored ones.
@@ -464,6 +543,8 @@ class ResolvedSettings:
         """
         mine = self.to_dict()
         stored = current_spelling({**self._NEW_DEFAULTS, **stored})
+        if self.given_options is not None and stored.get("task_options") == self.given_options:
+            mine["task_options"] = self.given_options  # a study of the options as given (before 0.3)
         out = []
         for k in sorted(set(mine) | set(stored)):
             a, b = stored.get(k), mine.get(k)

@@ -111,6 +111,8 @@ class StudyInfo:
         versions, created: what made it, and when.
         warm_start: the earlier methods' points of round 0 (``--seed-presets``), fixed at creation.
         extended: when the study was continued with larger extendable settings, and how.
+        model_identity: the searched model's identity (``Task.model_identity``: a sha256 of its
+            configs and weights), recorded since tfg-search 0.3 (None in older studies).
     """
 
     task: str
@@ -124,6 +126,7 @@ class StudyInfo:
     created: str | None = None
     warm_start: list[dict[str, Any]] = field(default_factory=list)
     extended: list[dict[str, Any]] = field(default_factory=list)
+    model_identity: str | None = None
 
     @classmethod
     def of(cls, user_attrs: Mapping[str, Any]) -> StudyInfo | None:
@@ -143,6 +146,7 @@ class StudyInfo:
             created=raw.get("created"),
             warm_start=list(raw.get("warm_start") or []),
             extended=list(raw.get("extended") or []),
+            model_identity=raw.get("model_identity"),
         )
 
     def attr(self) -> dict[str, Any]:
@@ -161,6 +165,8 @@ class StudyInfo:
             out["warm_start"] = self.warm_start
         if self.extended:
             out["extended"] = self.extended
+        if self.model_identity is not None:
+            out["model_identity"] = self.model_identity
         if self.role is not None:
             out["role"] = self.role
             out["main_study"] = self.main_study
