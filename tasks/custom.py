@@ -40,14 +40,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tasks.base import LogF, Task, cached, frozen
-from tasks.custom_identity import folder_identity
 from tasks.custom_loading import (
     DENOISER_CLASSES,
     ModelFolder,
@@ -173,7 +173,6 @@ class CustomTask(Task):
             )
         self.sample_shape = _sample_shape(self.folder)
         self._image_shape = _image_shape(self.folder, self.sample_shape)
-        self._identity: str | None = None
 
     # -- conditions --------------------------------------------------------------------------
     def _text_condition(self, prompt: str | None, negative: str | None) -> tuple[str | None, str]:
@@ -292,11 +291,18 @@ class CustomTask(Task):
         vae = cached(key, lambda: frozen(load_component(self.folder, "vae"), dev))
         return LatentDecoder(vae, checkpointing=self.checkpointing)
 
-    def model_identity(self) -> str:
-        """A sha256 of the folder's configs and weights (:mod:`tasks.custom_identity`)."""
-        if self._identity is None:
-            self._identity = folder_identity(self.folder)
-        return self._identity
+    def model_folder(self) -> Path:
+        """The model folder, absolute (its identity: :mod:`tasks.custom_identity`)."""
+        return self.folder.root
+
+    def stored_options(self, options: Mapping[str, str]) -> dict[str, str]:
+        """The options with ``model`` as the absolute, resolved folder (``./x``, ``x/../x`` and
+        ``/abs/x`` are one study, and workers started in another folder find it)."""
+        return {**options, "model": str(self.folder.root)} if "model" in options else dict(options)
+
+    def conditional(self, target: str) -> bool:
+        """Whether a condition is given (``prompt`` or ``class_label``); cheap: nothing is loaded."""
+        return self.prompt is not None or self.class_label is not None
 
     def log_f(self, target: str, device: torch.device | str | None = None) -> LogF:
         """The predictor on images; on a latent model, composed with the VAE decoder."""

@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from tfg_search.cli import common
-from tfg_search.cli.task_commands import parse_options
+from tfg_search.cli.task_commands import DTYPE_HELP, parse_options, with_dtype
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import METHODS
 
@@ -62,6 +62,18 @@ def _stopped_by_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _trials_on_cpu(executor: str, device: str | None, gpus_per_trial: float) -> bool:
+    """Whether the trials will run on a CPU: the device given, else this machine's default
+    (``--executor local``) or the workers' (``ray``: a GPU when ``--gpus-per-trial`` asks one)."""
+    if device is not None:
+        return device.strip().lower().startswith("cpu")
+    if executor == "ray":
+        return gpus_per_trial <= 0
+    from tfg_search.run.devices import resolve_device
+
+    return resolve_device(None).type == "cpu"
+
+
 WHAT = "What to search"
 GUIDANCE = "Guidance held fixed during the search"
 HOW_MUCH = "How much to spend"
@@ -80,8 +92,10 @@ GONE = {
         "refined": "--search beam --steps-down",
         None: "--search rungs|beam",
     },
+    "--task-option": {None: "-o/--option KEY=VALUE, as on evaluate"},
 }
-"""tfg-search 0.2's flags, which ``--search`` replaced: each gets one line naming its new form."""
+"""tfg-search 0.2's flags, which ``--search`` and ``-o/--option`` replaced: each gets one line naming
+its new form."""
 
 
 def _refuse_gone(flag: str, value: str | None) -> None:
@@ -90,7 +104,8 @@ def _refuse_gone(flag: str, value: str | None) -> None:
     forms = GONE[flag]
     optuna = flag == "--sampler" and value in ("gp", "tpe", "random")
     new = forms.get(value) or (f"--search {value}" if optuna else forms[None])
-    raise TFGSearchError(f"{flag} was replaced by --search in tfg-search 0.3: use {new}")
+    by = "-o/--option" if flag == "--task-option" else "--search"
+    raise TFGSearchError(f"{flag} was replaced by {by} in tfg-search 0.3: use {new}")
 
 
 def search(
@@ -144,8 +159,13 @@ def search(
     seed: int = typer.Option(
         0, "--seed", help="seed of the search and its evaluations", rich_help_panel=WHAT
     ),
-    task_option: list[str] | None = typer.Option(
-        None, "--task-option", help="KEY=VALUE for the task", rich_help_panel=WHAT
+    option: list[str] | None = typer.Option(
+        None,
+        "--option",
+        "-o",
+        help="task option KEY=VALUE (repeatable), e.g. weights=DIR; custom: model=DIR "
+        "predictor=module:function evaluator=module:function",
+        rich_help_panel=WHAT,
     ),
     steps: int | None = typer.Option(
         None, "--steps", help="DDIM steps (default: task's)", rich_help_panel=GUIDANCE
@@ -160,6 +180,13 @@ def search(
         None, "--n-mc", help="Monte-Carlo samples (default: method's)", rich_help_panel=GUIDANCE
     ),
     eta: float = typer.Option(1.0, "--eta", help="DDIM eta in [0, 1]", rich_help_panel=GUIDANCE),
+    guidance_scale: float | None = typer.Option(
+        None,
+        "--guidance-scale",
+        help="a fixed classifier-free guidance weight (conditional tasks; default: searched on the task's "
+        "lattice, see --space)",
+        rich_help_panel=GUIDANCE,
+    ),
     samples: int | None = typer.Option(
         None,
         "--samples",
@@ -198,6 +225,7 @@ def search(
     device: str | None = typer.Option(
         None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)", rich_help_panel=WHERE
     ),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP, rich_help_panel=WHERE),
     threads: int | None = typer.Option(
         None,
         "--threads",
@@ -235,6 +263,7 @@ def search(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars", rich_help_panel=STORAGE),
     sampler: str | None = typer.Option(None, "--sampler", hidden=True),
     mode: str | None = typer.Option(None, "--mode", hidden=True),
+    task_option: str | None = typer.Option(None, "--task-option", hidden=True),
 ) -> None:
     """Search guidance strengths (by default with the rung search); resumes a study with the same settings.
 
@@ -242,6 +271,7 @@ def search(
     """
     _refuse_gone("--sampler", sampler)
     _refuse_gone("--mode", mode)
+    _refuse_gone("--task-option", task_option)
     common.quiet_optuna()
     from tfg_search.cli.progress import SearchProgress
     from tfg_search.cli.results import finish
@@ -273,6 +303,9 @@ def search(
     if executor not in ("local", "ray"):
         raise TFGSearchError(f"unknown executor {executor!r}; choose local or ray")
     common.text("--search", search, "choose rungs (the default), beam, gp, tpe or random")
+    if guidance_scale is not None and (not math.isfinite(guidance_scale) or guidance_scale < 0):
+        raise TFGSearchError(f"--guidance-scale must be a finite number >= 0, got {guidance_scale}")
+    task_options = with_dtype(parse_options(option), dtype, _trials_on_cpu(executor, device, gpus_per_trial))
     settings = SearchSettings(
         task=task,
         target=target,
@@ -296,7 +329,8 @@ def search(
         steps_down=steps_down,
         trials=trials,
         wave=wave,
-        task_options=parse_options(task_option, "--task-option"),
+        task_options=task_options,
+        guidance_scale=guidance_scale,
     )
     if threads is not None and threads < 1:
         raise TFGSearchError(f"--threads must be an integer >= 1, got {threads}")
