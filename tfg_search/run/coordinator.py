@@ -160,8 +160,8 @@ def _existing(rdb: optuna.storages.BaseStorage, resolved: ResolvedSettings, name
     names = {s.study_name for s in summaries}
     if name is not None:
         return name if name in names else None
-    for candidate in (resolved.study_name, resolved.legacy_study_name):
-        if candidate is not None and candidate in names:
+    for candidate in resolved.study_names():
+        if candidate in names:
             return candidate
     prefix = f"{resolved.task}-{resolved.target}-{resolved.method}-"
     for s in summaries:
@@ -244,6 +244,7 @@ def open_search_study(
         versions=versions(),
         created=_now(),
         warm_start=warm,
+        model_identity=task.model_identity(),
     )
     with hold_signals() as got:  # both studies or neither: Ctrl-C waits for the four writes
         studies = create_search(rdb, name, info, strategy.sampler)

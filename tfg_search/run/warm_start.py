@@ -62,6 +62,6 @@ def preset_seeds(
     for method in PRESET_METHODS:
         known = searched_strength(storage, resolved, method)
         strength, source = known if known is not None else (default_strength(task), "default")
-        point = search_point(TFGConfig.preset(method, strength))
+        point = search_point(TFGConfig.preset(method, strength, guidance_scale=resolved.guidance_scale))
         seeds.append({"method": method, "strength": strength, "source": source, "params": point})
     return seeds
