@@ -410,3 +410,58 @@ def test_a_name_of_the_longest_length_fits_postgresql_and_one_more_is_refused(
     names = {s.study_name for s in optuna.get_all_study_summaries(url)}
     assert names == {longest, longest + ":search"}
     assert [p.name for p in (tmp_path / "tfg-output").iterdir()] == [safe_name(longest)]
+
+
+SB = [*S, "--samples", "4", "--final-samples", "4", "--final-top", "1"]
+"""A search whose every other option is valid (the study database is in the folder: nothing may
+reach it)."""
+BEFORE_WRITING: list[tuple[list[str], str]] = [
+    ([*SB, "--seed", str(2**32)], "--seed must be an integer in [0, 4294967295]"),
+    ([*SB, "--search", "tpe", "--seed", str(2**40)], "--seed must be an integer in [0, 4294967295]"),
+    ([*SB, "--steps", "1001"], "--steps 1001 is more than the 1000 timesteps the model of task 'gmm2d'"),
+    ([*SB, "--steps", str(10**9)], "give at most 1000"),
+    ([*SB, "--threads", "100000"], "--threads 100000 is more than the"),
+    ([*S, "--samples", str(10**12)], "--samples 1000000000000 needs about"),
+    ([*S, "--samples", str(2**63)], f"--samples {2**63} needs about"),
+    ([*S, "--final-samples", str(10**12)], "--final-samples 1000000000000 needs about"),
+    ([*SB, "--search", "random", "--trials", str(2**65)], f"--trials {2**65} is more than the"),
+    ([*SB, "--wave", str(10**9)], "--wave 1000000000 is more than the"),
+    ([*SB, "--n-recur", str(10**9)], "--n-recur 1000000000 is more than 100"),
+    ([*SB, "--objective", "validity,validity"], "--objective names 'validity' twice"),
+    ([*SB, "--device", "cpu:99"], "--device 'cpu:99' names a CPU by index"),
+    (["search", "--task", "gmm2d", "--target", " 3"], "--target ' 3' has spaces around it; give '3'"),
+    ([*SB, "--space", "rho=1e-300:2:8,mu=0.25:2:8,gamma=0.001:10:1"], "--space rho's lattice holds"),
+    ([*SB, "--space", "rho=0.25:2:8"], "--space leaves out mu, gamma, which would be held at 0"),
+    ([*EV, "--seed", str(2**32)], "--seed must be an integer in [0, 4294967295]"),
+    ([*EV[:-2], "--steps", "1001"], "--steps 1001 is more than the 1000 timesteps"),
+    ([*EV, "--threads", "100000"], "--threads 100000 is more than the"),
+    ([*EV[:-4], "--samples", str(10**12)], "--samples 1000000000000 needs about"),
+    ([*EV, "--device", "cpu:99"], "--device 'cpu:99' names a CPU by index"),
+    ([*EV, "--n-recur", str(10**9)], "--n-recur 1000000000 is more than 100"),
+    (["sample", "--study", STUDY, "--out", "g.png", "--seed", str(2**32)], "--seed must be an integer in"),
+    (["sample", "--study", STUDY, "--out", "g.png", "--threads", "100000"], "is more than the"),
+]  # fmt: skip
+"""Issue 27, item 1: values no run can use, each refused before any storage is opened."""
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"), BEFORE_WRITING, ids=lambda v: " ".join(v)[:60] if isinstance(v, list) else None
+)
+def test_checked_before_writing_one_line_exit_2_database_byte_identical(
+    args: list[str],
+    needle: str,
+    study_db: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TFG_SEARCH_STORAGE", raising=False)
+    prepare(tmp_path, study_db)
+    before = files(tmp_path)
+    stored = (tmp_path / DB).read_bytes()
+    res = run_cli(args, capsys)
+    assert res.code == 2, (res.out, res.err)
+    assert_refused(res.err, res.out, needle)
+    assert (tmp_path / DB).read_bytes() == stored
+    assert files(tmp_path) == before

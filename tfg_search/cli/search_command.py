@@ -336,6 +336,9 @@ def search(
         raise TFGSearchError(f"--threads must be an integer >= 1, got {threads}")
     if batch_size < 1:
         raise TFGSearchError(f"--batch-size must be an integer >= 1, got {batch_size}")
+    from tfg_search.run.validate import check_search
+
+    check_search(settings, device, threads, local=executor == "local")  # before any storage is opened
     options: dict[str, Any] = {"batch_size": batch_size}
     if executor == "ray":
         options = dict(

@@ -211,6 +211,11 @@ def sample(
     tensor_file = _sample_file("--save-tensors", save_tensors, ".safetensors", force)
     if grid_file is None and tensor_file is None:
         raise TFGSearchError("give --out FILE.png (a grid), --save-tensors FILE.safetensors, or both")
+    from tfg_search.run import validate
+
+    validate.check_seed(seed)
+    validate.check_threads(threads)
+    validate.check_device(device)
     if common.device(device) is not None:
         from tfg_search.run.devices import resolve_device
 
