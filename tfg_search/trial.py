@@ -101,6 +101,10 @@ class TrialOutcome:
             :data:`FAILURE_USER` (the user's code: the search stops; retried after the fix).
         config: the configuration actually run (with the task's ``clip_x0``), when it ran.
         details: a user failure's traceback as text (shown by the CLI's ``--debug``).
+        passes: the model passes the evaluation spent, as the evaluation counted them with what
+            only it knows (a latent task's decoder passes:
+            :func:`~tfg_search.guidance.passes.sample_passes` with ``decoder=True``); None when it
+            did not run to its metrics (the record then counts them from the spec).
     """
 
     number: int
@@ -114,6 +118,7 @@ class TrialOutcome:
     failure: str | None = None
     config: TFGConfig | None = field(default=None, repr=False)
     details: str | None = field(default=None, repr=False)
+    passes: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -31,6 +31,7 @@ from tasks.base import Task
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.guidance.latent import sample_and_decode
+from tfg_search.guidance.passes import sample_passes
 from tfg_search.run.devices import resolve_device
 from tfg_search.trial import TrialOutcome
 
@@ -71,7 +72,8 @@ def evaluate_batch(
 
     Returns:
         Per configuration its :class:`~tfg_search.trial.TrialOutcome` (``number``: its place in
-        the batch; ``wall_time_s``: its share of the batch plus its metrics) or the exception it
+        the batch; ``wall_time_s``: its share of the batch plus its metrics; ``passes``: the model
+        passes it spent, a latent task's decoder passes included) or the exception it
         raised alone (e.g. a
         :class:`~tfg_search.errors.NonFiniteSampleError`, which the search stores as FAIL).
 
@@ -87,6 +89,7 @@ def evaluate_batch(
     log_f = task.log_f(target, dev)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     shape = (n_samples, *task.sample_shape)
+    decoder = task.decoder(dev)
     samples, errors = sample_and_decode(  # a latent task's samples come back decoded: images
         model,
         scheduler,
@@ -97,7 +100,7 @@ def evaluate_batch(
         steps,
         dev,
         conditioning=task.conditioning(target, dev),
-        decoder=task.decoder(dev),
+        decoder=decoder,
     )
     sampled = time.perf_counter() - start
     results: list[TrialOutcome | Exception] = []
@@ -114,8 +117,11 @@ def evaluate_batch(
             continue
         wall = sampled / len(runs) + time.perf_counter() - t0
         kept = part if return_samples else None
+        passes = sample_passes(runs[i], steps, n_samples, decoder=decoder is not None)
         results.append(
-            TrialOutcome(i, metrics, None, wall, str(dev), socket.gethostname(), kept, config=runs[i])
+            TrialOutcome(
+                i, metrics, None, wall, str(dev), socket.gethostname(), kept, config=runs[i], passes=passes
+            )
         )
     return results
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfg_search.guidance.config import TFGConfig
-from tfg_search.guidance.passes import PASS_KINDS, sample_passes
+from tfg_search.guidance.passes import read_passes, sample_passes, total_passes
 from tfg_search.trial import FAILURE_INTERRUPTED, TrialOutcome, TrialSpec
 
 STUDY_ATTR = "tfg_search"
@@ -240,7 +240,7 @@ def told(
         device=outcome.device,
         node=outcome.node,
         attempts=outcome.attempts,
-        passes=sample_passes(spec.config, spec.steps, spec.samples),
+        passes=outcome.passes or sample_passes(spec.config, spec.steps, spec.samples),
         interruptions=interruptions,
     )
 
@@ -296,11 +296,13 @@ def point_record(
 
 def passes_of(fields: Mapping[str, Any]) -> dict[str, int] | None:
     """The model passes a told trial spent (:func:`tfg_search.guidance.passes.sample_passes`):
-    as stored, or (a trial of an earlier version, which did not store them) from its configuration,
-    steps and samples; None for a trial that has not run (no configuration yet, or interrupted)."""
+    as stored (:func:`~tfg_search.guidance.passes.read_passes`: a latent task's decoder passes
+    kept, a kind an older record lacks 0), or (a trial of an earlier version, which did not store
+    them) from its configuration, steps and samples; None for a trial that has not run (no
+    configuration yet, or interrupted)."""
     stored = fields.get("passes")
     if isinstance(stored, Mapping):
-        return {kind: int(stored.get(kind, 0)) for kind in PASS_KINDS}
+        return read_passes(stored)
     config, steps, samples = fields.get("config"), fields.get("steps"), fields.get("samples")
     if fields.get("failure") == FAILURE_INTERRUPTED or not config or not steps or not samples:
         return None
@@ -310,20 +312,20 @@ def passes_of(fields: Mapping[str, Any]) -> dict[str, int] | None:
 def compute(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """What a search spent, from its trials' record fields: told trials by role, their model
     passes summed (:func:`passes_of`), and their wall time (what ``tfg-search best --json`` and
-    the search summary report as ``compute``)."""
+    the search summary report as ``compute``; the decoder kinds when a trial has them:
+    :func:`~tfg_search.guidance.passes.total_passes`)."""
     trials = {SEARCH: 0, FINAL: 0}
-    total = dict.fromkeys(PASS_KINDS, 0)
+    spent = []
     wall = 0.0
     for fields in records:
-        spent = fields.get("passes")
-        if spent is None:
+        passes = fields.get("passes")
+        if passes is None:
             continue
         role = fields.get("role") or SEARCH
         trials[role] = trials.get(role, 0) + 1
-        for kind in PASS_KINDS:
-            total[kind] += int(spent.get(kind, 0))
+        spent.append(passes)
         wall += float(fields.get("wall_time_s") or 0.0)
-    return {"trials": trials, "passes": total, "wall_time_s": round(wall, 2)}
+    return {"trials": trials, "passes": total_passes(spent), "wall_time_s": round(wall, 2)}
 
 
 def interrupted(fields: Any, role: str, reason: str) -> dict[str, Any]:
