@@ -347,6 +347,7 @@ def search(
             gpus_per_trial=gpus_per_trial,
             cpus_per_trial=cpus_per_trial,
             device=device,
+            task_options=settings.task_options,  # the working folder's modules go to the workers
         )
     if executor == "local":
         from tfg_search.run.threads import set_threads
