@@ -87,6 +87,19 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
     return obj
 
 
+def user_function(role: str, given: str | Callable[..., Any]) -> UserFunction:
+    """The predictor or evaluator: a ``module:function`` spec (the CLI's ``-o``), or, from Python, the
+    function itself (named by its qualified name in errors).
+
+    Example:
+        >>> user_function("predictor", lambda x, target: x.sum(1)).spec
+        '<lambda>'
+    """
+    if callable(given):
+        return UserFunction(role, getattr(given, "__qualname__", type(given).__name__), given)
+    return UserFunction(role, given, load_callable(given, role))
+
+
 def _split(text: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in (text or "").split(",") if s.strip())
 
@@ -123,8 +136,8 @@ class CustomTask(Task):
     def __init__(
         self,
         model: str | None = None,
-        predictor: str | None = None,
-        evaluator: str | None = None,
+        predictor: str | Callable[..., Any] | None = None,
+        evaluator: str | Callable[..., Any] | None = None,
         targets: str | None = None,
         metrics: str | None = None,
         objective: str | None = None,
@@ -149,8 +162,8 @@ class CustomTask(Task):
         assert model is not None and predictor is not None and evaluator is not None
         self.model_spec = model
         self.folder: ModelFolder = locate_folder(model)
-        self._predictor = UserFunction("predictor", predictor, load_callable(predictor, "predictor"))
-        self._evaluator = UserFunction("evaluator", evaluator, load_callable(evaluator, "evaluator"))
+        self._predictor = user_function("predictor", predictor)
+        self._evaluator = user_function("evaluator", evaluator)
         self._targets = _split(targets)
         names = _split(metrics) or ("validity",)
         self.metrics = names if "validity" in names else ("validity", *names)

@@ -15,6 +15,7 @@ equals what the classes say), so that listing tasks loads neither torch nor any 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -45,6 +46,36 @@ BUILTIN_TASKS: dict[str, str] = {
 }
 
 
+_IN_PROCESS: dict[str, Any] = {}
+"""Tasks registered from Python (:func:`register_task`): name -> a Task or a factory."""
+
+
+def register_task(name: str, task: Task | Callable[..., Task]) -> str:
+    """Make a :class:`tasks.base.Task` object (or a factory ``(**options) -> Task``) a task of this
+    process under ``name``, the identity its studies are named and found by (declare the same name
+    for the same task: a study continues under it). The search API then takes it like a bundled
+    task: ``run_search(SearchSettings(task=name, ...))``, in-process (``LocalExecutor``; Ray
+    workers know only installed tasks). Returns ``name``.
+
+    Example:
+        >>> from tasks.gmm2d import Gmm2dTask
+        >>> register_task("my-gmm", Gmm2dTask())
+        'my-gmm'
+        >>> get_task("my-gmm").name
+        'gmm2d'
+
+    Raises:
+        TFGSearchError: an empty name, or the name of an installed task.
+    """
+    text = str(name).strip()
+    if not text or text != name or any(c in text for c in "\n\t:"):
+        raise TFGSearchError(f"a task name must be non-empty text without ':' or spaces around, got {name!r}")
+    if text in registered_specs():
+        raise TFGSearchError(f"task {name!r} is an installed task; declare another name for yours")
+    _IN_PROCESS[text] = task
+    return text
+
+
 def registered_specs() -> dict[str, str]:
     """``name -> "module:attr"`` of every registered task (entry points, then the bundled ones)."""
     return {**{ep.name: ep.value for ep in entry_points(group=GROUP)}, **BUILTIN_TASKS}
@@ -52,7 +83,8 @@ def registered_specs() -> dict[str, str]:
 
 def task_names() -> list[str]:
     """Every registered task name (bundled first, then third-party, in name order)."""
-    return list(BUILTIN_TASKS) + sorted(set(registered_specs()) - set(BUILTIN_TASKS))
+    installed = list(BUILTIN_TASKS) + sorted(set(registered_specs()) - set(BUILTIN_TASKS))
+    return installed + sorted(set(_IN_PROCESS) - set(installed))
 
 
 def load_object(spec: str, what: str) -> Any:
@@ -114,15 +146,20 @@ def get_task(name: str, options: Mapping[str, str] | None = None) -> Task:
     Raises:
         TFGSearchError: unknown name, a registration that does not load, or bad options.
     """
-    factory = task_factory(name)
     kwargs = dict(options or {})
     dtype = kwargs.pop("dtype", "float32")
+    given = _IN_PROCESS.get(name)
+    from tasks.base import Task
+
+    if isinstance(given, Task):
+        if kwargs:
+            raise TFGSearchError(f"task {name!r} was registered as an object; it takes no options")
+        return copy.copy(given).set_dtype(dtype)  # shares its models, keeps its own dtype
+    factory = given if given is not None else task_factory(name)
     try:
         task = factory(**kwargs)
     except TypeError as err:
         raise TFGSearchError(f"bad options for task {name!r}: {err}") from err
-    from tasks.base import Task
-
     if not isinstance(task, Task):
         raise TFGSearchError(f"task {name!r} ({registered_specs()[name]}) did not build a tasks.base.Task")
     return task.set_dtype(dtype)
