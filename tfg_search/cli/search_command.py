@@ -92,10 +92,9 @@ GONE = {
         "refined": "--search beam --steps-down",
         None: "--search rungs|beam",
     },
-    "--task-option": {None: "-o/--option KEY=VALUE, as on evaluate"},
 }
-"""tfg-search 0.2's flags, which ``--search`` and ``-o/--option`` replaced: each gets one line naming
-its new form."""
+"""tfg-search 0.2's flags, which ``--search`` replaced: each gets one line naming its new form
+(``--task-option``, renamed ``-o/--option``, keeps working, hidden)."""
 
 
 def _refuse_gone(flag: str, value: str | None) -> None:
@@ -104,8 +103,7 @@ def _refuse_gone(flag: str, value: str | None) -> None:
     forms = GONE[flag]
     optuna = flag == "--sampler" and value in ("gp", "tpe", "random")
     new = forms.get(value) or (f"--search {value}" if optuna else forms[None])
-    by = "-o/--option" if flag == "--task-option" else "--search"
-    raise TFGSearchError(f"{flag} was replaced by {by} in tfg-search 0.3: use {new}")
+    raise TFGSearchError(f"{flag} was replaced by --search in tfg-search 0.3: use {new}")
 
 
 def search(
@@ -261,9 +259,15 @@ def search(
         False, "--json", help="print the result as one JSON object", rich_help_panel=STORAGE
     ),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars", rich_help_panel=STORAGE),
+    log_json: bool = typer.Option(
+        False,
+        "--log-json",
+        help="progress as one JSON object per wave on stderr (off a terminal, plain lines are the default)",
+        rich_help_panel=STORAGE,
+    ),
     sampler: str | None = typer.Option(None, "--sampler", hidden=True),
     mode: str | None = typer.Option(None, "--mode", hidden=True),
-    task_option: str | None = typer.Option(None, "--task-option", hidden=True),
+    task_option: list[str] | None = typer.Option(None, "--task-option", hidden=True),
 ) -> None:
     """Search guidance strengths (by default with the rung search); resumes a study with the same settings.
 
@@ -271,7 +275,6 @@ def search(
     """
     _refuse_gone("--sampler", sampler)
     _refuse_gone("--mode", mode)
-    _refuse_gone("--task-option", task_option)
     common.quiet_optuna()
     from tfg_search.cli.progress import SearchProgress
     from tfg_search.cli.results import finish
@@ -305,7 +308,12 @@ def search(
     common.text("--search", search, "choose rungs (the default), beam, gp, tpe or random")
     if guidance_scale is not None and (not math.isfinite(guidance_scale) or guidance_scale < 0):
         raise TFGSearchError(f"--guidance-scale must be a finite number >= 0, got {guidance_scale}")
-    task_options = with_dtype(parse_options(option), dtype, _trials_on_cpu(executor, device, gpus_per_trial))
+    given = parse_options(task_option, "--task-option")  # tfg-search 0.2's spelling of -o
+    for key, value in parse_options(option).items():
+        if key in given:
+            raise TFGSearchError(f"task option {key} is given twice; give each task option once")
+        given[key] = value
+    task_options = with_dtype(given, dtype, _trials_on_cpu(executor, device, gpus_per_trial))
     settings = SearchSettings(
         task=task,
         target=target,
