@@ -126,7 +126,7 @@ def test_old_flag_and_bad_cli_inputs_are_one_line(tmp_path, capsys) -> None:
     db = tmp_path / "s.db"
     base = ["search", "--task", "gmm2d", "--target", "3", "--storage", f"sqlite:///{db}"]
     for extra, message in (
-        (["--task-option", "weights=x"], "--task-option was replaced by -o/--option"),
+        (["--task-option", "a=1", "-o", "a=2"], "task option a is given twice"),
         (["--guidance-scale", "2"], "needs a conditional model"),
         (["--guidance-scale", "-1"], "--guidance-scale must be a finite number >= 0"),
         (["--dtype", "float16", "--device", "cpu"], "--dtype float16 needs a GPU"),
