@@ -1,7 +1,8 @@
 """The read path (tfg_search.store.query): ``studies``, ``best``, ``export`` and ``load_best`` answer
-from each search's summary, through Optuna, on SQLite and PostgreSQL: the searches' own answers
-(finished or not, every search), foreign studies, errors in one line, a study of an earlier layout
-(run ``tfg-search migrate``), no write, and no torch imported."""
+from each search's summary row (SQLAlchemy Core), on SQLite and PostgreSQL: the searches' own
+answers (finished or not, every search), foreign studies, searches deleted with Optuna's tools,
+errors in one line, a study of an earlier layout or without its row (run ``tfg-search migrate``),
+no write, and no torch imported."""
 
 from __future__ import annotations
 
@@ -197,3 +198,45 @@ def test_the_commands_answer_without_torch(sqlite_db: tuple[str, dict], tmp_path
     _probe("best", "--study", "finished", "--storage", url)
     _probe("export", "--study", "finished", "--out", str(out), "--storage", url)
     assert json.loads(out.read_text()) == query.best_payload(url, "finished")
+
+
+def test_the_study_names_are_optunas(sqlite_db: tuple[str, dict]) -> None:
+    url, _ = sqlite_db
+    from tfg_search.store.database import connection
+
+    with connection(url, create=False) as conn:
+        names = query.study_names(conn)
+    assert names == optuna.get_all_study_names(open_storage(url, create=False))
+
+
+def test_a_search_deleted_with_optunas_tools_is_gone(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    for name in ("kept", "deleted"):
+        run_search(_settings("3", rounds=1), url, name, Synthetic())
+    storage = open_storage(url, create=False)
+    for study in ("deleted", "deleted:search"):
+        optuna.delete_study(study_name=study, storage=storage)
+    assert [r["study"] for r in query.list_searches(url)] == ["kept"]
+    with pytest.raises(TFGSearchError, match=r"no study named 'deleted' in this storage; studies: kept$"):
+        query.best_payload(url, "deleted")
+    run_search(_settings("5", rounds=1), url, "deleted", Synthetic())  # the name made again
+    assert query.best_payload(url, "deleted")["target"] == "5"
+
+
+def test_a_search_without_its_summary_row_says_to_migrate_and_migrate_writes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "studies.db"
+    url = f"sqlite:///{db}"
+    run_search(_settings("3", rounds=1), url, "s", Synthetic())
+    answer = query.best_payload(url, "s")
+    with sqlite3.connect(db) as conn:  # as a development version between 0.2 and 0.3 left it
+        conn.execute("delete from tfg_search_summaries")
+    res = run_cli(["best", "--study", "s", "--storage", url], capsys)
+    assert (
+        res.code == 2
+        and "has no summary row (layout 3, written by a development version); run `tfg-search migrate"
+        in res.err
+    )
+    assert run_cli(["migrate", "--storage", url], capsys).code == 0
+    assert query.best_payload(url, "s") == answer

@@ -48,7 +48,7 @@ from tfg_search.store.database import redact, resolve_storage
 from tfg_search.store.layout import FINAL, LAYOUT, SEARCH, STUDY_ATTR, StudyInfo, compute, search_study_name
 from tfg_search.store.lease import StudyLease
 from tfg_search.store.studies import SearchStudies, load_search, open_storage
-from tfg_search.store.summary import SUMMARY_ATTR, migrate_hint, summary
+from tfg_search.store.summary import drop_rows, migrate_hint, summary, write_row
 from tfg_search.trial import TrialOutcome
 
 EventHook = Callable[[str, dict[str, Any]], None]
@@ -193,6 +193,7 @@ def open_search_study(
     task = get_task(settings.task, settings.task_options)
     resolved = settings.resolve(task)
     rdb = open_storage(storage, create=True)
+    drop_rows(rdb.engine, [s.study_name for s in rdb.get_all_studies()])  # of studies deleted since
     found = _existing(rdb, resolved, study_name)
     name = found or study_name or resolved.study_name
     half_made = _half_made(rdb, name)
@@ -306,6 +307,9 @@ def create_search(
     )
     if StudyInfo.of(search.user_attrs) is None:
         search.set_user_attr(STUDY_ATTR, info.search_study(name).attr())
+    engine = getattr(storage, "engine", None)
+    if engine is not None:  # its summary row first: read only once its answer study exists
+        write_row(engine, name, info, summary(trials=0, finished=False, best=None, compute=compute([])))
     fault("create")  # (a test's stop between the two studies)
     main = optuna.create_study(
         study_name=name,
@@ -314,9 +318,8 @@ def create_search(
         direction="maximize",
         load_if_exists=True,
     )
-    main.set_user_attr(SUMMARY_ATTR, summary(trials=0, finished=False, best=None, compute=compute([])))
     main.set_user_attr(STUDY_ATTR, info.attr())
-    return SearchStudies(main, search)
+    return SearchStudies(main, search, engine)
 
 
 class Coordinator:

@@ -59,7 +59,7 @@ from tfg_search.run.strategy import Strategy, strategy_for
 from tfg_search.store.layout import FINAL, SEARCH, compute, final_marker, point_record, told
 from tfg_search.store.record import TrialRecord, read
 from tfg_search.store.studies import SearchStudies
-from tfg_search.store.summary import SUMMARY_ATTR, best_fields, summary
+from tfg_search.store.summary import best_fields, summary, write_row
 from tfg_search.trial import (
     FAILURE_ENVIRONMENT,
     FAILURE_INTERRUPTED,
@@ -164,8 +164,8 @@ class SearchLoop:
             self._records[(role, frozen.number)] = read(frozen, study.study_name, role)
 
     def write_summary(self) -> None:
-        """Write the search's summary into its answer study (:mod:`tfg_search.store.summary`):
-        what the query commands answer, without reading the trials."""
+        """Write the search's summary row (:mod:`tfg_search.store.summary`): what the query
+        commands answer, without reading the trials (nothing, on a storage in memory)."""
         records = self.records()
         best = self.best(records)
         kept = summary(
@@ -174,7 +174,8 @@ class SearchLoop:
             best=None if best is None else best_fields(best),
             compute=compute(vars(r) for r in records),
         )
-        self.studies.main.set_user_attr(SUMMARY_ATTR, kept)
+        if self.studies.engine is not None:
+            write_row(self.studies.engine, self.studies.name, self.studies.info, kept)
 
     def plan(self) -> SearchPlan:
         """Where the search stands (recomputed from storage)."""

@@ -1,18 +1,23 @@
 """``tfg-search migrate``: bring the studies of earlier versions to this version's layout, once.
 
 This version reads one layout (:data:`tfg_search.store.layout.LAYOUT`, 3): a search is two studies
-(``N`` the answer, ``N:search`` its trials), one JSON record per trial, and a summary in the answer
-study (:mod:`tfg_search.store.summary`), which the query commands read. A study of an earlier
-version is read only after it is migrated (a query on it says so in one line); no read ever
-writes. For each tfg-search search in the storage:
+(``N`` the answer, ``N:search`` its trials), one JSON record per trial, and a summary row in
+tfg-search's own table (:mod:`tfg_search.store.summary`), which the query commands read. A study of
+an earlier version is read only after it is migrated (a query on it says so in one line); no read
+ever writes. For each tfg-search search in the storage:
 
-* **layout 2** (tfg-search 0.2): its summary is written (from its trials, through Optuna) and its
-  layout set to 3; no trial changes (its records keep 0.2's role ``"beam"``, read as ``"search"``);
+* **layout 3 without its summary row** (a database of a development version between 0.2 and 0.3):
+  its row is written;
+* **layout 2** (tfg-search 0.2): its summary row is written (from its trials, through Optuna) and
+  its layout set to 3; no trial changes (its records keep 0.2's role ``"beam"``, read as
+  ``"search"``);
 * **layout 1** (tfg-search 0.1: one study for the search and its finals, one user attr per record
   field): rebuilt as two studies of today's layout: ``N:search`` made with the search trials, ``N``
   made again with the finals (their ``source_trial`` renumbered), every trial with its state,
   values, parameters, times and one JSON record, the sampler's claims in their one attribute, then
-  the summary. Its trial numbers within each study change; nothing else does.
+  the summary row. Its trial numbers within each study change; nothing else does.
+
+Rows of searches whose studies were deleted (with Optuna's tools) are dropped.
 
 Safety: an SQLite file is copied first (``FILE.before-migrate-<time>``, printed); the migration of
 a PostgreSQL database only runs with ``--yes``, after the command has said to back it up
@@ -54,6 +59,7 @@ from tfg_search.store.layout import (
 )
 from tfg_search.store.lease import read_lease
 from tfg_search.store.studies import open_storage
+from tfg_search.store.summary import drop_rows, read_rows
 from tfg_search.trial import FAILURE_INTERRUPTED, FAILURE_TRIAL
 
 __all__ = ["Migrated", "migrate"]
@@ -93,6 +99,7 @@ def migrate(storage: str | None = None, *, yes: bool = False) -> tuple[list[Migr
     old = _to_migrate(rdb)
     if not old:
         return [], None
+    drop_rows(rdb.engine, [s.study_name for s in rdb.get_all_studies()])
     backup = None
     if is_sqlite_file(raw):
         backup = _backup(raw)
@@ -108,19 +115,26 @@ def migrate(storage: str | None = None, *, yes: bool = False) -> tuple[list[Migr
             raise TFGSearchError(f"study {name!r} is being run ({lease.describe()}); migrate once it stopped")
         if info.layout < 2:
             _rebuild_layout_1(rdb, name)
-            done = "rebuilt as its answer study and its search study, with the summary"
+            done = "rebuilt as its answer study and its search study, with its summary row"
         else:
-            done = "summary written"
+            done = "summary row written"
         _finish(rdb, name)
         rows.append(Migrated(name, info.layout, done))
     return rows, backup
 
 
-def _to_migrate(rdb: optuna.storages.BaseStorage) -> list[tuple[str, StudyInfo]]:
+def _to_migrate(rdb: optuna.storages.RDBStorage) -> list[tuple[str, StudyInfo]]:
+    """The searches of an earlier layout, or without their summary row."""
+    with rdb.engine.connect() as conn:
+        rows = read_rows(conn)
     out = []
     for s in rdb.get_all_studies():
         info = StudyInfo.of(s.user_attrs)
-        if info is not None and not info.is_search_study and info.layout < LAYOUT:
+        if (
+            info is not None
+            and not info.is_search_study
+            and (info.layout < LAYOUT or s.study_name not in rows)
+        ):
             out.append((s.study_name, info))
     return out
 
@@ -149,7 +163,7 @@ def _backup(url: str) -> str:
 
 
 def _finish(rdb: optuna.storages.BaseStorage, name: str) -> None:
-    """Write the summary of search ``name`` and set its layout to this one's."""
+    """Set the layout of search ``name`` to this one's and write its summary row."""
     from tfg_search.run.coordinator import strategy_of
     from tfg_search.run.loop import SearchLoop
     from tfg_search.run.settings import ResolvedSettings

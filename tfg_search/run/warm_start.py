@@ -17,7 +17,7 @@ import optuna
 from tfg_search.guidance.config import METHODS, TFGConfig, search_point
 from tfg_search.run.settings import ResolvedSettings
 from tfg_search.store.layout import StudyInfo
-from tfg_search.store.summary import SUMMARY_ATTR
+from tfg_search.store.summary import read_rows
 
 PRESET_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "tfg")
 
@@ -33,6 +33,8 @@ def searched_strength(
 ) -> tuple[float, str] | None:
     """(strength, study name) of the best search of ``method`` on the same task, target and steps."""
     found: tuple[float, float, str] | None = None
+    with storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        kept_rows = read_rows(conn)
     for s in storage.get_all_studies():
         info = StudyInfo.of(s.user_attrs)
         if info is None or info.is_search_study:
@@ -45,8 +47,8 @@ def searched_strength(
             continue
         if info.settings.get("steps") != resolved.steps:
             continue
-        kept = s.user_attrs.get(SUMMARY_ATTR)  # its answer, as the search keeps it (store/summary.py)
-        best = (kept or {}).get("best") or {}
+        _, kept = kept_rows.get(s.study_name, (None, {}))  # its answer, as the search keeps it
+        best = kept.get("best") or {}
         if "strength" not in (best.get("params") or {}) or best.get("score") is None:
             continue
         if found is None or float(best["score"]) > found[0]:

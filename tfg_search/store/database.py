@@ -119,6 +119,38 @@ def _check_sqlite_file(path: Path, shown: str) -> None:
         raise TFGSearchError(f"{path} is not an SQLite database (storage {shown}); pass another --storage")
 
 
+def check_file(url: str | None, *, create: bool) -> None:
+    """The checks of an SQLite database file (no connection): that it is an SQLite file, not a
+    folder, and (``create`` False) that it exists; any other URL passes.
+
+    Raises:
+        TFGSearchError: a malformed URL, or one of the cases above.
+    """
+    from sqlalchemy.engine import make_url
+
+    raw = resolve_storage(url)
+    try:
+        parsed = make_url(raw)
+    except Exception:
+        source = f" (from ${STORAGE_ENV})" if not url and raw != DEFAULT_STORAGE else ""
+        raise TFGSearchError(
+            f"malformed storage URL{source}; expected e.g. sqlite:///tfg-studies.db or "
+            "postgresql+psycopg://user:password@host:5432/db"
+        ) from None
+    path = _sqlite_path(parsed)
+    if path is None:
+        return
+    shown = redact(raw)
+    if path.exists():
+        if path.is_dir():
+            raise TFGSearchError(f"{path} is a folder, not a database file (storage {shown})")
+        _check_sqlite_file(path, shown)
+    elif not create:
+        raise TFGSearchError(f"no study database at {path}; run `tfg-search search` first or pass --storage")
+    elif not path.parent.exists():
+        raise TFGSearchError(f"folder {path.parent} does not exist (storage {shown})")
+
+
 @contextlib.contextmanager
 def connection(url: str | None, *, create: bool) -> Iterator[sqlalchemy.engine.Connection]:
     """A connection to the study database, after checking that it can be one.
@@ -137,28 +169,10 @@ def connection(url: str | None, *, create: bool) -> Iterator[sqlalchemy.engine.C
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
+    check_file(url, create=create)
     raw = resolve_storage(url)
-    try:
-        parsed = make_url(raw)
-    except Exception:
-        source = f" (from ${STORAGE_ENV})" if not url and raw != DEFAULT_STORAGE else ""
-        raise TFGSearchError(
-            f"malformed storage URL{source}; expected e.g. sqlite:///tfg-studies.db or "
-            "postgresql+psycopg://user:password@host:5432/db"
-        ) from None
+    parsed = make_url(raw)
     shown = redact(raw)
-    path = _sqlite_path(parsed)
-    if path is not None:
-        if path.exists():
-            if path.is_dir():
-                raise TFGSearchError(f"{path} is a folder, not a database file (storage {shown})")
-            _check_sqlite_file(path, shown)
-        elif not create:
-            raise TFGSearchError(
-                f"no study database at {path}; run `tfg-search search` first or pass --storage"
-            )
-        elif not path.parent.exists():
-            raise TFGSearchError(f"folder {path.parent} does not exist (storage {shown})")
     try:
         engine = sqlalchemy.create_engine(raw, poolclass=sqlalchemy.pool.NullPool)
     except ModuleNotFoundError as err:

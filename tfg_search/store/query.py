@@ -1,13 +1,17 @@
 """The read path of a study database: what the query commands and the Python API answer.
 
 ``tfg-search studies``, ``best`` and ``export``, and :func:`list_searches` / :func:`best_payload` /
-:func:`load_best` in Python, read through Optuna's storage the list of studies with their user
-attributes (one query), where each search keeps its summary (:mod:`tfg_search.store.summary`:
-trials, finished or not, its answer, what it spent), and count the trials of studies that are not
-tfg-search's. So they answer in well under a second whatever the size of the searches
-(benchmarks/query_speed.py), they never read Optuna's tables but through Optuna, they import
-neither torch nor the search (tests/test_query.py), and nothing they do writes. A study of an
-earlier layout has no summary: a query on it says in one line to run ``tfg-search migrate``.
+:func:`load_best` in Python, read with SQLAlchemy Core (no Optuna, no torch, nothing written) the
+table of tfg-search's own where each search keeps its summary (:mod:`tfg_search.store.summary`:
+what it is, its trials, finished or not, its answer, what it spent) and the names of the studies
+in the database (:func:`study_names`). So they answer in a fraction of a second whatever the size
+of the searches (benchmarks/query_speed.py: the time of a command is its imports), and a search
+whose studies were deleted with Optuna's tools is not listed.
+
+The studies without a summary row are read through Optuna (its study list and attributes, only
+when there is one: a second of imports): studies that are not tfg-search's (listed with their
+trial count) and tfg-search studies of an earlier layout (a query on one says in one line to run
+``tfg-search migrate``, which writes their rows).
 
 Example:
     >>> rows = list_searches("sqlite:///tfg-studies.db")  # doctest: +SKIP
@@ -18,24 +22,89 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tfg_search.errors import TFGSearchError
-from tfg_search.store.database import redact, resolve_storage
-from tfg_search.store.layout import LAYOUT, SEARCH_SUFFIX, StudyInfo
-from tfg_search.store.summary import SUMMARY_ATTR, migrate_hint, payload
+from tfg_search.store.database import connection, redact, resolve_storage
+from tfg_search.store.layout import SEARCH_SUFFIX, StudyInfo
+from tfg_search.store.summary import migrate_hint, payload, read_rows
 
 if TYPE_CHECKING:
+    import sqlalchemy
+
     from tfg_search.guidance.config import TFGConfig
 
-__all__ = ["best_payload", "list_searches", "load_best"]
+__all__ = ["best_payload", "list_searches", "load_best", "study_names"]
+
+
+@dataclass(frozen=True)
+class _Study:
+    """A study as the queries see it: tfg-search's info (None: not tfg-search's), its summary (None:
+    an earlier layout, not migrated) and, for a study that is not tfg-search's, its trial count."""
+
+    name: str
+    info: StudyInfo | None
+    kept: dict[str, Any] | None
+    trials: int | None = None
+
+
+def study_names(conn: sqlalchemy.Connection) -> list[str]:
+    """The names of the studies in the database, in the order Optuna made them.
+
+    This reads the one column of Optuna's study table that Optuna's ``get_all_study_names`` reads
+    (``studies.study_name``, unchanged since Optuna 1.0: :func:`~tfg_search.store.database.
+    connection` already checks that the table is there), so that the query commands answer without
+    importing Optuna; tests/test_query.py checks it against Optuna's own list.
+    """
+    import sqlalchemy as sa
+
+    studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+    return [str(n) for (n,) in conn.execute(sa.select(studies.c.study_name).order_by(studies.c.study_id))]
+
+
+def _read(storage: str | None) -> dict[str, _Study]:
+    """Every study of the database but the search studies (``N:search``) of tfg-search's searches,
+    by name, in the order they were made."""
+    with connection(storage, create=False) as conn:
+        names = study_names(conn)
+        rows = read_rows(conn)
+    out: dict[str, _Study] = {}
+    others = []
+    for name in names:
+        if name in rows:
+            out[name] = _Study(name, *rows[name])
+        elif name.endswith(SEARCH_SUFFIX) and name[: -len(SEARCH_SUFFIX)] in rows:
+            continue
+        else:
+            out[name] = _Study(name, None, None)
+            others.append(name)
+    if others:  # not tfg-search's, or an earlier layout's: what Optuna says of them
+        out.update(_through_optuna(storage, others))
+    return {n: s for n, s in out.items() if s.info is None or not s.info.is_search_study}
+
+
+def _through_optuna(storage: str | None, names: list[str]) -> dict[str, _Study]:
+    """The studies ``names`` (without a summary row), through Optuna's storage: their info when
+    tfg-search made them, else their trial count."""
+    from tfg_search.store.studies import open_storage
+
+    rdb = open_storage(storage, create=False)
+    wanted = set(names)
+    out = {}
+    for s in rdb.get_all_studies():
+        if s.study_name not in wanted:
+            continue
+        info = StudyInfo.of(s.user_attrs)
+        trials = None if info is not None else rdb.get_n_trials(rdb.get_study_id_from_name(s.study_name))
+        out[s.study_name] = _Study(s.study_name, info, None, trials)
+    return out
 
 
 def list_searches(storage: str | None = None) -> list[dict[str, Any]]:
     """One row per search in the database at ``storage``: study, task, target, method, trials,
     best score, finished (and ``layout``: a study of an earlier layout lists what its study
-    attribute says, with ``best`` and ``finished`` None until it is migrated).
+    attribute says, with ``trials``, ``best`` and ``finished`` None until it is migrated).
 
     Search studies (``N:search``) are listed with their main study, not on their own; studies not
     made by tfg-search are listed with empty fields and their trial count.
@@ -43,27 +112,21 @@ def list_searches(storage: str | None = None) -> list[dict[str, Any]]:
     Raises:
         TFGSearchError: the database cannot be read (the message says why).
     """
-    rdb = _open(storage)
     rows = []
-    for s in rdb.get_all_studies():
-        info = StudyInfo.of(s.user_attrs)
-        if info is not None and info.is_search_study:
+    for s in _read(storage).values():
+        row: dict[str, Any] = {"study": s.name, "task": None, "target": None, "method": None}
+        if s.info is None:
+            rows.append({**row, "trials": s.trials, "best": None, "finished": False, "layout": None})
             continue
-        row: dict[str, Any] = {"study": s.study_name, "task": None, "target": None, "method": None}
-        if info is None:
-            n = rdb.get_n_trials(rdb.get_study_id_from_name(s.study_name))
-            rows.append({**row, "trials": n, "best": None, "finished": False, "layout": None})
-            continue
-        kept = _summary(s.user_attrs, info)
-        best = (kept or {}).get("best") or {}
-        row.update(task=info.task, target=info.target, method=info.method)
+        best = (s.kept or {}).get("best") or {}
+        row.update(task=s.info.task, target=s.info.target, method=s.info.method)
         rows.append(
             {
                 **row,
-                "trials": None if kept is None else kept["trials"],
+                "trials": None if s.kept is None else s.kept["trials"],
                 "best": best.get("score"),
-                "finished": None if kept is None else kept["finished"],
-                "layout": info.layout,
+                "finished": None if s.kept is None else s.kept["finished"],
+                "layout": s.info.layout,
             }
         )
     return rows
@@ -79,27 +142,22 @@ def best_payload(storage: str | None, study_name: str) -> dict[str, Any]:
         TFGSearchError: no such study, not a tfg-search study, one of an earlier layout (run
             ``tfg-search migrate``), no result yet, or the database cannot be read.
     """
-    rdb = _open(storage)
-    studies = {s.study_name: s for s in rdb.get_all_studies()}
-    found = studies.get(study_name)
+    studies = _read(storage)
+    name = study_name
+    if name not in studies and name.endswith(SEARCH_SUFFIX):
+        name = name[: -len(SEARCH_SUFFIX)]  # a search named by its search study
+    found = studies.get(name)
     if found is None:
-        names = [n for n in studies if not n.endswith(SEARCH_SUFFIX)]
-        listed = ", ".join(names) if names else "none"
+        listed = ", ".join(studies) if studies else "none"
         raise TFGSearchError(f"no study named {study_name!r} in this storage; studies: {listed}")
-    info = StudyInfo.of(found.user_attrs)
-    if info is None:
+    if found.info is None:
         raise TFGSearchError(f"study {study_name!r} was not made by tfg-search (no 'tfg_search' attr)")
-    if info.is_search_study and info.main_study in studies:
-        found = studies[info.main_study]
-        info = StudyInfo.of(found.user_attrs)
-        assert info is not None
-    kept = _summary(found.user_attrs, info)
-    if kept is None:
+    if found.kept is None:
         shown = redact(resolve_storage(storage)) if storage else None
-        raise TFGSearchError(migrate_hint(found.study_name, info.layout, shown))
-    if not kept.get("best"):
-        raise TFGSearchError(f"study {found.study_name!r} has no completed trial yet")
-    return payload(found.study_name, info, kept)
+        raise TFGSearchError(migrate_hint(found.name, found.info.layout, shown))
+    if not found.kept.get("best"):
+        raise TFGSearchError(f"study {found.name!r} has no completed trial yet")
+    return payload(found.name, found.info, found.kept)
 
 
 def load_best(storage: str | None, study_name: str) -> tuple[TFGConfig, dict[str, float]]:
@@ -114,16 +172,3 @@ def load_best(storage: str | None, study_name: str) -> tuple[TFGConfig, dict[str
 
     found = best_payload(storage, study_name)
     return TFGConfig.from_dict(found["config"]), dict(found["metrics"])
-
-
-def _open(storage: str | None) -> Any:
-    """The database as Optuna's storage, for reading (never created, its schema not migrated)."""
-    from tfg_search.store.studies import open_storage
-
-    return open_storage(storage, create=False)
-
-
-def _summary(user_attrs: Mapping[str, Any], info: StudyInfo) -> dict[str, Any] | None:
-    """A search's summary, or None for a study of an earlier layout (not migrated yet)."""
-    kept = user_attrs.get(SUMMARY_ATTR)
-    return dict(kept) if info.layout >= LAYOUT and isinstance(kept, Mapping) else None

@@ -22,7 +22,7 @@ import optuna
 import sqlalchemy
 
 from tfg_search.errors import TFGSearchError
-from tfg_search.store.database import connection, is_sqlite_file, redact, resolve_storage
+from tfg_search.store.database import check_file, connection, is_sqlite_file, redact, resolve_storage
 from tfg_search.store.layout import FINAL, SEARCH, SEARCH_SUFFIX, STUDY_ATTR, StudyInfo, search_study_name
 from tfg_search.store.record import TrialRecord, read_all
 from tfg_search.store.summary import migrate_hint
@@ -43,17 +43,21 @@ def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage
         TFGSearchError: malformed URL, missing driver, unreachable server, a file that is not a
             database, or (create=False) a database that holds no studies.
     """
-    with connection(url, create=create):  # the checks, and their messages
-        pass
     raw = resolve_storage(url)
     shown = redact(raw)
+    if not create:  # reading: one engine, no write (the checks run only to say why it failed)
+        check_file(url, create=False)
+        try:
+            return optuna.storages.RDBStorage(raw, skip_table_creation=True, skip_compatibility_check=True)
+        except Exception:
+            with connection(url, create=False):  # raises with the reason, when there is one
+                pass
+            raise TFGSearchError(f"cannot open storage {shown} as an Optuna database") from None
+    with connection(url, create=create):  # the checks, and their messages
+        pass
     for attempt in range(3):
         try:
-            # Reading commands skip Optuna's schema check: it imports alembic (a third of a query's
-            # start-up); the launcher (create=True) still checks before it writes.
-            storage = optuna.storages.RDBStorage(
-                raw, skip_table_creation=not create, skip_compatibility_check=not create
-            )
+            storage = optuna.storages.RDBStorage(raw)
             break
         except Exception as err:
             # Two launchers creating Optuna's tables in an empty database at once collide on
@@ -110,10 +114,13 @@ def study_info(study: optuna.Study) -> StudyInfo:
 
 @dataclass
 class SearchStudies:
-    """The studies of one search: ``main`` holds the answer (final re-runs), ``search`` the search."""
+    """The studies of one search: ``main`` holds the answer (final re-runs), ``search`` the search;
+    ``engine``: the database's, where the search's summary row is written (None: a storage in
+    memory, which keeps none)."""
 
     main: optuna.Study
     search: optuna.Study
+    engine: sqlalchemy.Engine | None = None
 
     @property
     def name(self) -> str:
@@ -159,4 +166,4 @@ def load_search(
         storage=storage,
         sampler=sampler or optuna.samplers.RandomSampler(),
     )
-    return SearchStudies(main, search)
+    return SearchStudies(main, search, getattr(storage, "engine", None))

@@ -1,18 +1,20 @@
 """A search's summary: what ``tfg-search studies``, ``best`` and ``export`` answer, kept by the
-search itself in one study user attribute of its answer study (no Optuna, no torch).
+search itself in a table of tfg-search's own, ``tfg_search_summaries``, beside Optuna's tables.
 
 The writer of a search (:class:`tfg_search.run.loop.SearchLoop`, holding the study's lease)
-writes :data:`SUMMARY_ATTR` when it opens the search and after every result it tells: how many
-trials both studies hold, whether the search is finished, its answer (the best final re-run, or
-before the finals the top of the search's own ranking) as :func:`payload` shows it, and what the
-whole search spent (:func:`tfg_search.store.layout.compute`). A reader then needs the study list
-and that one attribute: a few queries whatever the size of the search, so the query commands
-answer in well under a second on studies of thousands of trials (benchmarks/query_speed.py), and
-nothing they do writes. The summary is data derived from the trials: ``tfg-search migrate``
-writes it for studies made before it existed.
+writes its row before it makes its studies and after every result it tells: what the search is
+(its study info), how many trials both studies hold, whether it is finished, its answer (the
+best final re-run, or before the finals the top of the search's own ranking), and what the whole
+search spent (:func:`tfg_search.store.layout.compute`). A reader (:mod:`tfg_search.store.query`)
+needs that table and the names of the studies, with SQLAlchemy Core: two queries whatever the size
+of the searches, without Optuna or torch, so the query commands answer in a fraction of a second
+(benchmarks/query_speed.py), and nothing they do writes. The rows are data derived from the
+studies: a search writes its own, ``tfg-search migrate`` writes those of studies made before the
+table; a row whose study was deleted (with Optuna's tools) is not read, and is dropped by the next
+search or migration that opens the database.
 
 Example:
-    >>> info = StudyInfo("gmm2d", "3", "tfg", {"steps": 10, "task_options": {}}, layout=LAYOUT)
+    >>> info = StudyInfo("gmm2d", "3", "tfg", {"steps": 10, "task_options": {}}, layout=3)
     >>> best = {"role": "final", "trial": 0, "score": 0.9, "params": {"rho": 0.5}, "config": {"rho": 0.5},
     ...         "metrics": {"validity": 0.9}, "samples": 32}
     >>> s = summary(trials=12, finished=True, best=best, compute={"trials": {}})
@@ -23,15 +25,99 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
+import json
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from tfg_search.store.layout import LAYOUT, StudyInfo  # noqa: F401 (LAYOUT: the doctest)
+from tfg_search.store.layout import StudyInfo
 
-__all__ = ["SUMMARY_ATTR", "best_fields", "migrate_hint", "payload", "summary"]
+if TYPE_CHECKING:
+    import sqlalchemy
 
-SUMMARY_ATTR = "tfg_search:summary"
-"""Study user attr of a search's answer study: its summary (:func:`summary`)."""
+__all__ = [
+    "TABLE",
+    "best_fields",
+    "drop_rows",
+    "migrate_hint",
+    "payload",
+    "read_rows",
+    "summary",
+    "write_row",
+]
+
+TABLE = "tfg_search_summaries"
+"""tfg-search's own table: one row per search (``study``, its ``info`` and ``summary`` as JSON)."""
+
+
+def _table(metadata: Any) -> sqlalchemy.Table:
+    import sqlalchemy as sa
+
+    return sa.Table(
+        TABLE,
+        metadata,
+        sa.Column("study", sa.String(512), primary_key=True),
+        sa.Column("info", sa.Text, nullable=False),
+        sa.Column("summary", sa.Text, nullable=False),
+    )
+
+
+_MADE: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Engines whose database is known to hold the table (checked once per engine)."""
+
+
+def _make_table(engine: sqlalchemy.Engine) -> sqlalchemy.Table:
+    """The table, created in ``engine``'s database when it is missing (two launchers may race to
+    create it on a server: the loser finds it made)."""
+    import sqlalchemy as sa
+
+    table = _table(sa.MetaData())
+    if engine not in _MADE:
+        try:
+            table.create(engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            if not sa.inspect(engine).has_table(TABLE):
+                raise
+        _MADE.add(engine)
+    return table
+
+
+def write_row(engine: sqlalchemy.Engine, study: str, info: StudyInfo, kept: Mapping[str, Any]) -> None:
+    """Write (or replace) the row of search ``study``, making the table when it is missing."""
+    import sqlalchemy as sa
+
+    table = _make_table(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.study == study))
+        row = {"study": study, "info": json.dumps(info.attr()), "summary": json.dumps(kept)}
+        conn.execute(sa.insert(table).values(**row))
+
+
+def drop_rows(engine: sqlalchemy.Engine, keep: Iterable[str]) -> int:
+    """Drop the rows of searches whose studies are gone (deleted with Optuna's tools); how many."""
+    import sqlalchemy as sa
+
+    table = _table(sa.MetaData())
+    if not sa.inspect(engine).has_table(TABLE):
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(sa.delete(table).where(table.c.study.not_in(list(keep)))).rowcount
+
+
+def read_rows(conn: sqlalchemy.Connection) -> dict[str, tuple[StudyInfo, dict[str, Any]]]:
+    """Every row's (info, summary), by study name (rows of deleted studies included: the reader
+    keeps those whose study exists); empty when no search of this version ran here."""
+    import sqlalchemy as sa
+
+    if not sa.inspect(conn).has_table(TABLE):
+        return {}
+    table = _table(sa.MetaData())
+    out = {}
+    for study, info, kept in conn.execute(sa.select(table.c.study, table.c.info, table.c.summary)):
+        parsed = StudyInfo.of({"tfg_search": json.loads(info)})
+        if parsed is not None:
+            out[str(study)] = (parsed, json.loads(kept))
+    return out
 
 
 def migrate_hint(study: str, layout: int, storage: str | None) -> str:
@@ -41,12 +127,14 @@ def migrate_hint(study: str, layout: int, storage: str | None) -> str:
         >>> migrate_hint("N", 2, "sqlite:///s.db")[:58]
         "study 'N' was written by tfg-search 0.2 (layout 2); run `t"
     """
-    version = {1: "0.1", 2: "0.2"}.get(layout, "an earlier version")
-    where = f" --storage {storage}" if storage else ""
-    return (
-        f"study {study!r} was written by tfg-search {version} (layout {layout}); run "
-        f"`tfg-search migrate{where}` once to use it with this version"
+    version = {1: "0.1", 2: "0.2"}.get(layout)
+    said = (
+        f"was written by tfg-search {version} (layout {layout})"
+        if version
+        else f"has no summary row (layout {layout}, written by a development version)"
     )
+    where = f" --storage {storage}" if storage else ""
+    return f"study {study!r} {said}; run `tfg-search migrate{where}` once to use it with this version"
 
 
 def best_fields(record: Any) -> dict[str, Any]:
@@ -66,7 +154,7 @@ def best_fields(record: Any) -> dict[str, Any]:
 def summary(
     *, trials: int, finished: bool, best: Mapping[str, Any] | None, compute: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """A search's summary (the value of :data:`SUMMARY_ATTR`).
+    """A search's summary (what its row keeps, :func:`write_row`).
 
     Args:
         trials: trials of both studies.
