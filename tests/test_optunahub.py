@@ -7,6 +7,7 @@ relative and that it needs nothing from tfg_search (see searchers/README.md).
 
 from __future__ import annotations
 
+import ast
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +87,40 @@ def test_registry_files() -> None:
     for field in ("author", "title", "description", "tags", "optuna_versions", "license"):
         assert front.get(field), f"README.md front matter lacks {field!r}"
     assert "sampler" in front["tags"], "a package under samplers/ must have the tag 'sampler'"
+
+
+def _examples() -> list[str]:
+    text = (ROOT / "searchers" / "README.md").read_text()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["rungs", "beam"])
+def test_the_readme_examples_run_through_optunahub(
+    index: int, hub_module: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each example of the OptunaHub page runs (the registry's download replaced by this checkout)
+    and prints what its comments say."""
+    code = _examples()[index]
+    assert 'optunahub.load_module("samplers/tfg_lattice")' in code
+    monkeypatch.setattr(optunahub, "load_module", lambda name: hub_module)
+    exec(compile(code, f"README example {index}", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    said = [line.split("# ", 1)[1].split(" (")[0] for line in code.splitlines() if line.startswith("print(")]
+    assert printed == said
+
+
+def test_the_dependencies_are_declared() -> None:
+    """Every module the package imports is the standard library's, its own, or in requirements.txt."""
+    declared = {
+        line.split(">")[0].split("=")[0].strip()
+        for line in (ROOT / "searchers" / "requirements.txt").read_text().splitlines()
+        if line.strip()
+    }
+    imported = set()
+    for file in (ROOT / "searchers").glob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    assert imported - sys.stdlib_module_names - {"__future__"} == declared
