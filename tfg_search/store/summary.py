@@ -181,6 +181,7 @@ def payload(study: str, info: StudyInfo, kept: Mapping[str, Any]) -> dict[str, A
         "target": info.target,
         "method": info.method,
         "task_options": info.settings.get("task_options", {}),
+        "model_identity": info.model_identity,
         "steps": info.settings["steps"],
         "role": best.get("role"),
         "trial": best.get("trial"),
