@@ -120,8 +120,9 @@ def new_trial(study: Study) -> Trial:
 
     ``Study.ask`` first reads the study's WAITING trials (``_pop_waiting_trial_id``: a storage read
     that also re-reads every running trial) and runs the first one it can take; only then does it
-    create a trial. A caller that never enqueues trials in a study (tfg-search's beam study holds
-    beam trials only; final re-runs are enqueued in the main study) can skip that read: this
+    create a trial. A caller that never enqueues trials in a study (tfg-search enqueues none: a
+    search study holds the search's own trials, the final re-runs are made RUNNING in the answer
+    study) can skip that read: this
     creates the trial in storage and builds the :class:`optuna.Trial` the way ``ask`` does (its
     constructor reads the trial and runs the sampler's ``before_trial``). Public API only
     (``BaseStorage.create_new_trial``, the ``optuna.Trial`` constructor), on the private

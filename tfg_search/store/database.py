@@ -84,7 +84,7 @@ def check_study_name(name: str) -> str:
         raise SettingError(
             "study",
             f"is {len(name)} characters long; at most {MAX_STUDY_NAME} fit in Optuna's study table "
-            f"(512, less {SEARCH_SUFFIX!r} for the search's beam study); choose a shorter name",
+            f"(512, less {SEARCH_SUFFIX!r} for the search's own study); choose a shorter name",
         )
     return name
 
