@@ -85,6 +85,8 @@ def test_a_text_latent_pipeline_searched_exported_and_reproduced(
     assert report["best"]["config"]["guidance_scale"] == 3.0 and not report["best"]["config"]["clip_x0"]
     passes = report["compute"]["passes"]  # a latent task's trials count their decoder passes
     assert passes["decoder"] > passes["decoder_backward"] > 0 and passes["denoiser"] > 0
+    shown = run_cli(["best", "--study", "sd", "--storage", url], capsys)
+    assert shown.code == 0 and f"{passes['decoder']:,} decoder" in shown.out
 
     elsewhere = tmp_path / "elsewhere"  # the study stored the model folder's absolute path
     elsewhere.mkdir()

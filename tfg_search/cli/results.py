@@ -119,9 +119,15 @@ def finish(
         f"{report.wall_time_s:.1f} s; study '{escape(report.study_name)}' in {escape(report.storage)}"
     )
     passes = report.compute.get("passes", {})
+    decoder = (  # a latent model's VAE decoder passes
+        f", {passes['decoder']:,} decoder passes ({passes.get('decoder_backward', 0):,} with backward)"
+        if "decoder" in passes
+        else ""
+    )
     out.print(
         f"compute: {passes.get('denoiser', 0):,} denoiser passes ({passes.get('denoiser_backward', 0):,} "
-        f"with backward), {passes.get('predictor', 0):,} predictor passes, over all the study's trials"
+        f"with backward), {passes.get('predictor', 0):,} predictor passes{decoder}, over all the "
+        "study's trials"
     )
     for reason in c.reasons[:3]:
         out.print(f"machine failure: {escape(reason[:300])}")

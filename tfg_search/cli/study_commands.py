@@ -77,9 +77,11 @@ def best(
     out.print("config: " + ", ".join(f"{k}={v}" for k, v in payload["config"].items()))
     out.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in payload["metrics"].items()))
     spent = payload["compute"]
+    passes = spent["passes"]
+    decoder = f", {passes['decoder']:,} decoder" if "decoder" in passes else ""  # a latent model's
     out.print(
         f"compute: {spent['trials'].get('search', 0)} search + {spent['trials'].get('final', 0)} final "
-        f"trials, {spent['passes']['denoiser']:,} denoiser and {spent['passes']['predictor']:,} "
+        f"trials, {passes['denoiser']:,} denoiser{decoder} and {passes['predictor']:,} "
         f"predictor passes, {spent['wall_time_s']:.1f} s"
     )
 
