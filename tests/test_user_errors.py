@@ -52,8 +52,8 @@ def search_args(model: Path, db: Path) -> list[str]:
         "search", "--task", "custom", "--target", "0.5", "--search", "random", "--trials", "6",
         "--wave", "2", "--samples", "2", "--final-samples", "2", "--final-top", "1", "--steps", "2",
         "--batch-size", "1", "--study", "s", "--storage", f"sqlite:///{db}", "--quiet",
-        "--task-option", f"model={model}", "--task-option", f"predictor={HERE}:log_f",
-        "--task-option", f"evaluator={HERE}:success",
+        "-o", f"model={model}", "-o", f"predictor={HERE}:log_f",
+        "-o", f"evaluator={HERE}:success",
     ]  # fmt: skip
 
 

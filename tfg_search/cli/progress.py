@@ -1,7 +1,12 @@
-"""The progress display of ``tfg-search search``: bars for rounds, trials and samples, the live best."""
+"""The progress display of ``tfg-search search``: bars for rounds, trials and samples, the live best;
+off a terminal (CI logs, ``ray job logs``, a pipe) one plain line per wave instead, or with
+``--log-json`` one JSON object per wave (:func:`wave_line`)."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from typing import Any
 
 from rich.markup import escape
@@ -24,10 +29,16 @@ class SearchProgress:
     is not shown as the best.
     """
 
-    def __init__(self, rounds: int, quiet: bool) -> None:
+    def __init__(self, rounds: int, quiet: bool, log_json: bool = False) -> None:
         # here, not at the top: only `search` shows progress (the query commands start faster)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self.lines = "json" if log_json else ("plain" if not quiet and not console.is_terminal else None)
+        """What a wave prints instead of bars: JSON lines (``--log-json``), plain lines (stderr is not
+        a terminal), or nothing (bars, or ``--quiet``)."""
+        quiet = quiet or self.lines is not None
+        self.total_rounds = rounds
+        self.start = time.perf_counter()
         self.quiet = quiet
         self.best: tuple[float, int] | None = None
         """(score, trial number) of the live best."""
@@ -95,8 +106,14 @@ class SearchProgress:
                 p.console.print(
                     f"[yellow]trial {data['number']} failed:[/] {escape(str(data['error'])[:200])}"
                 )
+        elif kind == "wave" and self.lines is not None:
+            elapsed = time.perf_counter() - self.start
+            print(
+                wave_line(data, self.total_rounds, elapsed, self.lines == "json"), file=sys.stderr, flush=True
+            )
         elif kind == "done":
             p.update(self.samples, total=self.samples_done)
+            p.update(self.rounds, completed=p.tasks[self.rounds].total)  # (a finished search run again)
 
     def _best_info(self) -> str:
         """The live best (the top of the search's ranking), as the trials bar shows it."""
@@ -110,3 +127,51 @@ class SearchProgress:
     def __exit__(self, *exc: object) -> None:
         if self.started:  # stopping a display never started still prints a blank line
             self.progress.stop()
+
+
+def wave_line(data: dict[str, Any], rounds: int, elapsed: float, as_json: bool) -> str:
+    """One line after a wave (a "wave" event of :class:`tfg_search.run.coordinator.Coordinator`):
+    wave k of N (a search round; then the final re-runs), trials told, the passes the study spent,
+    the best by the search's own ranking, the time elapsed.
+
+    Example:
+        >>> data = {"phase": "search", "round": 0, "trials": 8, "passes": {"denoiser": 4096},
+        ...         "best": {"number": 3, "value": 0.5, "params": {"rho": 1.0}, "role": "search"}}
+        >>> wave_line(data, 6, 2.5, False)
+        'wave 1 of 6: 8 trials done, 4,096 denoiser passes, best 0.5000 (search trial 3: rho=1), 2.5 s'
+        >>> json.loads(wave_line(data, 6, 2.5, True))["wave"]
+        1
+    """
+    from tfg_search.cli.report import describe_params
+
+    final = data["phase"] != "search"
+    wave = rounds + 1 if final else int(data["round"]) + 1
+    best = data.get("best")
+    if as_json:
+        return json.dumps(
+            {
+                "event": "wave",
+                "wave": wave,
+                "of": rounds,
+                "phase": "final" if final else "search",
+                "trials": data["trials"],
+                "passes": data["passes"],
+                "best": None
+                if best is None
+                else {
+                    "score": best["value"],
+                    "trial": best["number"],
+                    "role": best["role"],
+                    "params": best["params"],
+                },
+                "elapsed_s": round(elapsed, 2),
+            },
+            sort_keys=True,
+        )
+    where = "final re-runs" if final else f"wave {wave} of {rounds}"
+    shown = "no completed trial yet"
+    if best is not None:
+        point = describe_params(best["params"])
+        shown = f"best {best['value']:.4f} ({best['role']} trial {best['number']}: {point})"
+    passes = int(data["passes"].get("denoiser", 0))
+    return f"{where}: {data['trials']} trials done, {passes:,} denoiser passes, {shown}, {elapsed:.1f} s"

@@ -365,7 +365,7 @@ def search(
         pool = make_executor(executor, **options)
         try:
             total = settings.planned_rounds()
-            with SearchProgress(total, quiet or as_json) as display:
+            with SearchProgress(total, quiet or as_json, log_json) as display:
                 report = run_search(settings, storage, study, pool, device, display)
         finally:
             with hold_signals():  # a second Ctrl-C must not cut the workers' shutdown short

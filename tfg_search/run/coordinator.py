@@ -332,6 +332,8 @@ class Coordinator:
         self.on_event = on_event or (lambda kind, data: None)
         self.stopped = 0
         """Evaluations in flight when this process was stopped (re-run by the next run)."""
+        self.evaluated = 0
+        """Evaluations this process ran (0 when it resumed a finished search)."""
 
     def _run_batch(self, batch: Sequence[Pending]) -> list[float | None]:
         """Evaluate handed-out trials; each result is told as it arrives. A batch in which an
@@ -345,6 +347,7 @@ class Coordinator:
         try:
             for outcome in self.executor.map([p.spec for p in batch]):
                 pending = by_number[outcome.number]
+                self.evaluated += 1
                 value = self.loop.tell(pending, outcome)
                 values.append(value)
                 leader = self.loop.leader() if pending.role == SEARCH else None
@@ -396,6 +399,21 @@ class Coordinator:
             elif batch[0].role == FINAL:
                 self.on_event("final", {"count": len(batch), "samples": self.resolved.final_samples})
             self._run_batch(batch)
+            self.on_event("wave", self._wave(phase, plan))
+
+    def _wave(self, phase: str, plan: Any) -> dict[str, Any]:
+        """Where the search stands after a wave (the "wave" event: one line off a terminal):
+        trials told, the passes the study spent, the best by the search's own ranking (the best
+        final once there is one: :meth:`SearchLoop.best`)."""
+        records = self.loop.records()
+        best = self.loop.best(records)
+        return {
+            "phase": phase,
+            "round": plan.round if plan is not None else None,
+            "trials": sum(1 for r in records if r.state.is_finished()),
+            "passes": compute(vars(r) for r in records)["passes"],
+            "best": None if best is None else {**_leader(best, self.loop), "role": best.role},
+        }
 
     def report(self, start: float, resumed: bool) -> SearchReport:
         records = self.loop.records()
@@ -414,6 +432,7 @@ class Coordinator:
             }
             for r in (finals or ranking)[:5]
         ]
+        spent = compute(vars(r) for r in records)
         return SearchReport(
             study_name=self.loop.studies.name,
             storage="",
@@ -423,10 +442,11 @@ class Coordinator:
             best_role=str(found.role),
             best_trial=found.number,
             counts=self.loop.counts(),
-            wall_time_s=time.perf_counter() - start,
+            # a finished search run again evaluates nothing: its report is the study's own time
+            wall_time_s=time.perf_counter() - start if self.evaluated else spent["wall_time_s"],
             resumed=resumed,
             top=top,
-            compute=compute(vars(r) for r in records),
+            compute=spent,
             ranking=[r.number for r in ranking],
         )
 
