@@ -168,3 +168,26 @@ def test_evaluate_in_bfloat16_and_with_a_guidance_scale(class_dir, capsys) -> No
         custom += ["-o", f"{key}={value}"]
     result = run_cli([*custom, "--guidance-scale", "3"], capsys)
     assert result.code == 0, result.err
+
+
+def test_bad_custom_inputs_on_search_are_one_line(class_dir, tmp_path, capsys) -> None:
+    """Unknown -o keys, pickle weights, a guidance_scale option without a condition: one line, exit
+    2, no database written."""
+    import shutil
+
+    pickled = shutil.copytree(class_dir, tmp_path / "pickled")
+    weights = pickled / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_name("diffusion_pytorch_model.bin"))
+    db = tmp_path / "s.db"
+    base = ["search", "--task", "custom", "--target", "0", "--storage", f"sqlite:///{db}"]
+    for opts, message in (
+        ({**options(class_dir, class_label="1"), "colour": "red"}, "unexpected keyword argument 'colour'"),
+        (options(pickled, class_label="1"), "is a pickle file"),
+        (options(class_dir, guidance_scale="3"), "give the condition as -o class_label=ID"),
+        ({k: v for k, v in options(class_dir).items() if k != "evaluator"}, "needs options evaluator=..."),
+    ):
+        args = [*base, *(x for key, value in opts.items() for x in ("-o", f"{key}={value}"))]
+        result = run_cli(args, capsys)
+        assert result.code == 2 and result.err.count("\n") == 1, (opts, result.err)
+        assert message in result.err, result.err
+    assert not db.exists()
