@@ -16,6 +16,7 @@ from tasks.weights import weights_dir
 from tests.helpers.cli import run_cli
 from tfg_search import TFGConfig, TFGPipeline
 from tfg_search.run.evaluation import evaluate
+from tfg_search.store import query
 
 SEARCH = [
     *("search", "--task", "digits", "--target", "3", "--search", "random", "--trials", "2", "--wave", "2"),
@@ -63,6 +64,32 @@ def test_sample_saves_tensors_that_the_exported_pipeline_reproduces(tmp_path: Pa
                     "1", "--out", str(folder / "grid.png")], capsys)  # fmt: skip
     assert text.code == 0 and f"validity={again.metrics['validity']:.4g}" in text.out
     assert (folder / "grid.png").is_file()
+
+
+def test_a_dtype_is_reproduced_too(tmp_path: Path, capsys) -> None:
+    """``sample --dtype bfloat16`` and the pipeline loaded with ``dtype=torch.bfloat16``."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    assert run_cli([*SEARCH, "--storage", url, "--out-dir", str(tmp_path / "plots")], capsys).code == 0
+    tensors = tmp_path / "bf16.safetensors"
+    sample = ["sample", "--study", "d3", "--storage", url, "--n", "3", "--seed", "1", "--threads", "1"]
+    res = run_cli([*sample, "--dtype", "bfloat16", "--save-tensors", str(tensors)], capsys)
+    assert res.code == 0, res.err
+    config = TFGConfig.from_dict(query.best_payload(url, "d3")["config"])
+    pipe = TFGPipeline.from_pretrained(weights_dir("digits"), dtype=torch.bfloat16)
+    out = pipe(
+        predictor=get_task("digits", {"dtype": "bfloat16"}).log_f("3"),
+        tfg_config=config,
+        num_inference_steps=4,
+        num_images_per_prompt=3,
+        generator=torch.Generator().manual_seed(1),
+        output_type="latent",
+    )
+    saved = load_file(tensors)["samples"]
+    assert torch.equal(out.images, saved)
+    res = run_cli(
+        [*sample, "--dtype", "float16", "--device", "cpu", "--out", str(tmp_path / "a.png")], capsys
+    )
+    assert res.code == 2 and "--dtype float16 needs a GPU" in res.err
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,9 @@ def sample(
     ),
     seed: int = typer.Option(0, "--seed"),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if any)"),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="float32 | float16 | bfloat16: the models' dtype (default: the search's)"
+    ),
     threads: int | None = typer.Option(
         None, "--threads", help="torch threads (default: this process's CPU share)"
     ),
@@ -204,8 +207,8 @@ def sample(
     """Generate samples with a study's best configuration, print their held-out metrics, and save
     them as a grid (--out) and as tensors (--save-tensors).
 
-    On the same seed, --n, device and threads the tensors equal those of ``TFGPipeline`` with the
-    configuration ``export --format diffusers`` writes (docs/tasks.md)."""
+    On the same seed, --n, device, dtype and threads the tensors equal those of ``TFGPipeline`` with
+    the configuration ``export --format diffusers`` writes (docs/tasks.md)."""
     name = _study_arg(study)
     if n < 1 or seed < 0 or (threads is not None and threads < 1):
         raise TFGSearchError("--n must be >= 1, --seed >= 0 and --threads >= 1")
@@ -218,13 +221,20 @@ def sample(
     validate.check_seed(seed)
     validate.check_threads(threads)
     validate.check_device(device)
-    if common.device(device) is not None:
-        from tfg_search.run.devices import resolve_device
+    from tfg_search.run.devices import resolve_device
 
-        resolve_device(device, flag="--device")  # before any work: an unusable device is refused now
+    common.device(device)
+    on = resolve_device(device, flag="--device")  # before any work: an unusable device is refused now
     from tfg_search.store import query
 
     payload = query.best_payload(storage, name)
+    options = dict(payload["task_options"] or {})
+    if dtype is not None:  # else the search's own (its task option dtype)
+        from tfg_search.cli.task_commands import with_dtype
+
+        options = with_dtype({k: v for k, v in options.items() if k != "dtype"}, dtype, on.type == "cpu")
+    elif options.get("dtype") == "float16" and on.type == "cpu":
+        raise TFGSearchError("this study ran in float16, which needs a GPU: give --device cuda or --dtype")
     from tfg_search.cli.results import draw_samples
     from tfg_search.guidance.config import TFGConfig
     from tfg_search.run.threads import set_threads
@@ -232,7 +242,7 @@ def sample(
     set_threads(threads)
     task, result = draw_samples(
         payload["task"],
-        payload["task_options"],
+        options,
         payload["target"],
         TFGConfig.from_dict(payload["config"]),
         n,
