@@ -24,7 +24,8 @@ from tfg_search.errors import TFGSearchError
 from tfg_search.run.coordinator import Coordinator, open_search_study, run_search
 from tfg_search.run.executors import Executor
 from tfg_search.run.settings import SearchSettings
-from tfg_search.store import query
+from tfg_search.store import query, summary
+from tfg_search.store.database import connection
 from tfg_search.store.studies import load_search, open_storage
 from tfg_search.trial import TrialOutcome, TrialSpec
 
@@ -202,10 +203,8 @@ def test_the_commands_answer_without_torch(sqlite_db: tuple[str, dict], tmp_path
 
 def test_the_study_names_are_optunas(sqlite_db: tuple[str, dict]) -> None:
     url, _ = sqlite_db
-    from tfg_search.store.database import connection
-
     with connection(url, create=False) as conn:
-        names = query.study_names(conn)
+        names = summary.study_names(conn)
     assert names == optuna.get_all_study_names(open_storage(url, create=False))
 
 
@@ -219,6 +218,9 @@ def test_a_search_deleted_with_optunas_tools_is_gone(tmp_path: Path) -> None:
     assert [r["study"] for r in query.list_searches(url)] == ["kept"]
     with pytest.raises(TFGSearchError, match=r"no study named 'deleted' in this storage; studies: kept$"):
         query.best_payload(url, "deleted")
+    run_search(_settings("5", rounds=1), url, "other", Synthetic())  # a search drops the rows of the gone
+    with connection(url, create=False) as conn:
+        assert set(summary.read_rows(conn)) == {"kept", "other"}
     run_search(_settings("5", rounds=1), url, "deleted", Synthetic())  # the name made again
     assert query.best_payload(url, "deleted")["target"] == "5"
 

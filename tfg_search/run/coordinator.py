@@ -193,7 +193,7 @@ def open_search_study(
     task = get_task(settings.task, settings.task_options)
     resolved = settings.resolve(task)
     rdb = open_storage(storage, create=True)
-    drop_rows(rdb.engine, [s.study_name for s in rdb.get_all_studies()])  # of studies deleted since
+    drop_rows(rdb.engine)  # the rows of searches deleted since
     found = _existing(rdb, resolved, study_name)
     name = found or study_name or resolved.study_name
     half_made = _half_made(rdb, name)

@@ -99,7 +99,7 @@ def migrate(storage: str | None = None, *, yes: bool = False) -> tuple[list[Migr
     old = _to_migrate(rdb)
     if not old:
         return [], None
-    drop_rows(rdb.engine, [s.study_name for s in rdb.get_all_studies()])
+    drop_rows(rdb.engine)
     backup = None
     if is_sqlite_file(raw):
         backup = _backup(raw)

@@ -4,7 +4,8 @@
 :func:`load_best` in Python, read with SQLAlchemy Core (no Optuna, no torch, nothing written) the
 table of tfg-search's own where each search keeps its summary (:mod:`tfg_search.store.summary`:
 what it is, its trials, finished or not, its answer, what it spent) and the names of the studies
-in the database (:func:`study_names`). So they answer in a fraction of a second whatever the size
+in the database (:func:`~tfg_search.store.summary.study_names`, the one read of Optuna's own
+schema here). So they answer in a fraction of a second whatever the size
 of the searches (benchmarks/query_speed.py: the time of a command is its imports), and a search
 whose studies were deleted with Optuna's tools is not listed.
 
@@ -28,14 +29,12 @@ from typing import TYPE_CHECKING, Any
 from tfg_search.errors import TFGSearchError
 from tfg_search.store.database import connection, redact, resolve_storage
 from tfg_search.store.layout import SEARCH_SUFFIX, StudyInfo
-from tfg_search.store.summary import migrate_hint, payload, read_rows
+from tfg_search.store.summary import migrate_hint, payload, read_rows, study_names
 
 if TYPE_CHECKING:
-    import sqlalchemy
-
     from tfg_search.guidance.config import TFGConfig
 
-__all__ = ["best_payload", "list_searches", "load_best", "study_names"]
+__all__ = ["best_payload", "list_searches", "load_best"]
 
 
 @dataclass(frozen=True)
@@ -47,20 +46,6 @@ class _Study:
     info: StudyInfo | None
     kept: dict[str, Any] | None
     trials: int | None = None
-
-
-def study_names(conn: sqlalchemy.Connection) -> list[str]:
-    """The names of the studies in the database, in the order Optuna made them.
-
-    This reads the one column of Optuna's study table that Optuna's ``get_all_study_names`` reads
-    (``studies.study_name``, unchanged since Optuna 1.0: :func:`~tfg_search.store.database.
-    connection` already checks that the table is there), so that the query commands answer without
-    importing Optuna; tests/test_query.py checks it against Optuna's own list.
-    """
-    import sqlalchemy as sa
-
-    studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
-    return [str(n) for (n,) in conn.execute(sa.select(studies.c.study_name).order_by(studies.c.study_id))]
 
 
 def _read(storage: str | None) -> dict[str, _Study]:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tfg_search.store.layout import StudyInfo
+from tfg_search.store.layout import SEARCH_SUFFIX, StudyInfo
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -40,8 +40,10 @@ __all__ = [
     "best_fields",
     "drop_rows",
     "migrate_hint",
+    "optuna_studies",
     "payload",
     "read_rows",
+    "study_names",
     "summary",
     "write_row",
 ]
@@ -83,25 +85,61 @@ def _make_table(engine: sqlalchemy.Engine) -> sqlalchemy.Table:
 
 
 def write_row(engine: sqlalchemy.Engine, study: str, info: StudyInfo, kept: Mapping[str, Any]) -> None:
-    """Write (or replace) the row of search ``study``, making the table when it is missing."""
+    """Write (or replace) the row of search ``study``, making the table when it is missing.
+
+    Two launchers that make the same search at once (before either holds its lease) may both
+    insert its first row: the later insert fails on the key and is done again, after the other's.
+    """
     import sqlalchemy as sa
 
     table = _make_table(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.delete(table).where(table.c.study == study))
-        row = {"study": study, "info": json.dumps(info.attr()), "summary": json.dumps(kept)}
-        conn.execute(sa.insert(table).values(**row))
+    row = {"study": study, "info": json.dumps(info.attr()), "summary": json.dumps(kept)}
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.delete(table).where(table.c.study == study))
+                conn.execute(sa.insert(table).values(**row))
+            return
+        except sa.exc.IntegrityError:
+            if attempt == 2:
+                raise
 
 
-def drop_rows(engine: sqlalchemy.Engine, keep: Iterable[str]) -> int:
-    """Drop the rows of searches whose studies are gone (deleted with Optuna's tools); how many."""
+def optuna_studies() -> sqlalchemy.TableClause:
+    """Optuna's study table, its name and id columns: the one part of Optuna's own schema that
+    tfg-search reads without Optuna (:func:`study_names`, :func:`drop_rows`; the table that
+    :func:`~tfg_search.store.database.connection` checks for)."""
     import sqlalchemy as sa
 
-    table = _table(sa.MetaData())
+    return sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+
+
+def study_names(conn: sqlalchemy.Connection) -> list[str]:
+    """The names of the studies in the database, in the order Optuna made them: so that the query
+    commands know which searches still exist and which studies are not tfg-search's without
+    importing Optuna (half a second of imports, alembic's included: more than the rest of a
+    query). tests/test_query.py checks it against Optuna's own list of study names."""
+    import sqlalchemy as sa
+
+    studies = optuna_studies()
+    return [str(n) for (n,) in conn.execute(sa.select(studies.c.study_name).order_by(studies.c.study_id))]
+
+
+def drop_rows(engine: sqlalchemy.Engine) -> int:
+    """Drop the rows of searches whose studies are gone (deleted with Optuna's tools); how many.
+
+    One statement: a row stays while its answer study or its search study exists (a search being
+    made writes its row after its search study and before its answer study).
+    """
+    import sqlalchemy as sa
+
     if not sa.inspect(engine).has_table(TABLE):
         return 0
+    table = _table(sa.MetaData())
+    live = sa.select(optuna_studies().c.study_name)
+    gone = sa.and_(table.c.study.not_in(live), (table.c.study + SEARCH_SUFFIX).not_in(live))
     with engine.begin() as conn:
-        return conn.execute(sa.delete(table).where(table.c.study.not_in(list(keep)))).rowcount
+        return conn.execute(sa.delete(table).where(gone)).rowcount
 
 
 def read_rows(conn: sqlalchemy.Connection) -> dict[str, tuple[StudyInfo, dict[str, Any]]]:
