@@ -74,7 +74,7 @@ def test_baselines_search_their_strength_and_the_weight(class_dir) -> None:
     assert r.config({"strength": 0.5, "guidance_scale": 8.0}) == TFGConfig.preset(
         "dps", 0.5, guidance_scale=8.0, clip_x0=True
     )
-    with pytest.raises(SettingError, match="strength among them"):
+    with pytest.raises(SettingError, match="must name strength"):
         SearchSettings("custom", "0", method="dps", space={"guidance_scale": Lattice(1, 2, 8)})
 
 

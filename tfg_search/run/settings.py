@@ -203,12 +203,13 @@ class SearchSettings:
             names = set(self.space)
             allowed = {*TFG_PARAMS, CFG_PARAM} if self.method == "tfg" else {"strength", CFG_PARAM}
             if not names or not names <= allowed or (self.method != "tfg" and "strength" not in names):
-                need = "" if self.method == "tfg" else " (strength among them)"
-                raise SettingError(
-                    "space",
-                    f"for method {self.method!r} must name {' / '.join(sorted(allowed))}{need}, "
-                    f"got {', '.join(sorted(names)) or 'nothing'}",
+                need = (
+                    "gamma / mu / rho and / or guidance_scale"
+                    if self.method == "tfg"
+                    else "strength (and guidance_scale, optionally)"
                 )
+                got = ", ".join(sorted(names)) or "nothing"
+                raise SettingError("space", f"for method {self.method!r} must name {need}, got {got}")
             if CFG_PARAM in names and self.guidance_scale is not None:
                 raise SettingError(
                     "guidance_scale",
