@@ -87,3 +87,19 @@ def test_batch_bytes_of_a_custom_task_takes_the_run_target(tmp_path, targets) ->
     if targets is None:
         with pytest.raises(Exception, match="pass the run's target"):
             get_task("custom", opts).batch_bytes(4, TFGConfig(), 10)
+
+
+def test_a_study_refuses_another_model(tmp_path, capsys) -> None:
+    """Resuming a study whose model changed (a retrained or edited folder) is one line, exit 2."""
+    folder = class_pipeline(tmp_path / "pipe")
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["search", "--task", "custom", "--target", "0", "--storage", db, "--search", "random"]
+    args += ["--trials", "2", "--wave", "2", "--samples", "2", "--final-samples", "2", "--final-top", "1"]
+    args += ["--steps", "2", "--quiet", "--json", "--threads", "1"]
+    for key, value in {**options(str(folder)), "class_label": "1"}.items():
+        args += ["-o", f"{key}={value}"]
+    assert run_cli(args, capsys).code == 0
+    class_pipeline(folder, seed=1)  # other weights in the same folder
+    again = run_cli(args, capsys)
+    assert again.code == 2 and again.err.count("\n") == 1
+    assert "searched another model" in again.err

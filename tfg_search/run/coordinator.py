@@ -206,6 +206,12 @@ def open_search_study(
             )
         if stored.layout < 2:
             raise TFGSearchError(migrate_hint(found, stored.layout, storage and redact(storage)))
+        if stored.model_identity is not None and stored.model_identity != task.model_identity():
+            raise TFGSearchError(
+                f"study {found!r} searched another model (identity {stored.model_identity[:12]}..., "
+                f"now {task.model_identity()[:12]}...: its weights or configs changed); restore that "
+                "model, or search this one under another study name (--study)"
+            )
         if stored.layout < LAYOUT:  # 0.2's layout: this run keeps its summary from now on
             stored = dataclasses.replace(stored, layout=LAYOUT)
             main.set_user_attr(STUDY_ATTR, stored.attr())
