@@ -2,14 +2,16 @@
 
 * :mod:`~tfg_search.store.database`: storage URLs (shown without their password) and a checked
   connection; no Optuna.
-* :mod:`~tfg_search.store.layout`: the stored layout: the one module that spells stored keys,
-  how a trial's attributes decode, which studies of a search hold which trials (every layout);
-  no Optuna.
+* :mod:`~tfg_search.store.layout`: the stored layout (layout 3): the one module that spells
+  stored keys and how a trial's record decodes; no Optuna.
 * :mod:`~tfg_search.store.record`: the trial record on Optuna's trials (``TrialRecord``).
 * :mod:`~tfg_search.store.studies`: the two Optuna studies of a search (``SearchStudies``).
+* :mod:`~tfg_search.store.summary`: each search's summary row, in tfg-search's own table
+  ``tfg_search_summaries`` (SQLAlchemy Core; no Optuna).
 * :mod:`~tfg_search.store.lease`: one live launcher per study.
-* :mod:`~tfg_search.store.query`: the read path of the query commands and the Python API
-  (``load_best``, ``best_payload``, ``list_searches``; these three are also importable from here).
+* :mod:`~tfg_search.store.query`: the read path of the query commands and the Python API, from
+  the summary rows (``load_best``, ``best_payload``, ``list_searches``; these three are also
+  importable from here).
 
 Nothing here imports torch or :mod:`tfg_search.run`.
 
