@@ -105,15 +105,6 @@ def test_a_spec_that_names_a_device_runs_there_on_an_actor_with_a_gpu_share(ray_
         assert o.device == "cpu"
 
 
-@pytest.mark.xfail(
-    not torch.cuda.is_available(),
-    strict=True,
-    reason=(
-        "ray_pool.py's _TrialWorker picks 'cuda' whenever Ray granted it a GPU id "
-        "(device or ('cuda' if ray.get_gpu_ids() else 'cpu')), also where this torch has no CUDA "
-        "device; it should also require torch.cuda.is_available() (outside this test's room)"
-    ),
-)
 def test_an_actor_with_a_gpu_share_but_no_cuda_evaluates_on_the_cpu(ray_with_one_gpu: None) -> None:
     """With no device named anywhere, an actor uses its GPU where CUDA has one, else the CPU."""
     with RayExecutor(num_workers=2, gpus_per_trial=GPU_FRACTION, cpus_per_trial=CPU_FRACTION) as pool:

@@ -7,7 +7,8 @@ coordinator and the actor gets the next spec.
 
 Resources: every actor requests ``num_cpus=cpus_per_trial`` and ``num_gpus=gpus_per_trial``
 (fractional GPUs pack several actors per GPU); an actor with a GPU evaluates on ``"cuda"`` (Ray sets
-``CUDA_VISIBLE_DEVICES``), one without on ``"cpu"``, unless the spec or the executor names a device.
+``CUDA_VISIBLE_DEVICES``) when its torch has CUDA, else (no GPU, or a GPU that Ray was told of but
+torch cannot use) on ``"cpu"``, unless the spec or the executor names a device.
 
 Modules of the working folder: a task option that names ``module:function`` (the custom task's
 ``predictor`` and ``evaluator``) whose module is a file ``module.py`` or a folder ``module/`` in the
@@ -65,7 +66,8 @@ class _TrialWorker:
         import torch
 
         torch.set_num_threads(max(1, int(cpus)))  # its CPU share, not every core of the node
-        self._device = device or ("cuda" if ray.get_gpu_ids() else "cpu")
+        # a GPU share only where this torch can use it: a declared GPU without CUDA runs on the CPU
+        self._device = device or ("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
         self._trial_fn = trial_fn or run_trial
         node_id = ray.get_runtime_context().get_node_id()
         self._node = f"{socket.gethostname()}/{node_id[:12]}"
