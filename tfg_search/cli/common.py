@@ -16,7 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tfg_search.errors import TFGSearchError
 
@@ -61,10 +64,40 @@ def output_file(flag: str, file: Path, force: bool) -> None:
     folder that does not exist."""
     if file.is_dir():
         raise TFGSearchError(f"{flag} {file} is a folder; give a file name")
+    if file.is_symlink() and not file.exists() and not force:  # a link to nothing is still the user's
+        raise TFGSearchError(
+            f"{file} is a link to {os.readlink(file)}, which does not exist; pass --force to write "
+            f"there, or choose another {flag}"
+        )
     if file.exists() and not force:
         raise TFGSearchError(f"{file} exists; pass --force to overwrite it, or choose another {flag}")
     if not file.parent.is_dir():
         raise TFGSearchError(f"folder {file.parent} does not exist; create it or choose another {flag}")
+
+
+def write_file(file: Path, write: Callable[[Path], Any]) -> None:
+    """``write(path)`` the contents of ``file``, whole or not at all: a regular file (or a new one)
+    is written to a temporary file beside it, then renamed into place (through a link: beside the
+    file it names); a device or a pipe (``/dev/stdout``) is written in place, never replaced; a
+    failure (a full disk) is one line.
+
+    Raises:
+        TFGSearchError: the write failed; nothing is left half-written in a regular file.
+    """
+    target = Path(os.path.realpath(file))
+    tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}{target.suffix}")
+    try:
+        if file.exists() and not file.is_file():  # a device or a pipe
+            write(file)
+            return
+        write(tmp)
+        tmp.replace(target)
+    except OSError as err:
+        raise TFGSearchError(
+            f"cannot write {file}: {err.strerror or err}; free space or choose another file"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def study(value: str | None, fix: str, *, new: bool = False) -> str | None:

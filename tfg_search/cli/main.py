@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -59,6 +60,19 @@ def _traceback(err: BaseException) -> None:
     print(text.rstrip(), file=sys.stderr)
 
 
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+"""Errors of a write that the machine, not the program, caused: one line, not a traceback."""
+
+
+def output_failure(err: BaseException) -> None:
+    """Exit with one line (code 1) when ``err`` is a failed write (a full disk, ``/dev/full``,
+    a read-only file system); return otherwise."""
+    if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+        where = f" {err.filename}" if err.filename else ""
+        print(_one_line(f"error: cannot write{where}: {err.strerror}"), file=sys.stderr)
+        sys.exit(1)
+
+
 def _ignore_stop_signals() -> None:
     """Ignore SIGINT / SIGTERM from now on (the process exits; torch and Ray take a moment)."""
     import signal
@@ -70,12 +84,21 @@ def _ignore_stop_signals() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script; user errors print one line and exit with code 2;
     Ctrl-C / SIGTERM (search) print one line and exit with code 130."""
+    from tfg_search.cli import stdout
     from tfg_search.cli.common import Interrupted
 
     args, debug = _debug(list(sys.argv[1:] if argv is None else argv))
+    previous = sys.stdout
+    stdout.install()  # a write to stdout that fails raises OutputError (one line, exit 1)
     try:
         _register()
         code = app(args=args, standalone_mode=False)
+        stdout.finish()
+    except stdout.OutputError as err:
+        stdout.discard()
+        if not err.pipe_closed:  # a reader that stopped reading (`| head`) is not an error to show
+            print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except SettingError as err:  # a library parameter: say it as the command's flag
         if debug:
             _traceback(err)
@@ -101,12 +124,15 @@ def main(argv: list[str] | None = None) -> None:
             print(INTERRUPTED, file=sys.stderr)
             sys.exit(130)
         if "ClickException" not in names:
+            output_failure(err)
             raise
         ctx = getattr(err, "ctx", None)
         hint = f" (see `tfg-search {ctx.info_name} --help`)" if ctx is not None and ctx.parent else ""
         message = _one_line(err.format_message())  # type: ignore[attr-defined]
         print(f"error: {message}{hint}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 2))
+    finally:
+        sys.stdout = previous
     if code == 130:  # Typer turns a KeyboardInterrupt inside a command into exit code 130
         print(INTERRUPTED, file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

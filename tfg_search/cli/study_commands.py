@@ -7,7 +7,6 @@ version's layout (:mod:`tfg_search.run.migrate`).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -123,14 +122,7 @@ def export(
     from tfg_search.store import query
 
     payload = query.best_payload(storage, name)
-    tmp = file.with_name(file.name + f".tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        tmp.replace(file)
-    except OSError as err:
-        raise _write_error(file, err) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    common.write_file(file, lambda path: path.write_text(json.dumps(payload, indent=2) + "\n"))
     out.print(f"wrote {escape(str(file))}")
 
 
@@ -278,15 +270,8 @@ def _save_tensors(samples: Any, file: Path, metadata: dict[str, str]) -> None:
 
 def _write_atomic(file: Path, write: Callable[[Path], Any]) -> None:
     """``write(tmp)`` to a temporary file beside ``file``, then renamed into place: the file is
-    written whole or not at all."""
-    tmp = file.with_name(f".{file.stem}.tmp{os.getpid()}{file.suffix}")
-    try:
-        write(tmp)
-        tmp.replace(file)
-    except OSError as err:
-        raise _write_error(file, err) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    written whole or not at all (:func:`tfg_search.cli.common.write_file`)."""
+    common.write_file(file, write)
 
 
 def migrate(
