@@ -39,6 +39,7 @@ import optuna
 
 from tfg_search.errors import TFGSearchError, TrialUserError
 from tfg_search.guidance.config import TFGConfig
+from tfg_search.run.damage import check_whole, lost_lease
 from tfg_search.run.executors import Executor, LocalExecutor
 from tfg_search.run.faults import fault
 from tfg_search.run.loop import SEARCHING, Counts, Pending, SearchLoop
@@ -196,6 +197,7 @@ def open_search_study(
     drop_rows(rdb.engine)  # the rows of searches deleted since
     found = _existing(rdb, resolved, study_name)
     name = found or study_name or resolved.study_name
+    check_whole(rdb, name, storage)  # a search a user took apart: one line, the command that starts over
     half_made = _half_made(rdb, name)
     if found is not None and half_made is None:
         main = optuna.load_study(study_name=found, storage=rdb)
@@ -548,6 +550,8 @@ def run_search(
         report = coord.report(start, resumed)
     except KeyboardInterrupt as err:  # what ran stays RUNNING: the next run re-runs it in place
         raise SearchInterrupted(loop.studies.name, coord.stopped + loop.interrupt()) from err
+    except optuna.exceptions.UpdateFinishedTrialError as err:  # another launcher took the study over
+        raise (lost_lease(lease, loop.studies.name) or err) from None
     finally:
         with hold_signals():  # a second Ctrl-C here must not leave the lease behind
             lease.release()
