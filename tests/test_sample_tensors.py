@@ -46,6 +46,7 @@ def test_sample_saves_tensors_that_the_exported_pipeline_reproduces(tmp_path: Pa
                     str(folder / "answer")], capsys).code == 0  # fmt: skip
     config, meta = TFGConfig.from_pretrained(folder / "answer", return_metadata=True)
     assert config.guided  # a search's answer guides
+    assert meta["model_identity"] == get_task("digits").model_identity()  # recorded by the search
     pipe = TFGPipeline.from_pretrained(weights_dir("digits"))
     out = pipe(
         predictor=get_task("digits").log_f(meta["target"]),
