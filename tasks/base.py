@@ -247,7 +247,7 @@ class Task(ABC):
                 conditioning=self.conditioning(target, "cpu"),
                 decoder=self.decoder("cpu"),
             )
-        return probes[key].bytes(n_samples)
+        return probes[key].of(config).bytes(n_samples)
 
     def model_folder(self) -> Path | None:
         """The diffusers folder the model is loaded from (``unet/`` + ``scheduler/``, ``vae/`` of

@@ -39,7 +39,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -122,6 +122,14 @@ class MemoryEstimate:
     def bytes(self, n_samples: int) -> int:
         """The estimated peak of a batch of ``n_samples`` samples."""
         return self.weights + n_samples * self.per_sample
+
+    def of(self, config: TFGConfig) -> MemoryEstimate:
+        """The estimate of ``config``: without log f's graph (and its recomputation) when no TFG
+        term is on (rho = mu = 0: the sampler never calls log f). The denoiser's term stays: its
+        graph when rho > 0, else a bound of the forward pass's own activations."""
+        if config.rho > 0 or config.mu > 0:
+            return self
+        return replace(self, log_f=0, recompute=0)
 
 
 def estimate(
