@@ -57,6 +57,7 @@ from tasks.custom_loading import (
     load_scheduler,
     locate_folder,
 )
+from tasks.model_errors import guard
 from tasks.registry import load_object
 from tfg_search.errors import TFGSearchError, UserCodeError
 
@@ -290,7 +291,8 @@ class CustomTask(Task):
     def diffusion(self, device: torch.device | str | None = None) -> tuple[Any, Any]:
         dev = str(torch.device(device or "cpu"))
         key = ("custom", str(self.folder.root), "unet", dev)
-        model = cached(key, lambda: frozen(load_component(self.folder, "unet"), dev))
+        spec = f"unet of {self.folder.root}"  # raising when called: the user's model (tasks/model_errors.py)
+        model = cached(key, lambda: frozen(guard(load_component(self.folder, "unet"), spec), dev))
         return model, load_scheduler(self.folder)
 
     def decoder(self, device: torch.device | str | None = None) -> LatentDecoder | None:
@@ -301,7 +303,10 @@ class CustomTask(Task):
 
         dev = str(torch.device(device or "cpu"))
         key = ("custom", str(self.folder.root), "vae", dev)
-        vae = cached(key, lambda: frozen(load_component(self.folder, "vae"), dev))
+        spec = f"vae of {self.folder.root}"
+        vae = cached(
+            key, lambda: frozen(guard(load_component(self.folder, "vae"), spec, ("forward", "decode")), dev)
+        )
         return LatentDecoder(vae, checkpointing=self.checkpointing)
 
     def model_folder(self) -> Path:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from tasks.model_errors import guard
 from tfg_search.errors import TFGSearchError
 
 DENOISER_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "UNet1DModel")
@@ -237,7 +238,9 @@ def encode_prompts(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a loading bar would break the search's progress display
     try:
-        encoder = load_component(folder, "text_encoder").to(device).eval()
+        encoder = (
+            guard(load_component(folder, "text_encoder"), f"text_encoder of {folder.root}").to(device).eval()
+        )
     finally:
         if bars:
             hf_logging.enable_progress_bar()
