@@ -134,7 +134,8 @@ def test_optuna_dashboard_serves_the_study(searched) -> None:
     assert set(studies) == {name, name + ":search"}  # the answer, and the search that found it
     detail = app.get(f"/api/studies/{studies[name]['study_id']}").json
     assert detail["name"] == name and len(detail["trials"]) == 2
-    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} == {"tfg_search:trial"}
+    metrics = {f"metric:{m}" for m in ("validity", "sw", "fidelity")}  # numbers, beside the record
+    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} == {"tfg_search:trial", *metrics}
     ours = _ours(cwd, name)
     assert detail["best_trials"][0]["state"] == "Complete"
     assert detail["best_trials"][0]["number"] == ours.number  # the dashboard's best is ours too

@@ -18,7 +18,7 @@ from tests.helpers.search import SMALL
 from tfg_search.errors import TFGSearchError
 from tfg_search.run.coordinator import run_search
 from tfg_search.run.settings import SearchSettings
-from tfg_search.store.layout import TRIAL_ATTR
+from tfg_search.store.layout import METRIC_PREFIX, TRIAL_ATTR
 from tfg_search.store.query import load_best
 from tfg_search.store.studies import load_search
 
@@ -53,8 +53,8 @@ def test_search_records_everything_and_reports_the_best_final(tmp_storage_url: s
     finals = [r for r in records if r.role == "final"]
     assert len(finals) == 2 and len(beam) == report.n_search >= 4
     for study in (studies.main, studies.search):
-        for t in study.trials:  # one user attr per trial, holding every field
-            assert list(t.user_attrs) == [TRIAL_ATTR]
+        for t in study.trials:  # one record attr per trial, holding every field (and one number per metric)
+            assert [k for k in t.user_attrs if not k.startswith(METRIC_PREFIX)] == [TRIAL_ATTR]
     for r in records:
         assert r.state == TrialState.COMPLETE
         assert (

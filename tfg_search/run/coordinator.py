@@ -40,6 +40,7 @@ import optuna
 from tfg_search.errors import TFGSearchError, TrialUserError
 from tfg_search.guidance.config import TFGConfig
 from tfg_search.run.damage import check_whole, lost_lease
+from tfg_search.run.dashboard import write_notes
 from tfg_search.run.executors import Executor, LocalExecutor
 from tfg_search.run.faults import fault
 from tfg_search.run.loop import SEARCHING, Counts, Pending, SearchLoop
@@ -327,6 +328,7 @@ def create_search(
         load_if_exists=True,
     )
     main.set_user_attr(STUDY_ATTR, info.attr())
+    write_notes(main, search, info)  # what optuna-dashboard shows of the two studies
     return SearchStudies(main, search, engine)
 
 

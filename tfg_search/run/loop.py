@@ -56,7 +56,7 @@ from tfg_search.run.faults import fault
 from tfg_search.run.objective import score
 from tfg_search.run.settings import ResolvedSettings
 from tfg_search.run.strategy import Strategy, strategy_for
-from tfg_search.store.layout import FINAL, SEARCH, compute, final_marker, point_record, told
+from tfg_search.store.layout import FINAL, SEARCH, compute, final_marker, metric_attrs, point_record, told
 from tfg_search.store.record import TrialRecord, read
 from tfg_search.store.studies import SearchStudies
 from tfg_search.store.summary import best_fields, summary, write_row
@@ -432,7 +432,7 @@ class SearchLoop:
                 self.machine_failures.append(error or "unknown error")
             self._refresh(pending.role, pending.trial)
             return None
-        for key, body in attrs.items():
+        for key, body in {**attrs, **metric_attrs(attrs)}.items():  # the record, then each metric
             pending.trial.set_user_attr(key, body)
         fault("final-tell" if final else "tell")
         if final:

@@ -14,9 +14,11 @@ Both studies carry the study user attr :data:`STUDY_ATTR` (:class:`StudyInfo`: w
 its settings, the versions that made it, its layout, and for ``N:search`` its role); ``N`` also
 carries the search's summary (:mod:`tfg_search.store.summary`, layout 3). Each trial
 carries **one** user attr, :data:`TRIAL_ATTR`, a JSON object written in one go when the result is
-told (:func:`told`), so a trial costs one attribute write and the dashboard still shows every
-field. A final re-run is enqueued with ``{"role": "final", "source_trial": n}`` under the same key
-(:func:`final_marker`) so that an interrupted one can be told apart.
+told (:func:`told`), so that the dashboard shows every field; beside it, one numeric user attr per
+metric (:func:`metric_attrs`, ``metric:validity``: what optuna-dashboard sorts and plots; read by
+nothing here; benchmarks/trial_attrs.py measures their writes). A final re-run is enqueued with
+``{"role": "final", "source_trial": n}`` under the same key (:func:`final_marker`) so that an
+interrupted one can be told apart.
 
 Studies of earlier layouts (1: tfg-search 0.1, one study with one user attr per record field; 2:
 tfg-search 0.2, no summary) are brought to this one by ``tfg-search migrate``
@@ -39,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -243,6 +246,27 @@ def told(
         passes=outcome.passes or sample_passes(spec.config, spec.steps, spec.samples),
         interruptions=interruptions,
     )
+
+
+METRIC_PREFIX = "metric:"
+"""Trial user attrs beside the record: one number per metric (``metric:validity``), so that
+optuna-dashboard can sort and plot them (it shows the record as one JSON text); written with the
+record, read by nothing here (the record stays the source)."""
+
+
+def metric_attrs(attrs: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric user attrs of a told trial's metrics (:data:`METRIC_PREFIX`; finite ones only).
+
+    Example:
+        >>> metric_attrs(record(role="search", metrics={"validity": 0.75, "fid": float("nan")}))
+        {'metric:validity': 0.75}
+    """
+    metrics = (attrs.get(TRIAL_ATTR) or {}).get("metrics") or {}
+    return {
+        METRIC_PREFIX + str(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and math.isfinite(v)
+    }
 
 
 EVALUATION = (
