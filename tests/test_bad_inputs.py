@@ -378,7 +378,9 @@ def test_hostile_study_names_are_data(
     assert res.code == 0 and "Traceback" not in res.err
     # Plots stay in tfg-output/, in one folder named by safe_name: nothing anywhere else.
     folder = safe_name(name)
-    assert {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()} <= {
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert len([p for p in written if p.startswith("work/tfg-artifacts/")]) == 1  # the grid, by its id
+    assert {p for p in written if not p.startswith("work/tfg-artifacts/")} <= {
         f"work/{DB}",
         f"work/{DB}-wal",
         f"work/{DB}-shm",

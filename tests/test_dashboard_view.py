@@ -1,15 +1,21 @@
 """What Optuna's tools show of a search (issue 27, item 5): each trial's metrics as numeric user
 attributes that optuna-dashboard sorts, beside the record, which stays the source (a study of the
-layout before reads the same); a note on each of the two studies saying which is which."""
+layout before reads the same); a note on each of the two studies saying which is which; the
+answer's sample grid as an Optuna artifact beside tfg-output/."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_bad_inputs import SETTINGS
+from tests.helpers.cli import run_cli
+from tests.test_bad_inputs import SETTINGS, TINY
 from tfg_search.run.coordinator import run_search
+from tfg_search.run.dashboard import ARTIFACTS
 from tfg_search.store.layout import METRIC_PREFIX, TRIAL_ATTR
 from tfg_search.store.record import read_all
 from tfg_search.store.studies import load_search
@@ -64,3 +70,29 @@ def test_each_study_has_a_note_saying_what_it_holds(searched: str) -> None:
     assert "**final re-runs**" in answer and "study `s:search`" in answer
     assert search.startswith("## tfg-search: the search of `s`\ngmm2d target 3, method tfg, search `beam`.")
     assert "is study `s`" in search and f"`{METRIC_PREFIX}<name>`" in search
+
+
+def test_the_answers_grid_is_an_artifact_the_dashboard_finds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TFG_SEARCH_STORAGE", raising=False)
+    args = ["search", "--task", "gmm2d", "--target", "3", *TINY, "--study", "s", "--json"]
+    for _ in range(2):  # a finished search run again attaches nothing more
+        res = run_cli(args, capsys)
+        assert res.code == 0, res.err
+    best = json.loads(res.out)["best"]
+    studies = load_search("sqlite:///tfg-studies.db", "s")
+    metas = get_all_artifact_meta(studies.main)
+    assert [(m.filename, m.mimetype) for m in metas] == [
+        (f"trial-{best['trial']}-best-samples.png", "image/png")
+    ]
+    assert [p.name for p in (tmp_path / ARTIFACTS).iterdir()] == [metas[0].artifact_id]
+    download_artifact(
+        artifact_store=FileSystemArtifactStore(str(ARTIFACTS)),
+        artifact_id=metas[0].artifact_id,
+        file_path="got.png",
+    )
+    assert Path("got.png").read_bytes() == (tmp_path / "tfg-output" / "s" / "best-samples.png").read_bytes()
