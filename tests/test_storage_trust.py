@@ -228,3 +228,31 @@ def test_storage_path_one_line(
         expected = needle if args is S or "long" in needle else "no study database"
         assert_refused(res.err, res.out, expected)
     _untouched(tmp_path, stored, before)
+
+
+def test_a_real_server_never_sees_a_password_printed(
+    postgres_server: object,
+    fresh_postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL with password authentication: the right password as a query parameter works and
+    is never shown; a wrong one (in the user info or the query) is one line without it."""
+    monkeypatch.chdir(tmp_path)
+    password = postgres_server.password  # type: ignore[attr-defined]
+    user_info = fresh_postgres_url.split("//", 1)[1].split("@", 1)[0]
+    in_query = (
+        fresh_postgres_url.replace(f"{user_info}@", f"{user_info.split(':')[0]}@") + f"?password={password}"
+    )
+    res = run_cli([*S, "--storage", in_query, "--json"], capsys)
+    assert res.code == 0, res.err
+    assert password not in res.out + res.err and '"storage": "postgresql+psycopg://' in res.out
+    assert "?password=***" in res.out
+    wrong = [in_query.replace(password, SECRET), fresh_postgres_url.replace(password, SECRET)]
+    for url in wrong:
+        for args in (S, ["studies"], ["best", "--study", STUDY]):
+            res = run_cli([*args, "--storage", url], capsys)
+            assert res.code == 2
+            assert_refused(res.err, res.out, "cannot connect to storage")
+            assert "password authentication failed" in res.err and password not in res.err
