@@ -11,10 +11,11 @@ Example:
     >>> out = CheckedStdout(io.StringIO())
     >>> out.write("ok\\n")
     3
-    >>> CheckedStdout(None).write("lost")
-    Traceback (most recent call last):
-    ...
-    tfg_search.cli.stdout.OutputError: cannot write to standard output: it is closed
+    >>> try:
+    ...     CheckedStdout(None).write("lost")
+    ... except OutputError as err:
+    ...     print(err)
+    cannot write to standard output: it is closed
 """
 
 from __future__ import annotations
