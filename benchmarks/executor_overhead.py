@@ -126,16 +126,16 @@ def coordinator_overhead(storage: str, executor: Executor, study_name: str) -> d
     """Run a whole instant-trial beam search and split each trial's orchestration time."""
     loop, _ = open_search_study(study_settings(), storage, study_name)
     coord = Coordinator(loop, executor)
-    book, sampler = loop, loop.strategy.sampler
+    sampler = loop.strategy.sampler
     asks: list[float] = []
     tells: list[float] = []
     plans: list[float] = []
     claims: list[float] = []
     afters: list[float] = []
     rounds: list[tuple[int, float, float]] = []  # (trials, plan s, map s)
-    book._ask_search = _timed(book._ask_search, asks)  # type: ignore[method-assign]
-    book.tell = _timed(book.tell, tells)  # type: ignore[method-assign]
-    book.plan = _timed(book.plan, plans)  # type: ignore[method-assign]
+    loop._ask_search = _timed(loop._ask_search, asks)  # type: ignore[method-assign]
+    loop.tell = _timed(loop.tell, tells)  # type: ignore[method-assign]
+    loop.plan = _timed(loop.plan, plans)  # type: ignore[method-assign]
     sampler.before_trial = _timed(sampler.before_trial, claims)  # type: ignore[method-assign]
     sampler.after_trial = _timed(sampler.after_trial, afters)  # type: ignore[method-assign]
     real_map = executor.map
@@ -182,12 +182,12 @@ def coordinator_overhead(storage: str, executor: Executor, study_name: str) -> d
 
 def optuna_floor(storage: str, round_sizes: Sequence[int]) -> dict[str, Any]:
     """Optuna's own cost of the same trials: ask, 3 suggests, one record attr, tell, in rounds of
-    ``round_sizes`` (asked together, then told), with a RandomSampler (no beam bookkeeping)."""
+    ``round_sizes`` (asked together, then told), with a RandomSampler (no claims, no round barrier)."""
     rdb = open_storage(storage, create=True)
     study = optuna.create_study(
         storage=rdb, study_name="floor", direction="maximize", sampler=optuna.samplers.RandomSampler(0)
     )
-    body = {"role": "beam", "round": 0, "config": {"rho": 1.0, "mu": 1.0, "gamma": 0.1}, "samples": 16}
+    body = {"role": "search", "round": 0, "config": {"rho": 1.0, "mu": 1.0, "gamma": 0.1}, "samples": 16}
     body |= {"seed": 0, "steps": 50, "metrics": {"validity": 0.5}, "wall_time_s": 0.0, "device": "cpu"}
     per_trial: list[float] = []
     for n in round_sizes:

@@ -16,11 +16,11 @@ machine divided out. Client CPU time per trial (``time.process_time``, not count
 server's) is recorded too.
 
 Queries: 50 searches are created in one database (gmm2d settings, the coordinator with a no-work
-trial function: beam and final re-runs, about 30 trials each), next to the 2,000-trial study. Then
-``tfg-search --help``, ``tasks``, ``studies``, ``best --study X`` (a small study and the 2,000-trial
-one) and ``export`` run as whole processes and their wall time is taken (median of ``--repeats``);
-whether the process imported torch, Optuna or SQLAlchemy is recorded too. Targets (issue 12):
-``--help``, ``studies``, ``best``, ``export`` <= 0.5 s, ``tasks`` <= 1 s.
+trial function: the default rung search and final re-runs, about 30 trials each), next to the
+2,000-trial study. Then ``tfg-search --help``, ``tasks``, ``studies``, ``best --study X`` (a small
+study and the 2,000-trial one) and ``export`` run as whole processes and their wall time is taken
+(median of ``--repeats``); whether the process imported torch, Optuna or SQLAlchemy is recorded too.
+Targets (issue 12): ``--help``, ``studies``, ``best``, ``export`` <= 0.5 s, ``tasks`` <= 1 s.
 
 ``benchmarks/results/scale.json`` also holds, under ``"load"``, the figures of tests/test_load.py
 (written by that test with ``TFG_WRITE_LOAD_RESULTS=1``); this script keeps them.
@@ -104,7 +104,7 @@ def growth_settings() -> SearchSettings:
     )
 
 
-def _run(book: SearchLoop, n_trials: int) -> tuple[list[float], list[float], int]:
+def _run(loop: SearchLoop, n_trials: int) -> tuple[list[float], list[float], int]:
     """``n_trials`` more beam trials the coordinator's way: wall and CPU seconds per trial, rounds."""
     executor = SyntheticExecutor()
     walls: list[float] = []
@@ -112,21 +112,21 @@ def _run(book: SearchLoop, n_trials: int) -> tuple[list[float], list[float], int
     rounds = 0
     while len(walls) < n_trials:
         start, cpu = time.perf_counter(), time.process_time()
-        plan = book.plan()
+        plan = loop.plan()
         if plan.exhausted:
             raise RuntimeError(f"the search ran out of configurations after {len(walls)} trials")
         wanted = min(plan.pending, n_trials - len(walls))
-        batch = [p for p in (book.ask() for _ in range(wanted)) if p is not None]
+        batch = [p for p in (loop.ask() for _ in range(wanted)) if p is not None]
         by_number = {p.number: p for p in batch}
         for outcome in executor.map([p.spec for p in batch]):
-            book.tell(by_number[outcome.number], outcome)
+            loop.tell(by_number[outcome.number], outcome)
         walls += [(time.perf_counter() - start) / len(batch)] * len(batch)
         cpus += [(time.process_time() - cpu) / len(batch)] * len(batch)
         rounds += 1
     return walls, cpus, rounds
 
 
-def _book(url: str, name: str) -> SearchLoop:
+def _open_loop(url: str, name: str) -> SearchLoop:
     return open_search_study(growth_settings(), url, name)[0]
 
 
@@ -134,17 +134,17 @@ def grow(url: str, n_trials: int, block: int, chunk: int) -> dict[str, Any]:
     """``n_trials`` beam trials in one study, by blocks; each block has a control, the first
     ``block`` trials of a new study, run in turns with it, ``chunk`` trials each (so that both
     see the same load)."""
-    book = _book(url, BIG_STUDY)
+    loop = _open_loop(url, BIG_STUDY)
     walls: list[float] = []
     cpus: list[float] = []
     controls: list[float] = []
     rounds = 0
     began = time.perf_counter()
     while len(walls) < n_trials:
-        control, control_walls = _book(url, f"control-{len(controls)}"), []
+        control, control_walls = _open_loop(url, f"control-{len(controls)}"), []
         size = min(block, n_trials - len(walls))
         for start in range(0, size, chunk):
-            wall, cpu, n = _run(book, min(chunk, size - start))
+            wall, cpu, n = _run(loop, min(chunk, size - start))
             walls, cpus, rounds = walls + wall, cpus + cpu, rounds + n
             control_walls += _run(control, min(chunk, size - start))[0]
         controls.append(1000 * statistics.fmean(control_walls))
@@ -298,7 +298,7 @@ def main() -> None:
             "load_average_at_end": os.getloadavg(),
         },
         "settings": {
-            "growth": "gmm2d, rho/mu/gamma lattices of factor 1.1, top_k 8, synthetic trial, SearchBook loop",
+            "growth": "gmm2d, rho/mu/gamma lattices of factor 1.1, top_k 8, synthetic trial, SearchLoop",
             "trials": args.trials,
             "block": args.block,
             "control": f"per block, the first {args.block} trials of a new study of the same settings, "

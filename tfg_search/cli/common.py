@@ -103,7 +103,7 @@ def write_file(file: Path, write: Callable[[Path], Any]) -> None:
 def study(value: str | None, fix: str, *, new: bool = False) -> str | None:
     """A ``--study`` value: not empty, and a name every storage can hold
     (:func:`tfg_search.store.database.check_study_name`); ``new``: the name of a search to create or
-    resume, which may not end in ``:search`` (the suffix of a search's beam study)."""
+    resume, which may not end in ``:search`` (the suffix of a search's search study)."""
     from tfg_search.store.database import check_study_name
     from tfg_search.store.layout import SEARCH_SUFFIX
 
@@ -113,7 +113,7 @@ def study(value: str | None, fix: str, *, new: bool = False) -> str | None:
     check_study_name(value)
     if new and value.endswith(SEARCH_SUFFIX):
         raise TFGSearchError(
-            f"--study may not end in {SEARCH_SUFFIX!r} (the beam trials of study N are kept in study "
+            f"--study may not end in {SEARCH_SUFFIX!r} (the search trials of study N are kept in study "
             f"N{SEARCH_SUFFIX}); choose another name"
         )
     return value

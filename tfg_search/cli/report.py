@@ -36,10 +36,10 @@ def plot_search(studies: SearchStudies, path: Path, ranking: list[int], top_k: i
     import matplotlib.pyplot as plt
 
     records = studies.records()
-    beam = [r for r in records if r.role == SEARCH and r.state.is_finished()]
+    searched = [r for r in records if r.role == SEARCH and r.state.is_finished()]
     finals = [r for r in records if r.role == FINAL and r.ok]
-    done = [r for r in beam if r.ok]
-    failed = [r for r in beam if r.state == TrialState.FAIL]
+    done = [r for r in searched if r.ok]
+    failed = [r for r in searched if r.state == TrialState.FAIL]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if done:
         ax.scatter(
@@ -63,7 +63,7 @@ def plot_search(studies: SearchStudies, path: Path, ranking: list[int], top_k: i
             label=f"top {top_k} of the ranking",
             zorder=3,
         )
-    rounds = [r.round or 0 for r in beam] or [0]
+    rounds = [r.round or 0 for r in searched] or [0]
     final_x = max(rounds) + 1.2
     if finals:
         ax.scatter(
