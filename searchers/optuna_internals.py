@@ -108,7 +108,7 @@ def all_trials(study: Study) -> list[FrozenTrial]:
 
     Public alternative: ``study.get_trials(deepcopy=False)``, but a sampler may be handed a
     pruner's view of the study (``HyperbandPruner`` passes a per-bracket study whose
-    ``get_trials`` filters trials out), and the beam must see all trials, as Optuna's own
+    ``get_trials`` filters trials out), and a TFG sampler must see all trials, as Optuna's own
     ``GridSampler`` does by reading the storage.
     """
     return storage(study).get_all_trials(study_id(study), deepcopy=False)

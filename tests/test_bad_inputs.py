@@ -188,7 +188,7 @@ BAD: list[tuple[list[str], str, bool]] = [
     ([*S, "--out-dir", "notes.txt"], "--out-dir notes.txt is a file", False),
     ([*S, "--task-option", "a=1", "--task-option", "a=2"], "--task-option a is given twice", False),
     ([*S, *TINY, "--samples", "8", "--study", STUDY], "exists with other settings", True),
-    # -- search: study names no storage holds as given, or that name a search's beam study
+    # -- search: study names no storage holds as given, or that name a search's search study
     ([*S, "--study", "a\x00b"], "contains the control character U+0000 at position 1", False),
     ([*S, "--study", "a\nb"], "control character U+000A", False),
     ([*S, "--study", "tab\there"], "control character U+0009", True),
@@ -365,7 +365,7 @@ def test_hostile_study_names_are_data(
     assert "Traceback" not in res.err
     payload = json.loads(res.out)
     assert payload["study"] == name
-    # Stored exactly as given: the main study and its beam study, and read back by name.
+    # Stored exactly as given: the main study and its search study, and read back by name.
     names = {s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{work / DB}")}
     assert names == {name, name + ":search"}
     finals = [r for r in load_search(f"sqlite:///{work / DB}", name).records() if r.role == "final" and r.ok]

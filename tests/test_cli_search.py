@@ -15,7 +15,7 @@ from tests.helpers.cli import run_cli, run_proc
 from tfg_search.store.studies import load_search
 
 
-def payload_beam(cwd: Path, name: str) -> int:
+def search_trial_count(cwd: Path, name: str) -> int:
     return sum(r.role == "search" for r in load_search(f"sqlite:///{cwd}/tfg-studies.db", name).records())
 
 
@@ -140,7 +140,7 @@ def test_optuna_dashboard_serves_the_study(searched) -> None:
     assert detail["best_trials"][0]["state"] == "Complete"
     assert detail["best_trials"][0]["number"] == ours.number  # the dashboard's best is ours too
     search = app.get(f"/api/studies/{studies[name + ':search']['study_id']}").json
-    assert len(search["trials"]) == payload_beam(cwd, name)
+    assert len(search["trials"]) == search_trial_count(cwd, name)
     assert app.get("/dashboard").status_int == 200
 
 

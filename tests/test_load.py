@@ -7,7 +7,7 @@ configuration, no model). The first searches (A, B) run undisturbed; during the 
 one Ray worker of the first coordinator and then the second coordinator itself are killed with
 SIGKILL; the second coordinator is started again and resumes D.
 
-Checked for every search: no configuration evaluated twice, nothing lost (the completed beam
+Checked for every search: no configuration evaluated twice, nothing lost (the completed search
 configurations and the final re-runs are exactly those of a serial run with the same seed), no trial
 left RUNNING, and the same best as the serial run; for D, the trials the killed coordinator left
 RUNNING ended FAIL "interrupted" and their configurations were evaluated again.
@@ -265,7 +265,7 @@ def _states(url: str, study: str) -> dict[str, list[int]]:
     return out
 
 
-def _beam_configs(records: Sequence[Any]) -> list[tuple[tuple[str, Any], ...]]:
+def _search_configs(records: Sequence[Any]) -> list[tuple[tuple[str, Any], ...]]:
     from optuna.trial import TrialState
 
     return [
@@ -285,11 +285,11 @@ def _check_search(url: str, name: str, serial: dict[str, Any]) -> dict[str, int]
     records = load_search(url, name).records()
     running = [r.number for r in records if not r.state.is_finished()]
     assert running == [], f"search {name}: trials left unfinished: {running}"
-    beam = _beam_configs(records)
-    duplicates = len(beam) - len(set(beam))
+    searched = _search_configs(records)
+    duplicates = len(searched) - len(set(searched))
     assert duplicates == 0, f"search {name}: a configuration was evaluated twice"
-    lost = len(set(serial["beam"]) - set(beam)) + len(set(beam) - set(serial["beam"]))
-    assert lost == 0, f"search {name}: beam configurations differ from the serial run's"
+    lost = len(set(serial["search"]) - set(searched)) + len(set(searched) - set(serial["search"]))
+    assert lost == 0, f"search {name}: search configurations differ from the serial run's"
     finals = [r for r in records if r.role == "final" and r.state == TrialState.COMPLETE]
     sources = sorted(tuple(sorted(r.params.items())) for r in finals)
     assert sources == serial["finals"], f"search {name}: other final re-runs than the serial run"
@@ -313,14 +313,15 @@ def _serial(tmp_path: Path, name: str) -> dict[str, Any]:
     records = load_search(url, "serial").records()
     finals = [r for r in records if r.role == "final" and r.state == TrialState.COMPLETE]
     return {
-        "beam": _beam_configs(records),
+        "search": _search_configs(records),
         "finals": sorted(tuple(sorted(r.params.items())) for r in finals),
         "best": load_best(url, "serial"),
     }
 
 
 def _span(url: str, names: Sequence[str]) -> tuple[int, float]:
-    """Trials of these searches (beam and finals) and the seconds from the first start to the last end."""
+    """Trials of these searches (search trials and finals) and the seconds from the first start to the
+    last end."""
     import optuna
 
     from tfg_search.store.layout import search_study_name
@@ -370,7 +371,7 @@ def test_two_coordinators_eight_workers_and_dashboards_lose_nothing(
             (gates / "D").touch()
 
             # Phase 2, faults: kill one worker of the first coordinator while it runs C, then the
-            # second coordinator while it runs D's beam (some trials done, some running).
+            # second coordinator while it runs D's search (some trials done, some running).
             def count(study: str, state: str) -> int:
                 return len(_states(url, study).get(state, []))
 
@@ -381,7 +382,7 @@ def test_two_coordinators_eight_workers_and_dashboards_lose_nothing(
             _wait(
                 lambda: count("D:search", "COMPLETE") >= 8 and count("D:search", "RUNNING") >= 1,
                 60,
-                "D's beam under way",
+                "D's search under way",
             )
             os.kill(second.proc.pid, signal.SIGKILL)
             second.proc.wait(timeout=30)

@@ -170,7 +170,7 @@ def test_a_missing_field_names_the_optuna_version() -> None:
 
 def test_stop_raises_runtime_error_outside_optimize_and_stops_inside() -> None:
     study = optuna.create_study()
-    with pytest.raises(RuntimeError):  # the beam sampler's _stop suppresses exactly this
+    with pytest.raises(RuntimeError):  # searchers/base.py's _stop suppresses exactly this
         study.stop()
 
     def objective(trial: optuna.Trial) -> float:

@@ -1,4 +1,5 @@
-"""The Ray Tune entry point evaluates exactly the beam the coordinator evaluates, into the same study."""
+"""The Ray Tune entry point evaluates exactly the search trials the coordinator evaluates, into the same
+study."""
 
 from __future__ import annotations
 
@@ -21,18 +22,18 @@ SETTINGS = SearchSettings(
 )
 
 
-def beam(records: list[TrialRecord]) -> list[tuple[int, tuple[tuple[str, float], ...]]]:
-    """(round, params) of every beam trial, in a canonical order."""
+def search_trials(records: list[TrialRecord]) -> list[tuple[int, tuple[tuple[str, float], ...]]]:
+    """(round, params) of every search trial, in a canonical order."""
     return sorted((r.round, tuple(sorted(r.params.items()))) for r in records if r.role == "search")
 
 
-def test_tune_runs_the_same_beam_into_the_study(tmp_storage_url: str) -> None:
+def test_tune_runs_the_same_search_into_the_study(tmp_storage_url: str) -> None:
     run_tune_search(SETTINGS, tmp_storage_url, "tuned", num_workers=2)
     run_search(SETTINGS, tmp_storage_url, "local")
     local = load_search(tmp_storage_url, "local").records()
     tuned = load_search(tmp_storage_url, "tuned").records()
-    assert beam(tuned) == beam(local)
-    assert len(beam(tuned)) >= 5 and {r for r, _ in beam(tuned)} == {0, 1}
+    assert search_trials(tuned) == search_trials(local)
+    assert len(search_trials(tuned)) >= 5 and {r for r, _ in search_trials(tuned)} == {0, 1}
     for r in tuned:
         assert r.state == TrialState.COMPLETE
         assert r.config and r.samples and r.steps and r.metrics and r.wall_time_s is not None and r.node

@@ -27,7 +27,7 @@ def _settings(**kw: object) -> SearchSettings:
     return SearchSettings(task="gmm2d", target="3", **{**SMALL, **kw})  # type: ignore[arg-type]
 
 
-def _beam_params(url: str, name: str) -> list[tuple]:
+def _search_params(url: str, name: str) -> list[tuple]:
     return [
         tuple(sorted(r.params.items()))
         for r in load_search(url, name).records()
@@ -44,14 +44,14 @@ def test_search_records_everything_and_reports_the_best_final(tmp_storage_url: s
     assert info.settings["samples"] == 16 and info.settings["steps"] == 10
     assert info.layout == 3
     assert set(info.versions) >= {"tfg_search", "optuna", "torch", "diffusers"}
-    # The main study holds the answer (final re-runs only); the beam lives in its search study.
+    # The main study holds the answer (final re-runs only); the search trials live in its search study.
     assert studies.search.study_name == report.study_name + ":search"
     assert {t.user_attrs[TRIAL_ATTR]["role"] for t in studies.main.trials} == {"final"}
     assert {t.user_attrs[TRIAL_ATTR]["role"] for t in studies.search.trials} == {"search"}
     records = studies.records()
-    beam = [r for r in records if r.role == "search"]
+    searched = [r for r in records if r.role == "search"]
     finals = [r for r in records if r.role == "final"]
-    assert len(finals) == 2 and len(beam) == report.n_search >= 4
+    assert len(finals) == 2 and len(searched) == report.n_search >= 4
     for study in (studies.main, studies.search):
         for t in study.trials:  # one record attr per trial, holding every field (and one number per metric)
             assert [k for k in t.user_attrs if not k.startswith(METRIC_PREFIX)] == [TRIAL_ATTR]
@@ -63,9 +63,9 @@ def test_search_records_everything_and_reports_the_best_final(tmp_storage_url: s
         assert "validity" in r.metrics and 0 <= r.metrics["validity"] <= 1
         assert r.tfg_config().rho == pytest.approx(r.params["rho"])
     assert {r.samples for r in finals} == {32}
-    assert {r.seed for r in beam} == {0} and {r.seed for r in finals} == {1}
-    # The finals re-run the top-2 beam configurations, and the reported best is the best final.
-    top2 = sorted(beam, key=lambda r: (-r.value, r.number))[:2]
+    assert {r.seed for r in searched} == {0} and {r.seed for r in finals} == {1}
+    # The finals re-run the top-2 search configurations, and the reported best is the best final.
+    top2 = sorted(searched, key=lambda r: (-r.value, r.number))[:2]
     assert sorted(r.source_trial for r in finals) == sorted(r.number for r in top2)
     best_final = max(finals, key=lambda r: (r.value, -r.number))
     assert report.best_trial == best_final.number and report.best_role == "final"
@@ -102,11 +102,12 @@ def test_more_rounds_extend_a_study_to_what_a_longer_search_finds(tmp_storage_ur
     assert longer.study_name == short.study_name and longer.resumed
     fresh_url = tmp_storage_url.replace(".db", "-fresh.db")
     fresh = run_search(_settings(rounds=3), fresh_url)
-    extended_beam, fresh_beam = (
-        _beam_params(tmp_storage_url, short.study_name),
-        _beam_params(fresh_url, fresh.study_name),
+    extended_configs, fresh_configs = (
+        _search_params(tmp_storage_url, short.study_name),
+        _search_params(fresh_url, fresh.study_name),
     )
-    assert sorted(extended_beam) == sorted(fresh_beam) and len(set(extended_beam)) == len(extended_beam)
+    assert sorted(extended_configs) == sorted(fresh_configs)
+    assert len(set(extended_configs)) == len(extended_configs)
     finals = [r for r in load_search(tmp_storage_url, short.study_name).records() if r.role == "final"]
     sources = [r.source_trial for r in finals]
     assert len(sources) == len(set(sources))  # no configuration re-run twice
@@ -125,16 +126,16 @@ def test_the_best_warm_start_point_is_always_re_run_with_the_top(tmp_storage_url
     far = {name: lattice.cap for name, lattice in lattices.items()}
     report = run_search(_settings(rounds=2, final_top=1, seed_configs=(far,)), tmp_storage_url)
     records = load_search(tmp_storage_url, report.study_name).records()
-    beam = sorted((r for r in records if r.role == "search" and r.ok), key=lambda r: (-r.value, r.number))
-    warm = next(r for r in beam if all(r.params[n] == v for n, v in far.items()))
-    assert warm.number != beam[0].number  # ranked out by the search ...
+    searched = sorted((r for r in records if r.role == "search" and r.ok), key=lambda r: (-r.value, r.number))
+    warm = next(r for r in searched if all(r.params[n] == v for n, v in far.items()))
+    assert warm.number != searched[0].number  # ranked out by the search ...
     finals = [r for r in records if r.role == "final"]
-    assert sorted(r.source_trial for r in finals) == sorted([beam[0].number, warm.number])  # ... re-run
+    assert sorted(r.source_trial for r in finals) == sorted([searched[0].number, warm.number])  # ... re-run
     assert report.best_score == max(r.value for r in finals)
     # When the warm start is among the top, nothing extra is re-run.
-    again = run_search(_settings(rounds=2, final_top=len(beam), seed_configs=(far,)), tmp_storage_url)
+    again = run_search(_settings(rounds=2, final_top=len(searched), seed_configs=(far,)), tmp_storage_url)
     finals = [r for r in load_search(tmp_storage_url, again.study_name).records() if r.role == "final"]
-    assert sorted(r.source_trial for r in finals) == sorted(r.number for r in beam)
+    assert sorted(r.source_trial for r in finals) == sorted(r.number for r in searched)
 
 
 def test_failed_trials_are_stored_with_reason_and_search_goes_on(tmp_storage_url: str) -> None:
@@ -228,8 +229,8 @@ def test_kill_dash_nine_then_rerun_continues_and_matches_uninterrupted(
     for key in running:  # what ran when it was killed: re-run in place, in the same trial
         assert after[key].state == TrialState.COMPLETE and after[key].interruptions == 1
     assert not any(r.state in (TrialState.RUNNING, TrialState.WAITING) for r in after.values())
-    beam = _beam_params(url, name)
-    assert len(beam) == len(set(beam))  # no completed configuration repeated
+    searched = _search_params(url, name)
+    assert len(searched) == len(set(searched))  # no completed configuration repeated
 
     # The same search without interruption ends with the same answer.
     fresh = tmp_path / "fresh.db"
@@ -237,7 +238,7 @@ def test_kill_dash_nine_then_rerun_continues_and_matches_uninterrupted(
         [*SLOW_ARGS, "--storage", f"sqlite:///{fresh}", "--out-dir", str(tmp_path / "out2")], capsys
     )
     assert res2.code == 0, res2.err
-    assert sorted(_beam_params(f"sqlite:///{fresh}", name)) == sorted(beam)
+    assert sorted(_search_params(f"sqlite:///{fresh}", name)) == sorted(searched)
     assert load_best(url, name) == load_best(f"sqlite:///{fresh}", name)
 
 

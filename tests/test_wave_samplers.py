@@ -1,5 +1,5 @@
 """`--search gp|tpe|random`: Optuna's samplers on the same lattices, in waves, with the same study
-layout, final re-runs, summary and queries as the beam."""
+layout, final re-runs, summary and queries as the rung search."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def test_an_optuna_sampler_runs_its_trials_in_waves_on_the_lattice(kind: str, tm
     assert studies.search.study_name == report.study_name + ":search"  # the same two studies
     resolved = settings.resolve(__import__("tasks").get_task("gmm2d"))
     lattices = resolved.lattices()
-    beam = [r for r in studies.records() if r.role == "search"]
-    assert len(beam) == 6 and [r.round for r in beam] == [0, 0, 0, 1, 1, 1]
-    for r in beam:
+    searched = [r for r in studies.records() if r.role == "search"]
+    assert len(searched) == 6 and [r.round for r in searched] == [0, 0, 0, 1, 1, 1]
+    for r in searched:
         assert set(r.params) == {name + EXPONENT for name in lattices}
         values = lattice_params(r.params, lattices)
         assert all(values[n] in lattices[n].values() for n in lattices)
@@ -49,7 +49,7 @@ def study_best(url: str, name: str) -> int:
     return main.best_trial.number
 
 
-def test_the_cli_runs_gp_and_reports_it_like_the_beam(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_runs_gp_and_reports_it_like_the_rungs(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     args = ["search", "--task", "gmm2d", "--target", "3", "--samples", "8", "--final-samples", "16"]
     args += ["--steps", "6", "--search", "gp", "--trials", "4", "--wave", "2", "--final-top", "1"]

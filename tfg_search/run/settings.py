@@ -33,7 +33,7 @@ CFG_PARAM = "guidance_scale"
 (its own lattice, ``Task.guidance_space``), else fixed (``--guidance-scale``, the task's default)."""
 
 EXTENDABLE = ("rounds", "final_top", "trials")
-"""Settings a study may be continued with larger values of (the beam is deterministic: the first
+"""Settings a study may be continued with larger values of (a search is deterministic for its seed: the first
 rounds are the stored ones and only the new rounds / re-runs run). They are not in the study name."""
 
 SEARCHES = ("rungs", "beam", "gp", "tpe", "random")
