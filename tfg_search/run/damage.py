@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from searchers import optuna_internals
 from tfg_search.errors import TFGSearchError
 from tfg_search.store.database import redact, resolve_storage
 from tfg_search.store.layout import STUDY_ATTR, StudyInfo, search_study_name
@@ -59,7 +60,7 @@ def check_whole(rdb: optuna.storages.BaseStorage, name: str, storage: str | None
             "or choose another --study"
         )
     if main is None and search is not None and search_info is not None and search_info.main_study == name:
-        trials = rdb.get_n_trials(search._study_id)
+        trials = rdb.get_n_trials(optuna_internals.study_id(search))
         if trials:  # a run stopped before its answer study was made has not run a trial yet
             raise TFGSearchError(
                 f"search {name!r} lost its answer study (deleted by hand?) while its search study {twin!r} "
