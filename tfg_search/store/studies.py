@@ -138,6 +138,21 @@ class SearchStudies:
         """Every trial of the search: the search's trials first, then the final re-runs."""
         return [r for study, role in self.parts() for r in read_all(study, role=role)]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # An engine does not pickle (Ray Tune pickles its searcher, which holds these studies):
+        # its URL travels instead, as Optuna's RDBStorage pickles its own.
+        state = dict(self.__dict__)
+        engine = state.pop("engine")
+        state["engine_url"] = None if engine is None else engine.url.render_as_string(hide_password=False)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        url = state.pop("engine_url")
+        self.__dict__.update(state)
+        self.engine = (
+            None if url is None else sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        )
+
 
 def load_search(
     storage: optuna.storages.BaseStorage | str | None,
