@@ -45,6 +45,7 @@ class Attrs:
             when it was RUNNING; for a trial already finished (read-only) as the study system
             attr ``f"{requeue}:{trial_id}"``.
         surplus: why a trial got no candidate (it is pruned unevaluated).
+        legacy_claim: the claim's three fields as three attributes, as searchers 0.1 wrote them.
     """
 
     prefix: str
@@ -61,12 +62,18 @@ class Attrs:
     def surplus(self) -> str:
         return self.prefix + "surplus"
 
+    @property
+    def legacy_claim(self) -> tuple[str, str, str]:
+        return (self.prefix + "key", self.prefix + "round", self.prefix + "space")
+
     def claim_of(self, attrs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-        """A trial's claim as stored, ``(key, round, space)``, or ``None``s."""
+        """A trial's claim as stored, ``(key, round, space)``: the claim attribute, else the three
+        attributes that searchers 0.1 wrote (read, never written: a user's own study made by it
+        is continued, where ``tfg-search migrate`` does not reach), else ``None``s."""
         claim = attrs.get(self.claim)
         if isinstance(claim, Mapping):
             return claim.get("key"), claim.get("round"), claim.get("space")
-        return None, None, None
+        return tuple(attrs.get(name) for name in self.legacy_claim)  # type: ignore[return-value]
 
 
 LIVE = (TrialState.RUNNING, TrialState.WAITING)
