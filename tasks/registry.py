@@ -203,6 +203,8 @@ def describe(name: str) -> dict[str, Any]:
         TFGSearchError: an unknown task.
     """
     specs = registered_specs()
+    if name in _IN_PROCESS and name not in specs:  # registered from Python: described by itself
+        return build_description(name)
     if name not in specs:
         raise TFGSearchError(f"unknown task {name!r}; available: {', '.join(task_names())}")
     entry = _catalog().get(name)

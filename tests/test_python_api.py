@@ -9,7 +9,7 @@ import torch
 
 from tasks import get_task
 from tasks.custom import CustomTask
-from tasks.registry import register_task
+from tasks.registry import describe, register_task, task_names
 from tests.helpers.tiny_pipelines import class_pipeline
 from tfg_search.errors import TFGSearchError
 from tfg_search.run.coordinator import run_search
@@ -26,6 +26,7 @@ def test_a_task_object_with_callables_is_searched_under_its_declared_name(tmp_pa
         class_label="1",
     )
     assert register_task("my-pipe", task) == "my-pipe"
+    assert "my-pipe" in task_names() and describe("my-pipe")["metrics"]  # `tfg-search tasks` lists it
     settings = SearchSettings(
         "my-pipe", "0", search="random", trials=2, wave=2, samples=2, final_samples=2, final_top=1, steps=2
     )
