@@ -154,7 +154,7 @@ def cfg_bon_select(task: Any, pair: str, n: int, args: argparse.Namespace) -> di
     return {"by_scale": by_scale, "scale": best, "n": n, "kept": kept, "search_passes": _sum(spent)}
 
 
-def tfg_search(pair: str, args: argparse.Namespace) -> dict[str, Any]:
+def search_tfg(pair: str, args: argparse.Namespace) -> dict[str, Any]:
     """The service's default search over the guidance scale and TFG's strengths."""
     import optuna
 
@@ -205,7 +205,7 @@ def run_pair(task: Any, pair: str, parts: Parts, args: argparse.Namespace) -> di
     log(f"{pair}: CFG alone")
     cfg = parts.get(f"{pair}/cfg", lambda: cfg_alone(task, pair, args))
     log(f"{pair}: CFG + TFG search")
-    tfg = parts.get(f"{pair}/tfg", lambda: tfg_search(pair, args))
+    tfg = parts.get(f"{pair}/tfg", lambda: search_tfg(pair, args))
     tfg_config = TFGConfig.from_dict(tfg["config"])
     bon = {}
     for w in (float(s) for s in args.scales.split(",")):  # N at each scale; the largest bounds all
