@@ -1,7 +1,7 @@
 """What Optuna's tools show of a search (issue 27, item 5): each trial's metrics as numeric user
 attributes that optuna-dashboard sorts, beside the record, which stays the source (a study of the
 layout before reads the same); a note on each of the two studies saying which is which; the
-answer's sample grid as an Optuna artifact beside tfg-output/."""
+final trials' sample grids as Optuna artifacts beside tfg-output/."""
 
 from __future__ import annotations
 
@@ -72,27 +72,43 @@ def test_each_study_has_a_note_saying_what_it_holds(searched: str) -> None:
     assert "is study `s`" in search and f"`{METRIC_PREFIX}<name>`" in search
 
 
-def test_the_answers_grid_is_an_artifact_the_dashboard_finds(
+def test_every_final_trials_grid_is_an_artifact_the_dashboard_finds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TFG_SEARCH_STORAGE", raising=False)
-    args = ["search", "--task", "gmm2d", "--target", "3", *TINY, "--study", "s", "--json"]
-    for _ in range(2):  # a finished search run again attaches nothing more
+    tiny = [*TINY]
+    tiny[tiny.index("--final-top") + 1] = "2"  # two final re-runs: the answer and the runner-up
+    args = ["search", "--task", "gmm2d", "--target", "3", *tiny, "--study", "s", "--json"]
+    for _ in range(2):  # a finished search run again draws and attaches nothing more
         res = run_cli(args, capsys)
         assert res.code == 0, res.err
     best = json.loads(res.out)["best"]
     studies = load_search("sqlite:///tfg-studies.db", "s")
-    metas = get_all_artifact_meta(studies.main)
-    assert [(m.filename, m.mimetype) for m in metas] == [
-        (f"trial-{best['trial']}-best-samples.png", "image/png")
-    ]
-    assert [p.name for p in (tmp_path / ARTIFACTS).iterdir()] == [metas[0].artifact_id]
-    download_artifact(
-        artifact_store=FileSystemArtifactStore(str(ARTIFACTS)),
-        artifact_id=metas[0].artifact_id,
-        file_path="got.png",
+    finals = [t.number for t in studies.main.get_trials(states=[TrialState.COMPLETE])]
+    assert len(finals) == 2 and best["role"] == "final" and best["trial"] in finals
+    (other,) = set(finals) - {best["trial"]}
+    metas = {m.filename: m for m in get_all_artifact_meta(studies.main)}
+    expected = {
+        f"trial-{best['trial']}-best-samples.png": tmp_path / "tfg-output" / "s" / "best-samples.png",
+        f"trial-{other}-samples.png": tmp_path / "tfg-output" / "s" / f"trial-{other}-samples.png",
+    }
+    assert set(metas) == set(expected) and {m.mimetype for m in metas.values()} == {"image/png"}
+    assert sorted(p.name for p in (tmp_path / ARTIFACTS).iterdir()) == sorted(
+        m.artifact_id for m in metas.values()
     )
-    assert Path("got.png").read_bytes() == (tmp_path / "tfg-output" / "s" / "best-samples.png").read_bytes()
+    assert not get_all_artifact_meta(studies.search)
+    for name, grid in expected.items():
+        download_artifact(
+            artifact_store=FileSystemArtifactStore(str(ARTIFACTS)),
+            artifact_id=metas[name].artifact_id,
+            file_path=f"got-{name}",
+        )
+        assert Path(f"got-{name}").read_bytes() == grid.read_bytes()
+    # the runner-up's grid is its own samples, not a copy of the answer's
+    assert (
+        expected[f"trial-{other}-samples.png"].read_bytes()
+        != expected[f"trial-{best['trial']}-best-samples.png"].read_bytes()
+    )

@@ -52,7 +52,7 @@ def finish(
     """The plots and the summary (or JSON) of a finished search; plots go to ``out_dir``, else to
     ``tfg-output/<safe_name(study)>`` (one folder inside tfg-output, whatever the study name)."""
     from tfg_search.cli.report import plot_search
-    from tfg_search.run.dashboard import attach_grid
+    from tfg_search.run.dashboard import attach_grids
     from tfg_search.run.settings import DEFAULT_TOP_K
     from tfg_search.store.studies import load_search
 
@@ -77,8 +77,16 @@ def finish(
         device,
     )
     grid = save_grid(task, settings.target, best.samples, folder / "best-samples.png")
-    answer = studies.main if report.best_role == "final" else studies.search
-    attach_grid(answer, report.best_trial, grid)  # the dashboard shows it (--artifact-dir tfg-artifacts)
+
+    def final_grid(config: Any, path: Path) -> Path:  # another final's samples, on the same seed
+        drawn = draw_samples(
+            settings.task, settings.task_options, settings.target, config, 64, settings.seed + 2,
+            settings.steps, device,
+        )[1]  # fmt: skip
+        return save_grid(task, settings.target, drawn.samples, path)
+
+    # the dashboard shows them (--artifact-dir tfg-artifacts)
+    attach_grids(studies, report.best_role, report.best_trial, grid, final_grid, folder)
     payload = {
         "study": report.study_name,
         "storage": report.storage,

@@ -1,5 +1,5 @@
 """What optuna-dashboard shows of a search: a note on each of its two studies saying what it holds,
-and the answer's sample grid as an Optuna artifact.
+and the final trials' sample grids as Optuna artifacts.
 
 A search is two studies (docs/search.md): ``N:search`` holds the search's trials, ``N`` the final
 re-runs whose best is the answer. Someone opening the database in optuna-dashboard sees both,
@@ -10,17 +10,22 @@ tfg-search[dashboard]``) say which is which and where the sortable metrics are
 
 The grid of samples a finished search draws with its answer (``best-samples.png``) is attached to
 the answer's study as an artifact named after the trial (:func:`attach_grid`) in an
-:class:`optuna.artifacts.FileSystemArtifactStore` in :data:`ARTIFACTS`, beside ``tfg-output/``:
-``optuna-dashboard sqlite:///tfg-studies.db --artifact-dir tfg-artifacts`` shows it on the study.
+:class:`optuna.artifacts.FileSystemArtifactStore` in :data:`ARTIFACTS`, beside ``tfg-output/``,
+and so is a grid of every other completed final re-run (``trial-<n>-samples.png``, drawn on the
+same seed, :func:`attach_grids`): ``optuna-dashboard sqlite:///tfg-studies.db --artifact-dir
+tfg-artifacts`` shows them on the study, to compare the answer with the runner-up by eye.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 
-from tfg_search.store.layout import METRIC_PREFIX, StudyInfo, search_study_name
+from tfg_search.store.layout import FINAL, METRIC_PREFIX, StudyInfo, search_study_name
+from tfg_search.store.record import read_all
 
 ANSWER_NOTE = """\
 ## tfg-search: the answer of search `{name}`
@@ -70,23 +75,25 @@ ARTIFACTS = Path("tfg-artifacts")
 
 def attach_grid(study: optuna.Study, number: int, grid: Path, store: Path = ARTIFACTS) -> str | None:
     """Attach ``grid`` (the samples of trial ``number``'s configuration) to ``study`` as an artifact
-    named ``trial-<number>-<grid name>`` in the folder ``store`` (made if missing), once. (To the
-    study: Optuna refuses to change a finished trial, and the grid is drawn once the search ends.)
+    named ``trial-<number>-<grid name>`` (the grid's own name when it starts so) in the folder
+    ``store`` (made if missing), once. (To the study: Optuna refuses to change a finished trial,
+    and the grid is drawn once the search ends.)
 
     Returns:
         the artifact's id (None: it was attached before).
     """
-    from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-    name = f"trial-{number}-{grid.name}"
-    if any(m.filename == name for m in get_all_artifact_meta(study)):
+    prefix = f"trial-{number}-"
+    if number in _attached(study):
         return None
     store.mkdir(parents=True, exist_ok=True)
-    named = grid.with_name(name)
-    try:
-        named.hardlink_to(grid)  # upload_artifact names the artifact after its file
-    except OSError:
-        named.write_bytes(grid.read_bytes())
+    named = grid if grid.name.startswith(prefix) else grid.with_name(prefix + grid.name)
+    if named != grid:  # upload_artifact names the artifact after its file
+        try:
+            named.hardlink_to(grid)
+        except OSError:
+            named.write_bytes(grid.read_bytes())
     try:
         return upload_artifact(
             artifact_store=FileSystemArtifactStore(str(store)),
@@ -95,4 +102,48 @@ def attach_grid(study: optuna.Study, number: int, grid: Path, store: Path = ARTI
             mimetype="image/png",
         )
     finally:
-        named.unlink(missing_ok=True)
+        if named != grid:
+            named.unlink(missing_ok=True)
+
+
+def attach_grids(
+    studies: Any,
+    best_role: str,
+    best_trial: int,
+    best_grid: Path,
+    draw: Callable[[Any, Path], Path],
+    folder: Path,
+    store: Path = ARTIFACTS,
+) -> list[str]:
+    """Attach the answer's grid to the answer's study, and a grid of every other completed final
+    re-run to the answer's study ``N`` (``studies``: a :class:`~tfg_search.store.studies.SearchStudies`).
+    ``draw(config, path)`` draws the samples of a final's configuration (a
+    :class:`~tfg_search.guidance.config.TFGConfig`) into ``path``
+    (``folder/trial-<n>-samples.png``); it runs only for a final whose grid is not attached yet, so
+    a finished search run again draws and attaches nothing more.
+
+    Returns:
+        the ids of the artifacts attached now.
+    """
+    answer = studies.main if best_role == FINAL else studies.search
+    ids = [attach_grid(answer, best_trial, best_grid, store)]
+    done = _attached(studies.main)
+    for record in read_all(studies.main, role=FINAL):
+        if not record.ok or record.number in done or (best_role == FINAL and record.number == best_trial):
+            continue
+        grid = draw(record.tfg_config(), folder / f"trial-{record.number}-samples.png")
+        ids.append(attach_grid(studies.main, record.number, grid, store))
+    return [i for i in ids if i is not None]
+
+
+def _attached(study: optuna.Study) -> set[int]:
+    """The trial numbers whose grid is attached to ``study`` (artifacts ``trial-<n>-...``)."""
+    from optuna.artifacts import get_all_artifact_meta
+
+    numbers = set()
+    for meta in get_all_artifact_meta(study):
+        head, _, rest = meta.filename.partition("-")
+        number = rest.split("-", 1)[0]
+        if head == "trial" and number.isdigit():
+            numbers.add(int(number))
+    return numbers
