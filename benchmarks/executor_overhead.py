@@ -299,7 +299,7 @@ def digits_round(repeats: int, batched: bool) -> dict[str, Any]:
 
     options, weights = digits_weights()
     specs = digits_specs(options)
-    local = LocalExecutor()
+    local = LocalExecutor(batch_size=1)
     list(local.map(specs[:1]))  # load the models in this process
     digits: dict[str, Any] = {"local": time_round(local, specs, repeats)}
     print(f"digits local {digits['local']['round_s']:.2f} s", flush=True)

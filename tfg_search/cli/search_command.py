@@ -20,6 +20,8 @@ from tfg_search.cli import common
 from tfg_search.cli.task_commands import DTYPE_HELP, parse_options, with_dtype
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import METHODS
+from tfg_search.run.executors.local import BATCH_SIZE
+from tfg_search.run.threads import DEFAULT_HELP as THREADS_DEFAULT
 
 
 def _parse_space(text: str | None) -> Any:
@@ -227,11 +229,11 @@ def search(
     threads: int | None = typer.Option(
         None,
         "--threads",
-        help="torch threads of local evaluations (default: this process's CPU share)",
+        help=f"torch threads of local evaluations (default: {THREADS_DEFAULT})",
         rich_help_panel=WHERE,
     ),
     batch_size: int = typer.Option(
-        6,
+        BATCH_SIZE,
         "--batch-size",
         help="local executor: candidates of a round sampled in one batch (1 = off)",
         rich_help_panel=WHERE,
@@ -347,7 +349,7 @@ def search(
     from tfg_search.run.validate import check_search
 
     check_search(settings, device, threads, local=executor == "local")  # before any storage is opened
-    options: dict[str, Any] = {"batch_size": batch_size}
+    options: dict[str, Any] = {"batch_size": batch_size, "threads": threads}
     if executor == "ray":
         options = dict(
             address=ray_address,
@@ -357,10 +359,6 @@ def search(
             device=device,
             task_options=settings.task_options,  # the working folder's modules go to the workers
         )
-    if executor == "local":
-        from tfg_search.run.threads import set_threads
-
-        set_threads(threads)
     with _stopped_by_signals():  # from here on, Ctrl-C and SIGTERM end with exit code 130
         pool = make_executor(executor, **options)
         try:

@@ -15,6 +15,7 @@ import typer
 
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import EVAL_METHODS
+from tfg_search.run.threads import DEFAULT_HELP as THREADS_DEFAULT
 
 TaskOption = Annotated[
     list[str] | None,
@@ -251,7 +252,7 @@ def cmd_evaluate(
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     dtype: Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)] = "float32",
     threads: Annotated[
-        str | None, typer.Option("--threads", help="torch threads (default: this process's CPU share)")
+        str | None, typer.Option("--threads", help=f"torch threads (default: {THREADS_DEFAULT})")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print metrics as one JSON object")] = False,
     save_grid: Annotated[

@@ -1,15 +1,23 @@
 """How many CPU threads torch uses in this process.
 
 Several torch processes on one machine that each use every core slow each other 10-20x (OpenMP
-threads spin-wait for cores another process holds: measured on this project's 2-core machines).
-A search's local evaluations therefore run with ``--threads N`` torch threads, by default this
-process's CPU share: the cores it may run on (its affinity) capped by its cgroup's CPU quota. Give
-each of several searches on one machine its part (e.g. ``--threads 1`` for two searches on two
-cores). Ray actors already use ``--cpus-per-trial`` threads each.
+threads spin-wait for cores another process holds: measured on this project's 2-core machines,
+docs/benchmarks.md "Threads"). Local evaluations (the in-process executor, ``evaluate``,
+``sample``) therefore run with ``--threads N`` torch threads. By default the count is read once,
+when the run starts:
+
+    threads = max(1, cpu_share - round(load))
+
+where ``cpu_share`` is the cores this process may run on (its affinity, capped by its cgroup's
+CPU quota) and ``load`` the machine's 1-minute load average (the other work already running; a
+fresh process adds almost nothing to it yet). An idle machine gets every core of the share, a
+machine whose cores are already busy one thread: the cores others hold are left to them. Give
+``--threads N`` to choose (kept as given; at most the CPUs of the machine). Ray actors use
+``--cpus-per-trial`` threads each.
 
 Example:
-    >>> cpu_share() >= 1
-    True
+    >>> default_threads(share=2, load=0.1), default_threads(share=2, load=1.2), default_threads(2, 4.0)
+    (2, 1, 1)
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+
+DEFAULT_HELP = "this process's CPU share less the cores the load average shows busy, at least 1"
+"""The default rule in a few words, for the ``--threads`` help of every command."""
 
 
 def _cgroup_quota() -> float | None:
@@ -42,11 +53,28 @@ def cpu_share() -> int:
     return max(1, cores)
 
 
+def load_average() -> float:
+    """The machine's 1-minute load average (0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def default_threads(share: int, load: float) -> int:
+    """The default thread count: the ``share`` of cores less those the ``load`` keeps busy (>= 1).
+
+    A load is rounded half up (0.5 busy cores count as one).
+    """
+    busy = math.floor(max(0.0, load) + 0.5)
+    return max(1, share - busy)
+
+
 def set_threads(n: int | None = None) -> int:
-    """Use ``n`` torch threads (default :func:`cpu_share`); returns the number set."""
+    """Use ``n`` torch threads (default :func:`default_threads` of this moment); returns the number set."""
     import torch
 
-    count = cpu_share() if n is None else int(n)
+    count = default_threads(cpu_share(), load_average()) if n is None else int(n)
     if count < 1:
         raise ValueError(f"threads must be >= 1, got {n!r}")
     torch.set_num_threads(count)

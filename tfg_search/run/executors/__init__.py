@@ -14,7 +14,7 @@ __all__ = ["Executor", "LocalExecutor", "make_executor"]
 
 
 def make_executor(kind: str, **options: object) -> Executor:
-    """``"local"`` (option: batch_size) or ``"ray"`` (options: address, num_workers,
+    """``"local"`` (options: batch_size, threads) or ``"ray"`` (options: address, num_workers,
     gpus_per_trial, cpus_per_trial, device)."""
     if kind == "local":
         return LocalExecutor(**options)  # type: ignore[arg-type]
