@@ -14,12 +14,13 @@ from pathlib import Path
 import optuna
 import pytest
 
+from searchers import optuna_internals
 from tests.helpers.cli import run_cli
 from tests.test_bad_inputs import DB, SETTINGS, STUDY, TINY, dump, prepare, study_db  # noqa: F401
 from tfg_search.errors import TFGSearchError
 from tfg_search.run.coordinator import run_search
 from tfg_search.run.executors import LocalExecutor
-from tfg_search.store.layout import STUDY_ATTR
+from tfg_search.store.layout import STUDY_ATTR, StudyInfo
 from tfg_search.store.lease import LEASE_ATTR, read_lease
 from tfg_search.trial import TrialOutcome, TrialSpec
 
@@ -32,8 +33,8 @@ def _delete(url: str, name: str) -> None:
 
 def _strip_settings(url: str, name: str) -> None:
     study = optuna.load_study(study_name=name, storage=url)
-    kept = {k: v for k, v in study.user_attrs[STUDY_ATTR].items() if k != "settings"}
-    study.set_user_attr(STUDY_ATTR, kept)
+    kept = {k: v for k, v in StudyInfo.stored(study).items() if k != "settings"}
+    optuna_internals.set_study_system_attr(study, STUDY_ATTR, kept)
 
 
 CASES = [

@@ -114,7 +114,7 @@ def test_search_of_a_conditional_pipeline_through_the_cli(class_dir, tmp_path, m
     assert result.code == 0, result.err
     name = json.loads(result.out)["study"]
     main = optuna.load_study(study_name=name, storage=db)
-    info = StudyInfo.of(main.user_attrs)
+    info = StudyInfo.of(main)
     assert info is not None and info.settings["task_options"]["model"] == str(class_dir)
     assert info.model_identity == get_task("custom", options(class_dir, class_label="1")).model_identity()
     search = optuna.load_study(study_name=f"{name}:search", storage=db)

@@ -14,7 +14,8 @@ from tests.helpers.cli import run_cli
 from tests.helpers.tiny_pipelines import class_pipeline
 from tfg_search.pipelines.identity import folder_identity
 from tfg_search.run.settings import SearchSettings
-from tfg_search.store.layout import STUDY_ATTR, StudyInfo
+from tfg_search.store.layout import StudyInfo
+from tfg_search.store.studies import save_info
 
 GUIDES = "tests.test_custom_pipelines"
 
@@ -63,16 +64,16 @@ def test_a_study_made_under_a_relative_path_is_found_again(tmp_path, monkeypatch
     first = run_cli([*args, "--study", old.study_name], capsys)
     assert first.code == 0, first.err
     main = optuna.load_study(study_name=old.study_name, storage=db)
-    info = StudyInfo.of(main.user_attrs)
+    info = StudyInfo.of(main)
     assert info is not None
-    main.set_user_attr(STUDY_ATTR, dataclasses.replace(info, settings=old.to_dict()).attr())
+    save_info(main, dataclasses.replace(info, settings=old.to_dict()))
     before = len(optuna.load_study(study_name=f"{old.study_name}:search", storage=db).trials)
     again = run_cli(args, capsys)  # no --study: the derived name is the absolute one's
     assert again.code == 0, again.err
     report = json.loads(again.out)
     assert report["study"] == old.study_name != resolved.study_name
     assert len(optuna.load_study(study_name=f"{old.study_name}:search", storage=db).trials) == before
-    stored = StudyInfo.of(optuna.load_study(study_name=old.study_name, storage=db).user_attrs)
+    stored = StudyInfo.of(optuna.load_study(study_name=old.study_name, storage=db))
     assert stored is not None and stored.settings["task_options"]["model"] == "./pipe"  # kept as stored
 
 

@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from tests.helpers.pg import PostgresServer
+from tfg_search.store.layout import StudyInfo
 from tfg_search.store.lease import read_lease
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -123,7 +124,8 @@ def test_two_launchers_a_refused_one_and_a_dashboard(fresh_postgres_url: str, tm
                 proc.wait()
     for name, target in (("a", "1"), ("b", "5")):
         study = optuna.load_study(study_name=name, storage=url)
-        assert study.user_attrs["tfg_search"]["target"] == target
+        info = StudyInfo.of(study)
+        assert info is not None and info.target == target
         search = optuna.load_study(study_name=name + ":search", storage=url)
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials + search.trials)
         assert read_lease(study) is None  # released at the end

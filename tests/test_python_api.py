@@ -33,7 +33,7 @@ def test_a_task_object_with_callables_is_searched_under_its_declared_name(tmp_pa
     db = f"sqlite:///{tmp_path / 's.db'}"
     report = run_search(settings, db)
     assert report.study_name.startswith("my-pipe-0-tfg-") and not report.resumed
-    info = StudyInfo.of(optuna.load_study(study_name=report.study_name, storage=db).user_attrs)
+    info = StudyInfo.of(optuna.load_study(study_name=report.study_name, storage=db))
     assert info is not None and info.model_identity == task.model_identity()
     assert run_search(settings, db).resumed  # the same declared name: the same study
     assert get_task("my-pipe", {"dtype": "bfloat16"}).dtype == "bfloat16" and task.dtype == "float32"

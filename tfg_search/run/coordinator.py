@@ -47,9 +47,9 @@ from tfg_search.run.loop import SEARCHING, Counts, Pending, SearchLoop
 from tfg_search.run.settings import ResolvedSettings, SearchSettings
 from tfg_search.run.strategy import EarlierRungs, Strategy, is_0_2_rungs, strategy_for
 from tfg_search.store.database import redact, resolve_storage
-from tfg_search.store.layout import FINAL, LAYOUT, SEARCH, STUDY_ATTR, StudyInfo, compute, search_study_name
+from tfg_search.store.layout import FINAL, LAYOUT, SEARCH, StudyInfo, compute, search_study_name
 from tfg_search.store.lease import StudyLease
-from tfg_search.store.studies import SearchStudies, load_search, open_storage
+from tfg_search.store.studies import SearchStudies, load_search, open_storage, save_info
 from tfg_search.store.summary import drop_rows, migrate_hint, summary, write_row
 from tfg_search.trial import TrialOutcome
 
@@ -167,7 +167,7 @@ def _existing(rdb: optuna.storages.BaseStorage, resolved: ResolvedSettings, name
             return candidate
     prefix = f"{resolved.task}-{resolved.target}-{resolved.method}-"
     for s in summaries:
-        info = StudyInfo.of(s.user_attrs)
+        info = StudyInfo.of(s)
         if (
             s.study_name.startswith(prefix)
             and info is not None
@@ -202,7 +202,7 @@ def open_search_study(
     half_made = _half_made(rdb, name)
     if found is not None and half_made is None:
         main = optuna.load_study(study_name=found, storage=rdb)
-        stored = StudyInfo.of(main.user_attrs)
+        stored = StudyInfo.of(main)
         if stored is None or stored.is_search_study:
             raise TFGSearchError(
                 f"study {found!r} exists and is not a tfg-search search; choose another study name"
@@ -217,7 +217,7 @@ def open_search_study(
             )
         if stored.layout < LAYOUT:  # 0.2's layout: this run keeps its summary from now on
             stored = dataclasses.replace(stored, layout=LAYOUT)
-            main.set_user_attr(STUDY_ATTR, stored.attr())
+            save_info(main, stored)
         diffs = resolved.differences(stored.settings)
         if diffs:
             raise TFGSearchError(
@@ -228,7 +228,7 @@ def open_search_study(
         if extended:
             raised = {**stored.settings, **{k: new for k, (_, new) in extended.items()}}
             log = {"at": _now(), **{k: list(v) for k, v in extended.items()}}
-            main.set_user_attr(STUDY_ATTR, stored.with_settings(raised, log).attr())
+            save_info(main, stored.with_settings(raised, log))
         strategy = strategy_of(resolved, stored)
         studies = load_search(rdb, found, sampler=strategy.sampler)
         if isinstance(strategy, EarlierRungs):
@@ -267,9 +267,9 @@ def _half_made(rdb: optuna.storages.BaseStorage, name: str) -> StudyInfo | None:
     study and its info are there; the answer study, or its info, is not), else None."""
     studies = {s.study_name: s for s in rdb.get_all_studies()}
     main, search = studies.get(name), studies.get(search_study_name(name))
-    if main is not None and StudyInfo.of(main.user_attrs) is not None:
+    if main is not None and StudyInfo.of(main) is not None:
         return None
-    info = StudyInfo.of(search.user_attrs) if search is not None else None
+    info = StudyInfo.of(search) if search is not None else None
     if info is None or info.main_study != name:
         return None
     return dataclasses.replace(info, role=None, main_study=None)
@@ -314,8 +314,8 @@ def create_search(
         direction="maximize",
         load_if_exists=True,
     )
-    if StudyInfo.of(search.user_attrs) is None:
-        search.set_user_attr(STUDY_ATTR, info.search_study(name).attr())
+    if StudyInfo.of(search) is None:
+        save_info(search, info.search_study(name))
     engine = getattr(storage, "engine", None)
     if engine is not None:  # its summary row first: read only once its answer study exists
         write_row(engine, name, info, summary(trials=0, finished=False, best=None, compute=compute([])))
@@ -327,7 +327,7 @@ def create_search(
         direction="maximize",
         load_if_exists=True,
     )
-    main.set_user_attr(STUDY_ATTR, info.attr())
+    save_info(main, info)
     write_notes(main, search, info)  # what optuna-dashboard shows of the two studies
     return SearchStudies(main, search, engine)
 

@@ -43,16 +43,16 @@ def check_whole(rdb: optuna.storages.BaseStorage, name: str, storage: str | None
     twin = search_study_name(name)
     main, search = studies.get(name), studies.get(twin)
     for study in (main, search):
-        raw: Any = study.user_attrs.get(STUDY_ATTR) if study is not None else None
-        if study is not None and raw is not None and StudyInfo.of(study.user_attrs) is None:
+        raw: Any = StudyInfo.stored(study) if study is not None else None
+        if study is not None and raw is not None and StudyInfo.parse(raw) is None:
             kept = [n for n in (name, twin) if n in studies]
             raise TFGSearchError(
                 f"study {study.study_name!r} has tfg-search's {STUDY_ATTR!r} attribute without its "
                 "settings (edited by hand?), so it cannot be continued; to start over delete it: "
                 f"{start_over(storage, kept)}; or choose another --study"
             )
-    main_info = StudyInfo.of(main.user_attrs) if main is not None else None
-    search_info = StudyInfo.of(search.user_attrs) if search is not None else None
+    main_info = StudyInfo.of(main) if main is not None else None
+    search_info = StudyInfo.of(search) if search is not None else None
     if main_info is not None and not main_info.is_search_study and search is None and main_info.layout >= 2:
         raise TFGSearchError(
             f"search {name!r} lost its search study {twin!r} (deleted by hand?) and cannot be continued; "

@@ -50,7 +50,6 @@ from tfg_search.store.layout import (
     FINAL,
     LAYOUT,
     SEARCH,
-    STUDY_ATTR,
     TRIAL_ATTR,
     StudyInfo,
     passes_of,
@@ -58,7 +57,7 @@ from tfg_search.store.layout import (
     search_study_name,
 )
 from tfg_search.store.lease import read_lease
-from tfg_search.store.studies import open_storage
+from tfg_search.store.studies import open_storage, save_info
 from tfg_search.store.summary import drop_rows, read_rows
 from tfg_search.trial import FAILURE_INTERRUPTED, FAILURE_TRIAL
 
@@ -129,7 +128,7 @@ def _to_migrate(rdb: optuna.storages.RDBStorage) -> list[tuple[str, StudyInfo]]:
         rows = read_rows(conn)
     out = []
     for s in rdb.get_all_studies():
-        info = StudyInfo.of(s.user_attrs)
+        info = StudyInfo.of(s)
         if (
             info is not None
             and not info.is_search_study
@@ -170,12 +169,12 @@ def _finish(rdb: optuna.storages.BaseStorage, name: str) -> None:
     from tfg_search.store.studies import load_search
 
     main = optuna.load_study(study_name=name, storage=rdb)
-    info = StudyInfo.of(main.user_attrs)
+    info = StudyInfo.of(main)
     assert info is not None
     info = dataclasses.replace(info, layout=LAYOUT)
-    main.set_user_attr(STUDY_ATTR, info.attr())
+    save_info(main, info)  # (an earlier version's user attr of the info is kept as it was)
     search = optuna.load_study(study_name=search_study_name(name), storage=rdb)
-    search.set_user_attr(STUDY_ATTR, info.search_study(name).attr())
+    save_info(search, info.search_study(name))
     resolved = ResolvedSettings.from_stored(info.settings)
     strategy = strategy_of(resolved, info)
     loop = SearchLoop(load_search(rdb, name, sampler=strategy.sampler), resolved, strategy)

@@ -36,7 +36,7 @@ def searched_strength(
     with storage.engine.connect() as conn:  # type: ignore[attr-defined]
         kept_rows = read_rows(conn)
     for s in storage.get_all_studies():
-        info = StudyInfo.of(s.user_attrs)
+        info = StudyInfo.of(s)
         if info is None or info.is_search_study:
             continue
         if (info.task, info.target, info.method) != (

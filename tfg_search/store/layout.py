@@ -10,9 +10,13 @@ Layout of a search named ``N`` (layout 2, written since tfg-search 0.2, :data:`L
   samplers (a rung-search trial is one point, evaluated at each rung it reaches: its record
   lists those ``evaluations``).
 
-Both studies carry the study user attr :data:`STUDY_ATTR` (:class:`StudyInfo`: what the search is,
-its settings, the versions that made it, its layout, and for ``N:search`` its role); ``N`` also
-carries the search's summary (:mod:`tfg_search.store.summary`, layout 3). Each trial
+Both studies carry the study *system* attr :data:`STUDY_ATTR` (:class:`StudyInfo`: what the search
+is, its settings, the versions that made it, its layout, and for ``N:search`` its role), where
+``optuna studies`` and optuna-dashboard do not print it, and the short study user attr
+:data:`SUMMARY_ATTR` (:meth:`StudyInfo.summary`: one line, what they show). Studies made by
+tfg-search 0.1-0.3 hold the info as a *user* attr of the same key, read when the system attr is
+absent (:meth:`StudyInfo.of`) and never rewritten. ``N`` also carries the search's summary
+(:mod:`tfg_search.store.summary`, layout 3). Each trial
 carries **one** user attr, :data:`TRIAL_ATTR`, a JSON object written in one go when the result is
 told (:func:`told`), so that the dashboard shows every field; beside it, one numeric user attr per
 metric (:func:`metric_attrs`, ``metric:validity``: what optuna-dashboard sorts and plots; read by
@@ -31,9 +35,16 @@ Example:
     True
     >>> record_fields(attrs, role=None)["role"]
     'search'
-    >>> info = StudyInfo("digits", "3", "tfg", {"steps": 50}, layout=LAYOUT)
-    >>> StudyInfo.of({STUDY_ATTR: info.attr()}) == info, StudyInfo.of({"other": 1})
-    (True, None)
+    >>> from types import SimpleNamespace as Study  # (an Optuna FrozenStudy's two attr dicts)
+    >>> info = StudyInfo("digits", "3", "tfg", {"steps": 50, "search": "rungs"}, layout=LAYOUT)
+    >>> StudyInfo.of(Study(user_attrs={}, system_attrs={STUDY_ATTR: info.attr()})) == info
+    True
+    >>> StudyInfo.of(Study(user_attrs={STUDY_ATTR: info.attr()}, system_attrs={})) == info  # 0.1-0.3
+    True
+    >>> StudyInfo.of(Study(user_attrs={"other": 1}, system_attrs={})) is None
+    True
+    >>> info.summary()
+    'digits 3 tfg, rungs search, 50 steps; answer: final re-runs (2 of 2)'
     >>> info.trial_studies("N")
     [('N:search', 'search'), ('N', 'final')]
 """
@@ -51,7 +62,10 @@ from tfg_search.guidance.passes import read_passes, sample_passes, total_passes
 from tfg_search.trial import FAILURE_INTERRUPTED, TrialOutcome, TrialSpec
 
 STUDY_ATTR = "tfg_search"
-"""Study user attr: what the study is (:class:`StudyInfo`)."""
+"""Study system attr: what the study is (:class:`StudyInfo`, JSON); a user attr in studies of
+tfg-search 0.1-0.3, read as such (:meth:`StudyInfo.stored`)."""
+SUMMARY_ATTR = "tfg_search_summary"
+"""Study user attr: :meth:`StudyInfo.summary`, one short line (what ``optuna studies`` prints)."""
 TRIAL_ATTR = "tfg_search:trial"
 """Trial user attr (layout 2): one JSON object with every field of a trial's record."""
 LAYOUT = 3
@@ -131,10 +145,32 @@ class StudyInfo:
     extended: list[dict[str, Any]] = field(default_factory=list)
     model_identity: str | None = None
 
+    @staticmethod
+    def stored(study: Any) -> Any:
+        """The raw :data:`STUDY_ATTR` value of ``study`` (None: it has none): its system attr, else
+        (a study of tfg-search 0.1-0.3, which stored it there) its user attr.
+
+        Args:
+            study: an ``optuna.Study``, or a ``FrozenStudy`` (``storage.get_all_studies()``); only
+                its ``user_attrs`` and system attrs are read.
+        """
+        system = getattr(study, "system_attrs", None)  # a FrozenStudy has them
+        if system is None:  # an optuna.Study: Optuna 5 keeps them to its storage
+            from searchers import optuna_internals
+
+            system = optuna_internals.study_system_attrs(study)
+        if STUDY_ATTR in system:
+            return system[STUDY_ATTR]
+        return study.user_attrs.get(STUDY_ATTR)
+
     @classmethod
-    def of(cls, user_attrs: Mapping[str, Any]) -> StudyInfo | None:
-        """The info in a study's user attrs, or None: the one test of "a tfg-search study"."""
-        raw = user_attrs.get(STUDY_ATTR)
+    def of(cls, study: Any) -> StudyInfo | None:
+        """The info of a study (:meth:`stored`), or None: the one test of "a tfg-search study"."""
+        return cls.parse(cls.stored(study))
+
+    @classmethod
+    def parse(cls, raw: Any) -> StudyInfo | None:
+        """The info a stored :data:`STUDY_ATTR` value holds (None: not one, or without settings)."""
         if not isinstance(raw, Mapping) or not isinstance(raw.get("settings"), Mapping):
             return None
         return cls(
@@ -175,6 +211,14 @@ class StudyInfo:
             out["main_study"] = self.main_study
         return out
 
+    def summary(self) -> str:
+        """One short line of what the study is (:data:`SUMMARY_ATTR`): the task, target and method,
+        the search, its steps, and which of the search's two studies this is."""
+        what = " ".join(_short(str(v)) for v in (self.task, self.target, self.method))
+        search = self.settings.get("search", "rungs")
+        which = "search trials (1 of 2)" if self.is_search_study else "answer: final re-runs (2 of 2)"
+        return f"{what}, {search} search, {self.settings.get('steps')} steps; {which}"
+
     @property
     def is_search_study(self) -> bool:
         """Whether this is the ``N:search`` study of a search (not one to list or answer from)."""
@@ -192,6 +236,12 @@ class StudyInfo:
         """Where the trials of search ``name`` live, in record order: (study name, the role of
         its trials)."""
         return [(search_study_name(name), SEARCH), (name, FINAL)]
+
+
+def _short(text: str, width: int = 24) -> str:
+    """``text`` cut to ``width`` characters (a long custom task or target: the summary stays one
+    short line; the info keeps it whole)."""
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def record(**fields: Any) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def _through_optuna(storage: str | None, names: list[str]) -> dict[str, _Study]:
     for s in rdb.get_all_studies():
         if s.study_name not in wanted:
             continue
-        info = StudyInfo.of(s.user_attrs)
+        info = StudyInfo.of(s)
         trials = None if info is not None else rdb.get_n_trials(rdb.get_study_id_from_name(s.study_name))
         out[s.study_name] = _Study(s.study_name, info, None, trials)
     return out

@@ -21,13 +21,22 @@ from typing import Any
 import optuna
 import sqlalchemy
 
+from searchers import optuna_internals
 from tfg_search.errors import TFGSearchError
 from tfg_search.store.database import check_file, connection, is_sqlite_file, redact, resolve_storage
-from tfg_search.store.layout import FINAL, SEARCH, SEARCH_SUFFIX, STUDY_ATTR, StudyInfo, search_study_name
+from tfg_search.store.layout import (
+    FINAL,
+    SEARCH,
+    SEARCH_SUFFIX,
+    STUDY_ATTR,
+    SUMMARY_ATTR,
+    StudyInfo,
+    search_study_name,
+)
 from tfg_search.store.record import TrialRecord, read_all
 from tfg_search.store.summary import migrate_hint
 
-__all__ = ["SearchStudies", "load_search", "load_study", "open_storage", "study_info"]
+__all__ = ["SearchStudies", "load_search", "load_study", "open_storage", "save_info", "study_info"]
 
 
 def open_storage(url: str | None, *, create: bool) -> optuna.storages.RDBStorage:
@@ -104,12 +113,22 @@ def load_study(storage: optuna.storages.BaseStorage | str | None, study_name: st
 
 def study_info(study: optuna.Study) -> StudyInfo:
     """What a tfg-search study is (:class:`~tfg_search.store.layout.StudyInfo`); refuses foreign studies."""
-    info = StudyInfo.of(study.user_attrs)
+    info = StudyInfo.of(study)
     if info is None:
         raise TFGSearchError(
             f"study {study.study_name!r} was not made by tfg-search (no {STUDY_ATTR!r} attr)"
         )
     return info
+
+
+def save_info(study: optuna.Study, info: StudyInfo) -> None:
+    """Store what ``study`` is: its short :data:`~tfg_search.store.layout.SUMMARY_ATTR` user attr,
+    then the info itself as its :data:`~tfg_search.store.layout.STUDY_ATTR` system attr (last: a
+    study with its info is made). A study of tfg-search 0.1-0.3 keeps its own user attr of the
+    info as it was (nothing a user stored is rewritten); it is read no more once this one is
+    written."""
+    study.set_user_attr(SUMMARY_ATTR, info.summary())
+    optuna_internals.set_study_system_attr(study, STUDY_ATTR, info.attr())
 
 
 @dataclass

@@ -152,7 +152,7 @@ def read_rows(conn: sqlalchemy.Connection) -> dict[str, tuple[StudyInfo, dict[st
     table = _table(sa.MetaData())
     out = {}
     for study, info, kept in conn.execute(sa.select(table.c.study, table.c.info, table.c.summary)):
-        parsed = StudyInfo.of({"tfg_search": json.loads(info)})
+        parsed = StudyInfo.parse(json.loads(info))
         if parsed is not None:
             out[str(study)] = (parsed, json.loads(kept))
     return out
