@@ -37,6 +37,8 @@ from tfg_search.run.coordinator import create_search
 from tfg_search.run.loop import FINALS, SEARCHING, Pending, SearchLoop
 from tfg_search.run.settings import OPTUNA_SEARCHES, SearchSettings
 from tfg_search.run.strategy import strategy_for
+from tfg_search.run.transfer import source_points
+from tfg_search.run.waves import EXPONENT, OptunaStrategy
 from tfg_search.store.layout import LAYOUT, StudyInfo
 from tfg_search.trial import TrialOutcome
 
@@ -92,10 +94,27 @@ class Run:
     search_waves: int = 0
     extended: list[Wave] = field(default_factory=list)
     """Waves past the budget (Optuna's samplers with ``extra_waves``): the anytime curve only."""
+    points: list[dict[str, Any]] = field(default_factory=list)
+    """The search's evaluated points as a transfer source (``tfg_search.run.transfer``)."""
 
     @property
     def passes(self) -> Passes:
         return self.waves[-1].passes if self.waves else Passes()
+
+
+class _Enqueued(OptunaStrategy):
+    """An Optuna sampler's search whose first trials are given points (``enqueue_trial``)."""
+
+    def __init__(self, resolved: Any, enqueued: list[dict[str, int]]) -> None:
+        self.enqueued = enqueued
+        super().__init__(resolved)
+
+    def new_trial(self, search: optuna.Study) -> optuna.Trial:
+        number = len(search.get_trials(deepcopy=False))
+        if number >= len(self.enqueued):
+            return super().new_trial(search)
+        search.enqueue_trial(self.enqueued[number])
+        return search.ask()
 
 
 def keys_of(params: Mapping[str, Any], space: Mapping[str, Lattice]) -> Key:
@@ -118,6 +137,8 @@ def search(
     seeds: Sequence[Key] = (),
     trials: int | None = None,
     extra_waves: int = 0,
+    transfer: Sequence[Mapping[str, Any]] = (),
+    warm: Sequence[Key] = (),
 ) -> Run:
     """One search of ``method`` on ``oracle`` in waves of ``workers`` (see the module docstring).
 
@@ -127,6 +148,10 @@ def search(
         unit: samples of a search trial (a rung-0 evaluation of the rung search).
         seeds: warm-start points of the rung search, as lattice keys.
         trials: search trials of Optuna's samplers.
+        transfer: the rung search's sources (``tfg_search.run.transfer``: earlier searches of
+            other targets, as frozen into a study).
+        warm: points an Optuna sampler's study is given first (``enqueue_trial``, as a user of
+            Optuna warm-starts by hand).
     """
     from tasks import get_task
 
@@ -147,7 +172,10 @@ def search(
         wave=None if method == "beam" else workers,
     )
     resolved = settings.resolve(get_task(task))
-    strategy = strategy_for(resolved, resolved.seed_configs)
+    strategy = strategy_for(resolved, resolved.seed_configs, transfer)
+    if warm and method in OPTUNA:
+        enqueued = [{n + EXPONENT: k for n, k in zip(names, key, strict=True)} for key in warm]
+        strategy = _Enqueued(resolved, enqueued)
     info = StudyInfo(task, target, resolved.method, resolved.to_dict(), layout=LAYOUT)
     studies = create_search(optuna.storages.InMemoryStorage(), "b", info, strategy.sampler)
     loop = SearchLoop(studies, resolved, strategy)
@@ -187,6 +215,7 @@ def search(
     run.answer = keys_of(loop.point(best.params), space)
     run.evaluations += len(batch)
     run.waves.append(Wave(len(batch), finals_oracle.passes, run.answer))
+    run.points = source_points(loop.studies.search.get_trials(deepcopy=False), space, maximize=True)
     if extra_waves and method in OPTUNA:  # the same search, past its budget (the same sampler)
         assert resolved.trials is not None and resolved.wave is not None
         longer = resolved.trials + extra_waves * resolved.wave

@@ -335,8 +335,20 @@ def write_plot(
 # -- the tasks ------------------------------------------------------------------------------------
 
 
-def bench_table(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
-    """shapes, replayed on the table (building the chunks its runs and judges need)."""
+Runner = Callable[[str, Callable[[int], Any]], dict[tuple[str, int], Run]]
+"""Every run of one target: ``runner(target, make_oracle)``, ``make_oracle(seed)`` an oracle."""
+
+
+def bench_table(
+    args: argparse.Namespace,
+    methods: list[str],
+    runner: Runner | None = None,
+    optuna_like: frozenset[str] = frozenset(OPTUNA),
+) -> dict[str, Any]:
+    """shapes, replayed on the table (building the chunks its runs and judges need).
+
+    ``runner`` makes a target's runs (default: :func:`run_all` over ``methods`` and
+    ``args.seeds``); ``optuna_like``: the methods whose anytime curve leaves the finals out."""
     from _replay import Oracle, judge, pool_score
     from _table import STEPS, Table, final_seeds
 
@@ -362,7 +374,10 @@ def bench_table(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
                 oracles.append(oracle)
                 return oracle
 
-            runs = run_all(methods, setup, target, args.seeds, make_oracle, STEPS, args.extra_waves)
+            if runner is None:
+                runs = run_all(methods, setup, target, args.seeds, make_oracle, STEPS, args.extra_waves)
+            else:
+                runs = runner(target, make_oracle)
             need = set().union(*(o.missing for o in oracles))
             held = {w.incumbent for r in runs.values() for w in [*r.waves, *r.extended]}
             held |= {r.answer for r in runs.values() if r.answer is not None}
@@ -389,7 +404,9 @@ def bench_table(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
             return judged[key] / reference
 
         fractions = {(m, s): frac(r.answer) for (m, s), r in runs.items()}  # type: ignore[arg-type]
-        curves = {k: (search_curve(r, frac) if k[0] in OPTUNA else curve(r, frac)) for k, r in runs.items()}
+        curves = {
+            k: (search_curve(r, frac) if k[0] in optuna_like else curve(r, frac)) for k, r in runs.items()
+        }
         per_target[target] = {
             "reference": {"key": list(reference_key), "score": reference, "reseeds": reseeds, "noise": noise},
             "grid_top_judged": {",".join(map(str, k)): judged[k] for k in grid_top},
@@ -401,7 +418,7 @@ def bench_table(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
             all_runs[(m, target, s)] = r
             all_fractions[(m, target, s)] = fractions[(m, s)]
             all_curves[(m, target, s)] = curves[(m, s)]
-            waves = r.waves[: r.search_waves] + r.extended if m in OPTUNA else r.waves
+            waves = r.waves[: r.search_waves] + r.extended if m in optuna_like else r.waves
             plot_points.setdefault(m, []).append(([w.passes.denoiser for w in waves], curves[(m, s)]))
     overall = summarize(all_runs, all_fractions, all_curves, methods)  # type: ignore[arg-type]
     if args.plot:

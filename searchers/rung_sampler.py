@@ -11,6 +11,8 @@ intermediate-value plot shows each point's rungs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -86,6 +88,12 @@ class TFGRungSampler(LatticeSampler):
             rounds of 8, 16 spread points, 2 refine rounds, promote 4 then 2).
         synchronous: Promotions in rounds, for a driver that holds trials (:meth:`ask`,
             :meth:`tell`); False: in the objective (:meth:`rungs`).
+        transfer: Earlier searches of other targets (transfer, :mod:`searchers.transfer`): each
+            ``{"name": ..., "points": [{"params": {...}, "score": float, "units": float}, ...]}``
+            (a point's estimate and the sample units behind it; larger scores better, as the study
+            directs). Their answers and best-predicted points open the spread and their models
+            are the surrogate's prior; ``transfer_report`` says, per source, how many points were
+            used, snapped to this lattice, or dropped (outside it).
         seed: Seed of the spread design (and of the random sampling of parameters outside the
             space); the same seed gives the same search.
     """
@@ -101,6 +109,7 @@ class TFGRungSampler(LatticeSampler):
         search_schedules: bool | Sequence[str] = False,
         start_schedules: Mapping[str, str] | None = None,
         seed_configs: Sequence[Mapping[str, float | str]] | None = None,
+        transfer: Sequence[Mapping[str, Any]] | None = None,
         poll_interval: float = 0.1,
         barrier_timeout: float | None = None,
         seed: int = 0,
@@ -113,6 +122,7 @@ class TFGRungSampler(LatticeSampler):
         self._rungs = self._schedule.top + 1
         self._synchronous = bool(synchronous)
         self._design_seed = seed
+        self._transfer_raw = [dict(source) for source in transfer or ()]
         super().__init__(
             space=space,
             search_schedules=search_schedules,
@@ -123,16 +133,66 @@ class TFGRungSampler(LatticeSampler):
             seed=seed,
         )
 
+        self._transfer, self.transfer_report = self._keyed_sources(self._transfer_raw)
+
     # ---------------------------------------------------------------- what the search is
 
     def _identity(self) -> dict[str, Any]:
         s = self._schedule
         budget = [s.wave, s.spread, s.refine, list(s.promote), s.beta, self._design_seed]
-        return {"search": "rungs", "rungs": budget, "synchronous": self._synchronous}
+        identity: dict[str, Any] = {"search": "rungs", "rungs": budget, "synchronous": self._synchronous}
+        if self._transfer_raw:  # a digest: the claims carry the fingerprint
+            text = json.dumps(self._transfer_raw, sort_keys=True, default=str)
+            identity["transfer"] = hashlib.sha1(text.encode()).hexdigest()[:12]
+        return identity
+
+    def _keyed_sources(
+        self, sources: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[list[tuple[Key, float, float]]], list[dict[str, Any]]]:
+        """Sources' points as keys of this space: a value inside a lattice's range (0 or its
+        lowest value to its cap) is snapped to the nearest lattice point, a point with a value
+        outside it or without one of the space's parameters is dropped. Returns the keyed
+        sources and, per source, ``{"name", "points", "snapped", "dropped"}``."""
+        keyed, report = [], []
+        for source in sources:
+            points: list[tuple[Key, float, float]] = []
+            snapped = dropped = 0
+            for point in source.get("points", ()):
+                params = point.get("params") or {}
+                score = float(point.get("score", math.nan))
+                inside = all(
+                    isinstance(params.get(n), (int, float))
+                    and self._space[n].low <= float(params[n]) <= self._space[n].cap
+                    for n in self._names
+                )
+                if not inside or not math.isfinite(score):
+                    dropped += 1
+                    continue
+                try:
+                    key = self._seed_key(dict(params))
+                except ValueError:  # a schedule this space does not have
+                    dropped += 1
+                    continue
+                values = zip(self._names, key, strict=False)  # the key's structures follow its exponents
+                exact = all(self._space[n].value(k) == float(params[n]) for n, k in values)
+                snapped += not exact
+                points.append((key, score, float(point.get("units", 1.0))))
+            keyed.append(points)
+            report.append(
+                {"name": source.get("name"), "points": len(points), "snapped": snapped, "dropped": dropped}
+            )
+        return keyed, report
 
     def _planner(self, maximize: bool) -> RungPlanner | AsyncRungPlanner:
         kind = RungPlanner if self._synchronous else AsyncRungPlanner
-        return kind(self._keyspace, self._schedule, maximize, self._seeds, self._design_seed)
+        return kind(
+            self._keyspace,
+            self._schedule,
+            maximize,
+            self._seeds,
+            self._design_seed,
+            [points for points in self._transfer if points],
+        )
 
     def _claim_body(self, key: Key, round_: int) -> dict[str, Any]:
         return {"key": list(key[:-1]), "rung": key[-1], "round": round_, "space": self._fingerprint}

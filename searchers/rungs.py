@@ -8,7 +8,10 @@ passes differently, in rounds that are waves of parallel workers (:class:`RungPl
 1. **Spread** (rounds ``0 .. ceil(spread / wave) - 1``): ``spread`` points over the whole lattice,
    the warm-start seeds first (e.g. the earlier methods' configurations), then a scrambled Sobol
    design of the exponents (Owen scrambling, seeded: the same seed gives the same design), each on
-   one unit of samples (rung 0).
+   one unit of samples (rung 0). With *transfer* (earlier searches of other targets,
+   :mod:`searchers.transfer`), a round of their answers and best-predicted points comes first, and
+   their models become the surrogate's prior mean, weighted by how well they rank this search's
+   points (none when none ranks them better than chance: the search is then cold).
 2. **Refine** (``refine`` rounds of ``wave`` new points, rung 0): a Gaussian-process surrogate of
    the score over the lattice keys (:mod:`searchers.surrogate`, fitted to the normal scores of
    the points' ranks) proposes the points of highest upper confidence bound ``mean + beta * sd``,
@@ -61,6 +64,7 @@ import numpy as np
 
 from .planner import Key, KeySpace, Outcome, Record, RoundPlan, resolve
 from .surrogate import GaussianProcess
+from .transfer import PriorModel, SourcePoints, TransferPrior
 
 __all__ = ["AsyncRungPlanner", "RungPlanner", "RungSchedule", "extend", "promoted", "units"]
 
@@ -169,6 +173,7 @@ class _Surrogate:
         maximize: bool = True,
         seeds: Sequence[Key] = (),
         design_seed: int = 0,
+        transfer: Sequence[SourcePoints] = (),
     ) -> None:
         if space.rungs != len(schedule.promote) + 1:
             raise ValueError(
@@ -180,7 +185,19 @@ class _Surrogate:
         self.design_seed = design_seed
         self._points = space.points()
         point_space = space.point_space()
-        start: list[Key] = []
+        self._lows, self._highs, self._categorical = self._ranges()
+        self.transfer = (
+            TransferPrior(
+                transfer,
+                points=self._points,
+                lows=self._lows,
+                highs=self._highs,
+                categorical=self._categorical,
+            )
+            if transfer
+            else None
+        )
+        start: list[Key] = list(self.transfer.start(schedule.wave)) if self.transfer else []
         for key in seeds:
             if point_space.is_valid(tuple(key)) and tuple(key) not in start:
                 start.append(tuple(key))
@@ -215,21 +232,27 @@ class _Surrogate:
                     break
         return design
 
-    def _model(self, observed: dict[Key, Evaluations]) -> GaussianProcess:
+    def _model(self, observed: dict[Key, Evaluations]) -> GaussianProcess | PriorModel:
         keys, scores, weights = [], [], []
         for point, evaluations in observed.items():
             score, total = _last(evaluations)
             keys.append(point)
             scores.append(score if self.maximize else -score)
             weights.append(total)
+        ranges = dict(lows=self._lows, highs=self._highs, categorical=self._categorical)
+        if self.transfer:
+            return self.transfer.model(keys, scores, weights, **ranges)
+        return GaussianProcess.fit(keys, scores, weights, **ranges)
+
+    def _ranges(self) -> tuple[list[int], list[int], list[bool]]:
+        """The key coordinates' lowest and highest values, and which are categorical."""
         s = self.space
         n = len(s.sizes)
         lows = [*s.lows, *([0] * len(s.structure_slots))]
         highs = [*(size - 1 for size in s.sizes), *([max(s.n_structures - 1, 1)] * len(s.structure_slots))]
-        categorical = [False] * n + [True] * len(s.structure_slots)
-        return GaussianProcess.fit(keys, scores, weights, lows=lows, highs=highs, categorical=categorical)
+        return lows, highs, [False] * n + [True] * len(s.structure_slots)
 
-    def _proposals(self, model: GaussianProcess, taken: set[Key], count: int) -> list[Key]:
+    def _proposals(self, model: GaussianProcess | PriorModel, taken: set[Key], count: int) -> list[Key]:
         """Up to ``count`` new points of highest UCB, each believed at its mean once chosen."""
         free = [p for p in self._points if p not in taken]
         chosen: list[Key] = []
@@ -256,6 +279,9 @@ class RungPlanner(_Surrogate):
         schedule: the budget.
         maximize: whether larger values are better.
         seeds: warm-start points (point keys, without the rung) evaluated first.
+        transfer: earlier searches of other targets (:mod:`searchers.transfer`): their answers and
+            best-predicted points open the spread, before ``seeds``, and their models are the
+            surrogate's prior; empty: a cold search.
         design_seed: seed of the Sobol scrambling.
     """
 

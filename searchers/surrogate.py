@@ -117,7 +117,34 @@ class GaussianProcess:
             y[finite] = normal_scores(raw[finite])
         worst = float(y[finite].min()) if finite.any() else 0.0
         y[~finite] = worst - FAILED_MARGIN
-        w = np.array(weights, dtype=float)
+        return cls._fit(x, y, np.array(weights, dtype=float), cat, lo, spans)
+
+    @classmethod
+    def fit_transformed(
+        cls,
+        keys: Sequence[Key],
+        y: Sequence[float],
+        weights: Sequence[float],
+        *,
+        lows: Sequence[int],
+        highs: Sequence[int],
+        categorical: Sequence[bool] | None = None,
+    ) -> GaussianProcess:
+        """Fit to values already in transformed units (e.g. what a prior mean leaves of the
+        normal scores: :mod:`searchers.transfer`), with :meth:`fit`'s grids."""
+        d = len(lows)
+        cat = np.array(categorical if categorical is not None else [False] * d, dtype=bool)
+        lo = np.array(lows, dtype=float)
+        spans = np.maximum(np.array(highs, dtype=float) - lo, 1.0)
+        x = cls._coordinates(keys, lo, spans, cat)
+        return cls._fit(x, np.array(y, dtype=float), np.array(weights, dtype=float), cat, lo, spans)
+
+    @classmethod
+    def _fit(
+        cls, x: np.ndarray, y: np.ndarray, w: np.ndarray, cat: np.ndarray, lo: np.ndarray, spans: np.ndarray
+    ) -> GaussianProcess:
+        """Length scales and noise by the log marginal likelihood over the grids."""
+        d = x.shape[1]
         length = np.full(d, 0.35)
         noise = 0.2
         best = _log_likelihood(x, y, w, length, noise, cat)

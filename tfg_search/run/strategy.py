@@ -55,11 +55,19 @@ class Strategy(ABC):
         resolved: the search's settings.
         seeds: warm-start configurations (``resolved.seed_configs`` and the presets' points fixed
             when the study was created), evaluated first by the searches that take them.
+        transfer: the earlier searches of other targets frozen into the study when it was created
+            (:mod:`tfg_search.run.transfer`), used by the rung search.
     """
 
-    def __init__(self, resolved: ResolvedSettings, seeds: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        resolved: ResolvedSettings,
+        seeds: Sequence[Mapping[str, Any]] = (),
+        transfer: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         self.resolved = resolved
         self.seeds = [dict(s) for s in seeds]
+        self.transfer = [dict(s) for s in transfer]
         self._sampler = self.make_sampler()
 
     @property
@@ -179,7 +187,9 @@ class RungStrategy(LatticeStrategy):
     def make_sampler(self) -> TFGRungSampler:
         schedule = self.resolved.rung_schedule()
         assert schedule is not None
-        return TFGRungSampler(schedule=schedule, synchronous=True, **self._common())
+        return TFGRungSampler(
+            schedule=schedule, synchronous=True, transfer=self.transfer or None, **self._common()
+        )
 
     def new_trial(self, search: optuna.Study) -> optuna.Trial | None:
         return self._sampler.ask(search)
@@ -268,12 +278,17 @@ def _at(params: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
     return all(params.get(name) == value for name, value in point.items())
 
 
-def strategy_for(resolved: ResolvedSettings, seeds: Sequence[Mapping[str, Any]] = ()) -> Strategy:
-    """The strategy of ``resolved.search`` (``seeds``: the warm start, see :class:`Strategy`)."""
+def strategy_for(
+    resolved: ResolvedSettings,
+    seeds: Sequence[Mapping[str, Any]] = (),
+    transfer: Sequence[Mapping[str, Any]] = (),
+) -> Strategy:
+    """The strategy of ``resolved.search`` (``seeds``: the warm start; ``transfer``: the sources
+    of the rung search; see :class:`Strategy`)."""
     if resolved.search in OPTUNA_SEARCHES:
         from tfg_search.run.waves import OptunaStrategy
 
         return OptunaStrategy(resolved)
     if resolved.search == "rungs":
-        return RungStrategy(resolved, seeds)
+        return RungStrategy(resolved, seeds, transfer)
     return BeamStrategy(resolved, seeds)
