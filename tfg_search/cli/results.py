@@ -140,9 +140,23 @@ def finish(
         f"with backward), {passes.get('predictor', 0):,} predictor passes{decoder}, over all the "
         "study's trials"
     )
+    if report.transfer:
+        out.print(escape(transfer_line(report.transfer)))
     for reason in c.reasons[:3]:
         out.print(f"machine failure: {escape(reason[:300])}")
     out.print(f"wrote {escape(str(plot))} and {escape(str(grid))}")
+
+
+def transfer_line(transfer: dict[str, Any]) -> str:
+    """One line on what a search started from (its summary's ``transfer``)."""
+    sources = transfer.get("sources") or []
+    targets = ", ".join(str(s["target"]) for s in sources[:6]) + (", ..." if len(sources) > 6 else "")
+    start = transfer.get("start") or {}
+    passes = (start.get("passes") or {}).get("denoiser", 0)
+    return (
+        f"transfer: started from {len(sources)} earlier search(es) of other targets ({targets}); "
+        f"its start: {start.get('trials', 0)} trials, {passes:,} denoiser passes (--no-transfer: cold)"
+    )
 
 
 def draw_samples(

@@ -99,6 +99,18 @@ GONE = {
 (``--task-option``, renamed ``-o/--option``, keeps working, hidden)."""
 
 
+def _transfer(off: bool, named: str | None) -> bool | tuple[str, ...]:
+    """``SearchSettings.transfer`` from ``--no-transfer`` and ``--transfer-from``."""
+    if named is None:
+        return not off
+    if off:
+        raise TFGSearchError("--no-transfer and --transfer-from contradict each other: give one")
+    names = tuple(n.strip() for n in named.split(",") if n.strip())
+    if not names:
+        raise TFGSearchError("--transfer-from needs study names, e.g. --transfer-from digits-1-tfg-1a2b3c4d")
+    return names
+
+
 def _refuse_gone(flag: str, value: str | None) -> None:
     if value is None:
         return
@@ -148,6 +160,19 @@ def search(
         help="warm start: the earlier methods' configurations (their searched best in this storage "
         "when known) join the start (default: yes for the rung search, no for the beam)",
         show_default=False,
+        rich_help_panel=WHAT,
+    ),
+    no_transfer: bool = typer.Option(
+        False,
+        "--no-transfer",
+        help="start cold: do not start from the finished searches of other targets of this model in "
+        "the storage (transfer, on by default in the rung search; docs/search.md)",
+        rich_help_panel=WHAT,
+    ),
+    transfer_from: str | None = typer.Option(
+        None,
+        "--transfer-from",
+        help="start from these finished searches (STUDY[,STUDY]) instead of those transfer chooses",
         rich_help_panel=WHAT,
     ),
     steps_down: bool = typer.Option(
@@ -310,6 +335,7 @@ def search(
     common.text("--search", search, "choose rungs (the default), beam, gp, tpe or random")
     if guidance_scale is not None and (not math.isfinite(guidance_scale) or guidance_scale < 0):
         raise TFGSearchError(f"--guidance-scale must be a finite number >= 0, got {guidance_scale}")
+    transfer = _transfer(no_transfer, transfer_from)
     given = parse_options(task_option, "--task-option")  # tfg-search 0.2's spelling of -o
     for key, value in parse_options(option).items():
         if key in given:
@@ -341,6 +367,7 @@ def search(
         wave=wave,
         task_options=task_options,
         guidance_scale=guidance_scale,
+        transfer=transfer,
     )
     if threads is not None and threads < 1:
         raise TFGSearchError(f"--threads must be an integer >= 1, got {threads}")

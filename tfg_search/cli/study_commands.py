@@ -84,6 +84,10 @@ def best(
         f"trials, {passes['denoiser']:,} denoiser{decoder} and {passes['predictor']:,} "
         f"predictor passes, {spent['wall_time_s']:.1f} s"
     )
+    if payload.get("transfer"):
+        from tfg_search.cli.results import transfer_line
+
+        out.print(escape(transfer_line(payload["transfer"])))
 
 
 def _write_error(file: Path, err: OSError) -> TFGSearchError:
@@ -296,8 +300,10 @@ def migrate(
 def register(app: typer.Typer) -> None:
     """Add the search commands to the CLI app."""
     from tfg_search.cli.search_command import search
+    from tfg_search.cli.suggest_command import suggest
 
     app.command("search")(search)
+    app.command("suggest")(suggest)
     app.command("studies")(studies)
     app.command("best")(best)
     app.command("export")(export)

@@ -31,7 +31,7 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,8 @@ class SearchReport:
     """What the whole study spent (:func:`tfg_search.store.layout.compute`: trials, passes, wall time)."""
     ranking: list[int] = field(default_factory=list)
     """The search's points as search-trial numbers, best first, by the search's own ranking."""
+    transfer: dict[str, Any] | None = None
+    """The sources it started from and what its start spent (None: no transfer), as in its summary."""
 
     @property
     def n_search(self) -> int:
@@ -235,7 +237,7 @@ def open_search_study(
             _check_finished_0_2(studies, resolved)
         return SearchLoop(studies, resolved, strategy, device), True
     if half_made is not None:  # a run stopped between the two studies' writes: finish them
-        warm = half_made.warm_start
+        warm, transfer = half_made.warm_start, half_made.transfer
         if resolved.differences(half_made.settings):
             raise TFGSearchError(f"study {name!r} exists with other settings; pick another study name")
     else:
@@ -244,7 +246,8 @@ def open_search_study(
             from tfg_search.run.warm_start import preset_seeds
 
             warm = preset_seeds(rdb, resolved, task)
-    strategy = strategy_for(resolved, _seeds(resolved, warm))
+        transfer = _transfer(rdb, settings, resolved, task.model_identity())
+    strategy = strategy_for(resolved, _seeds(resolved, warm), _sources(transfer))
     info = half_made or StudyInfo(
         task=resolved.task,
         target=resolved.target,
@@ -255,6 +258,7 @@ def open_search_study(
         created=_now(),
         warm_start=warm,
         model_identity=task.model_identity(),
+        transfer=transfer,
     )
     with hold_signals() as got:  # both studies or neither: Ctrl-C waits for the four writes
         studies = create_search(rdb, name, info, strategy.sampler)
@@ -280,7 +284,33 @@ def strategy_of(resolved: ResolvedSettings, info: StudyInfo) -> Strategy:
     (a finished rung search of tfg-search 0.2: read only, :class:`EarlierRungs`)."""
     if is_0_2_rungs(info.settings):
         return EarlierRungs(resolved)
-    return strategy_for(resolved, _seeds(resolved, info.warm_start))
+    return strategy_for(resolved, _seeds(resolved, info.warm_start), _sources(info.transfer))
+
+
+def _transfer(
+    rdb: optuna.storages.BaseStorage, settings: SearchSettings, resolved: ResolvedSettings, identity: str
+) -> dict[str, Any] | None:
+    """The sources a new search starts from, frozen (:mod:`tfg_search.run.transfer`): chosen by
+    the storage, or named by ``settings.transfer``; None without transfer."""
+    from tfg_search.run.transfer import find_sources
+
+    if settings.transfer is False:
+        return None
+    named = None if settings.transfer is True else list(settings.transfer)
+    if resolved.search != "rungs":
+        if named is not None:
+            raise TFGSearchError(
+                f"--transfer-from applies to the rung search (--search rungs), not --search {resolved.search}"
+            )
+        return None
+    sources = find_sources(rdb, resolved, identity, named)
+    if not sources:
+        return None
+    return {"mode": "auto" if named is None else "named", "sources": sources}
+
+
+def _sources(transfer: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    return list((transfer or {}).get("sources") or [])
 
 
 def _check_finished_0_2(studies: SearchStudies, resolved: ResolvedSettings) -> None:
@@ -458,6 +488,7 @@ class Coordinator:
             top=top,
             compute=spent,
             ranking=[r.number for r in ranking],
+            transfer=self.loop.transfer_summary(records),
         )
 
 

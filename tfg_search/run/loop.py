@@ -52,6 +52,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searchers import SearchPlan, optuna_internals
 from searchers.base import LatticeSampler
+from tfg_search.guidance.passes import total_passes
 from tfg_search.run.faults import fault
 from tfg_search.run.objective import score
 from tfg_search.run.settings import ResolvedSettings
@@ -173,9 +174,23 @@ class SearchLoop:
             finished=self.phase == DONE,
             best=None if best is None else best_fields(best),
             compute=compute(vars(r) for r in records),
+            transfer=self.transfer_summary(records),
         )
         if self.studies.engine is not None:
             write_row(self.studies.engine, self.studies.name, self.studies.info, kept)
+
+    def transfer_summary(self, records: Sequence[TrialRecord]) -> dict[str, Any] | None:
+        """The search's sources and what its transfer start (its round 0) spent at rung 0."""
+        from tfg_search.run.transfer import summary_of
+
+        frozen = self.studies.info.transfer
+        if frozen is None:
+            return None
+        sampler = self.strategy.sampler
+        report = getattr(sampler, "transfer_report", ())
+        start = [r for r in records if r.role == SEARCH and r.round == 0 and r.evaluations]
+        spent = total_passes(r.evaluations[0]["passes"] for r in start if r.evaluations[0].get("passes"))
+        return {**summary_of(frozen, report), "start": {"trials": len(start), "passes": spent}}
 
     def plan(self) -> SearchPlan:
         """Where the search stands (recomputed from storage)."""

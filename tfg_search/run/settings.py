@@ -149,6 +149,10 @@ class SearchSettings:
         trials: search trials of ``search`` gp, tpe or random (default :func:`default_trials`).
         wave: trials Optuna's samplers ask at once, or the candidates of a rung-search round
             (default :data:`DEFAULT_WAVE`).
+        transfer: whether a new rung search starts from the finished searches of other targets
+            of the same model in the storage (True, the default; :mod:`tfg_search.run.transfer`),
+            from none (False), or from the studies named. Used when the study is created (its
+            sources are frozen into it), not part of its name or stored settings.
     """
 
     task: str
@@ -177,6 +181,7 @@ class SearchSettings:
     wave: int | None = None
     guidance_scale: float | None = None
     dtype: str = "float32"
+    transfer: bool | tuple[str, ...] = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -57,7 +57,11 @@ MATCH = (
 )
 """Settings a source must share with the new search to be chosen automatically."""
 
-__all__ = ["MATCH", "find_sources", "source_points", "suggest", "summary_of"]
+__all__ = ["MATCH", "NoHistory", "find_sources", "source_points", "suggest", "summary_of"]
+
+
+class NoHistory(TFGSearchError):
+    """The storage holds nothing to transfer from (``tfg-search suggest`` exits 1 on it)."""
 
 
 def source_points(
@@ -213,14 +217,14 @@ def suggest(
     of its own points), with the sources it came from.
 
     Raises:
-        TFGSearchError: no usable history (no finished search of another target of this model
+        NoHistory: no usable history (no finished search of another target of this model
             with the same settings of :data:`MATCH`).
     """
     from searchers import RungSchedule, TFGRungSampler
 
     sources = find_sources(storage, resolved, model_identity)
     if not sources:
-        raise TFGSearchError(
+        raise NoHistory(
             f"no finished search of another target of task {resolved.task!r} with these settings in "
             "this storage: nothing to suggest from; run `tfg-search search` for a first target"
         )
@@ -234,7 +238,7 @@ def suggest(
     planner = sampler._planner(maximize=True)
     prior = planner.transfer
     if not prior:
-        raise TFGSearchError("the sources' points lie outside this search's lattices: nothing to suggest")
+        raise NoHistory("the earlier searches' points lie outside these lattices: nothing to suggest")
     mean = prior.means.mean(axis=0)
     best = max(range(len(prior.points)), key=lambda i: (mean[i], -i))
     return {

@@ -38,7 +38,7 @@ from ray.tune.search import Searcher
 from tfg_search.errors import TFGSearchError
 from tfg_search.paths import safe_name
 from tfg_search.run.coordinator import open_search_study
-from tfg_search.run.executors.ray_pool import default_num_workers, init_ray
+from tfg_search.run.executors.ray_pool import default_num_workers, init_ray, plain_worker_output
 from tfg_search.run.loop import Pending, SearchLoop
 from tfg_search.run.settings import SearchSettings
 from tfg_search.store.lease import StudyLease
@@ -177,6 +177,7 @@ def run_tune_search(
 
     loop, resumed = open_search_study(settings, storage, study_name, device)
     studies = loop.studies
+    plain_worker_output()  # off a terminal, the workers' lines without ANSI colour
     owns_ray = init_ray(address) if not ray.is_initialized() else False
     folder = tune_dir or tempfile.mkdtemp(prefix="tfg-tune-")
     try:

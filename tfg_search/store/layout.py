@@ -130,6 +130,9 @@ class StudyInfo:
         extended: when the study was continued with larger extendable settings, and how.
         model_identity: the searched model's identity (``Task.model_identity``: a sha256 of its
             configs and weights), recorded since tfg-search 0.3 (None in older studies).
+        transfer: the earlier searches of other targets the rung search started from, frozen at
+            creation (:mod:`tfg_search.run.transfer`): ``{"mode": "auto"|"named", "sources": [...]}``;
+            None: made without transfer (``--no-transfer``, another search, or before 0.4).
     """
 
     task: str
@@ -144,6 +147,7 @@ class StudyInfo:
     warm_start: list[dict[str, Any]] = field(default_factory=list)
     extended: list[dict[str, Any]] = field(default_factory=list)
     model_identity: str | None = None
+    transfer: dict[str, Any] | None = None
 
     @staticmethod
     def stored(study: Any) -> Any:
@@ -186,6 +190,7 @@ class StudyInfo:
             warm_start=list(raw.get("warm_start") or []),
             extended=list(raw.get("extended") or []),
             model_identity=raw.get("model_identity"),
+            transfer=dict(raw["transfer"]) if isinstance(raw.get("transfer"), Mapping) else None,
         )
 
     def attr(self) -> dict[str, Any]:
@@ -206,6 +211,8 @@ class StudyInfo:
             out["extended"] = self.extended
         if self.model_identity is not None:
             out["model_identity"] = self.model_identity
+        if self.transfer is not None:
+            out["transfer"] = self.transfer
         if self.role is not None:
             out["role"] = self.role
             out["main_study"] = self.main_study

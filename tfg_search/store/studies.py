@@ -21,7 +21,6 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from searchers import optuna_internals
 from tfg_search.errors import TFGSearchError
 from tfg_search.store.database import check_file, connection, is_sqlite_file, redact, resolve_storage
 from tfg_search.store.layout import (
@@ -127,6 +126,8 @@ def save_info(study: optuna.Study, info: StudyInfo) -> None:
     study with its info is made). A study of tfg-search 0.1-0.3 keeps its own user attr of the
     info as it was (nothing a user stored is rewritten); it is read no more once this one is
     written."""
+    from searchers import optuna_internals  # (the writers' import: the read-only commands skip it)
+
     study.set_user_attr(SUMMARY_ATTR, info.summary())
     optuna_internals.set_study_system_attr(study, STUDY_ATTR, info.attr())
 

@@ -190,7 +190,12 @@ def best_fields(record: Any) -> dict[str, Any]:
 
 
 def summary(
-    *, trials: int, finished: bool, best: Mapping[str, Any] | None, compute: Mapping[str, Any]
+    *,
+    trials: int,
+    finished: bool,
+    best: Mapping[str, Any] | None,
+    compute: Mapping[str, Any],
+    transfer: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A search's summary (what its row keeps, :func:`write_row`).
 
@@ -199,14 +204,19 @@ def summary(
         finished: whether the search and its final re-runs are all told.
         best: :func:`best_fields` of its answer (None before any result).
         compute: what the search spent.
+        transfer: the sources it started from and what its start spent
+            (:func:`tfg_search.run.transfer.summary_of`; None: made without transfer).
     """
-    return {
+    out = {
         "trials": trials,
         "finished": finished,
         "best": dict(best) if best is not None else None,
         "compute": dict(compute),
         "updated": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
+    if transfer is not None:
+        out["transfer"] = dict(transfer)
+    return out
 
 
 def payload(study: str, info: StudyInfo, kept: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,4 +239,5 @@ def payload(study: str, info: StudyInfo, kept: Mapping[str, Any]) -> dict[str, A
         "metrics": dict(best.get("metrics") or {}),
         "samples": best.get("samples"),
         "compute": dict(kept["compute"]),
+        "transfer": kept.get("transfer"),
     }

@@ -17,6 +17,10 @@ Ray ``runtime_env`` (``py_modules``: Ray uploads it to the cluster and each node
 its workers start), so workers on other machines, where that folder does not exist, import it as
 the coordinator does (:func:`working_modules`; docs/ray.md).
 
+Output: Ray prints what the actors print on the coordinator's stdout and stderr, each line after a
+``(_TrialWorker pid=...)`` prefix in colour; off a terminal (a CI log, ``ray job logs``, a pipe)
+the prefix comes without ANSI escapes (:func:`plain_worker_output`).
+
 Faults: when an actor dies mid-trial (killed, out of memory, its node lost), the trial is retried
 once on a fresh actor (``outcome.attempts == 2``); if that actor dies too the trial is reported
 failed, with an error saying the actor died. The search goes on either way.
@@ -158,6 +162,17 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         ) from None
 
 
+COLOR_ENV = "RAY_COLOR_PREFIX"
+"""Ray's switch for the colour of the prefix of the workers' lines ("0": none), read at each line."""
+
+
+def plain_worker_output() -> None:
+    """Ray prints the workers' lines without colour (``RAY_COLOR_PREFIX=0``) when this process's
+    stdout or stderr is not a terminal; a value the user set is kept."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault(COLOR_ENV, "0")
+
+
 def init_ray(address: str | None, py_modules: Sequence[str] = ()) -> bool:
     """Join the cluster at ``address`` ("auto", "host:port"), or start a local Ray on every core;
     ``py_modules`` (local paths) go to every worker of the job (Ray's ``runtime_env``).
@@ -170,6 +185,7 @@ def init_ray(address: str | None, py_modules: Sequence[str] = ()) -> bool:
     """
     import ray
 
+    plain_worker_output()
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
     common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
@@ -238,6 +254,7 @@ class RayExecutor(Executor):
         self._closed = False
         self._workers: list[_Worker] = []
         self.py_modules = working_modules([task_options])
+        plain_worker_output()  # (also on a Ray this process started before)
         if not ray.is_initialized():
             self._owns_ray = init_ray(address, self.py_modules)
         self.num_workers = num_workers or default_num_workers(
