@@ -17,6 +17,11 @@ ever writes. For each tfg-search search in the storage:
   values, parameters, times and one JSON record, the sampler's claims in their one attribute, then
   the summary row. Its trial numbers within each study change; nothing else does.
 
+Each migrated search's info (:class:`~tfg_search.store.layout.StudyInfo`) is written to both its
+studies as their system attr, with the short user attr beside it
+(:func:`~tfg_search.store.studies.save_info`); the earlier version's user attr of the info stays
+as it was (read no more).
+
 Rows of searches whose studies were deleted (with Optuna's tools) are dropped.
 
 Safety: an SQLite file is copied first (``FILE.before-migrate-<time>``, printed); the migration of
