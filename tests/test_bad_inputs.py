@@ -442,8 +442,14 @@ BEFORE_WRITING: list[tuple[list[str], str]] = [
     ([*EV, "--n-recur", str(10**9)], "--n-recur 1000000000 is more than 100"),
     (["sample", "--study", STUDY, "--out", "g.png", "--seed", str(2**32)], "--seed must be an integer in"),
     (["sample", "--study", STUDY, "--out", "g.png", "--threads", "100000"], "is more than the"),
+    (["sample", "--study", STUDY, "--out", "g.png", "--n", str(10**12)], "--n 1000000000000 needs about"),
+    (["sample", "--study", STUDY, "--save-tensors", "t.safetensors", "--n", str(2**63)], "--n 9223372"),
+    ([*S, "--executor", "ray", "--samples", str(10**12)], "--samples 1000000000000 needs about"),
+    ([*SB, "--executor", "ray", "--final-samples", str(10**12)], "--final-samples 1000000000000 needs"),
+    ([*SB, "--executor", "ray", "--final-samples", str(10**12), "--workers", "1"], "is available; lower"),
 ]  # fmt: skip
-"""Issue 27, item 1: values no run can use, each refused before any storage is opened."""
+"""Issue 27, item 1: values no run can use, each refused before any storage is opened (a Ray
+search's batch against one actor's share of this machine, before Ray starts)."""
 
 
 @pytest.mark.parametrize(

@@ -373,9 +373,10 @@ def search(
         raise TFGSearchError(f"--threads must be an integer >= 1, got {threads}")
     if batch_size < 1:
         raise TFGSearchError(f"--batch-size must be an integer >= 1, got {batch_size}")
-    from tfg_search.run.validate import check_search
+    from tfg_search.run.validate import RayActors, check_cluster_memory, check_search
 
-    check_search(settings, device, threads, local=executor == "local")  # before any storage is opened
+    actors = RayActors(ray_address, workers, cpus_per_trial, gpus_per_trial) if executor == "ray" else None
+    check_search(settings, device, threads, local=executor == "local", ray=actors)  # before any storage
     options: dict[str, Any] = {"batch_size": batch_size, "threads": threads}
     if executor == "ray":
         options = dict(
@@ -389,6 +390,8 @@ def search(
     with _stopped_by_signals():  # from here on, Ctrl-C and SIGTERM end with exit code 130
         pool = make_executor(executor, **options)
         try:
+            if actors is not None and actors.address is not None:  # a cluster's actors, once joined
+                check_cluster_memory(settings, device, actors)
             total = settings.planned_rounds()
             with SearchProgress(total, quiet or as_json, log_json) as display:
                 report = run_search(settings, storage, study, pool, device, display)

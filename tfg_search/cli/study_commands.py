@@ -230,16 +230,21 @@ def sample(
         options = with_dtype({k: v for k, v in options.items() if k != "dtype"}, dtype, on.type == "cpu")
     elif options.get("dtype") == "float16" and on.type == "cpu":
         raise TFGSearchError("this study ran in float16, which needs a GPU: give --device cuda or --dtype")
+    from tasks import get_task
     from tfg_search.cli.results import draw_samples
     from tfg_search.guidance.config import TFGConfig
     from tfg_search.run.threads import set_threads
 
+    config = TFGConfig.from_dict(payload["config"])  # --n in one batch: it must fit (one line if not)
+    validate.check_batch_memory(
+        get_task(payload["task"], options), payload["target"], config, {"n": (n, n)}, on
+    )
     set_threads(threads)
     task, result = draw_samples(
         payload["task"],
         options,
         payload["target"],
-        TFGConfig.from_dict(payload["config"]),
+        config,
         n,
         seed,
         payload["steps"],

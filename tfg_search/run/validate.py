@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tfg_search.errors import SettingError
@@ -120,12 +121,21 @@ def available_memory(device: Any) -> int:
 
 
 def check_batch_memory(
-    task: Any, target: str, config: Any, sizes: dict[str, tuple[int, int]], device: Any
+    task: Any,
+    target: str,
+    config: Any,
+    sizes: dict[str, tuple[int, int]],
+    device: Any,
+    free: int | None = None,
+    share: str = "",
 ) -> None:
     """Each size fits the memory of ``device`` by the task's estimate
     (:meth:`tasks.base.Task.batch_bytes`). ``sizes``: flag name -> (its value, the samples of the
-    largest batch it makes); refused with the figure and about how much fits."""
-    free = available_memory(device)
+    largest batch it makes); refused with the figure and about how much fits. ``free``: the bytes
+    a batch may use (default: what ``device`` has available); ``share``: how that figure was
+    shared out, for the message (a Ray actor's share, :func:`ray_actor_memory`)."""
+    if free is None:
+        free = available_memory(device)
     one = task.batch_bytes(1, config, 1, target)
     per_sample = max(task.batch_bytes(2, config, 1, target) - one, 1)
     for flag, (given, batch) in sizes.items():
@@ -136,8 +146,48 @@ def check_batch_memory(
             raise SettingError(
                 flag,
                 f"{given} needs about {_size(need)} for one batch{made} on {device}, and {_size(free)} "
-                f"is available; lower it (about {fits} fit)",
+                f"is available{share}; lower it (about {fits} fit)",
             )
+
+
+def ray_actor_memory(
+    nodes: Sequence[dict[str, float]], cpus_per_trial: float, gpus_per_trial: float, workers: int | None
+) -> tuple[int, str]:
+    """The most memory one Ray actor of a search can count on for its batch, and how it was shared
+    out (for the message of :func:`check_batch_memory`). ``nodes``: each node's ``CPU``, ``GPU``
+    and ``memory`` (bytes free for batches); the actors a node runs at once (as many as its
+    CPUs and GPUs fit, at most ``workers``) share its memory, and the node where an actor gets the
+    most is taken (a batch that fits no actor anywhere cannot run); 0 when no node fits one.
+
+    Example:
+        >>> gib = 2**30
+        >>> free, share = ray_actor_memory(
+        ...     [{"CPU": 16, "memory": 64 * gib}, {"CPU": 4, "memory": 32 * gib}], 1, 0, None
+        ... )
+        >>> free // gib, share
+        (8, ' to each of the 4 actors of a node (4 CPUs, --cpus-per-trial 1: fewer --workers or more \
+--cpus-per-trial give each more)')
+        >>> ray_actor_memory([{"CPU": 16, "memory": 64 * gib}], 1, 0, 2)[0] // gib
+        32
+    """
+    from tfg_search.run.executors.ray_pool import default_num_workers
+
+    best: tuple[int, str] = (0, "")
+    for node in nodes:
+        if node.get("CPU", 0) < cpus_per_trial or node.get("GPU", 0) < gpus_per_trial:
+            continue  # no actor of the search runs there
+        actors = default_num_workers(node, cpus_per_trial, gpus_per_trial)
+        if workers is not None:
+            actors = min(actors, workers)
+        per_actor = int(node.get("memory", 0) // actors)
+        if per_actor > best[0]:
+            cpus = f"{node.get('CPU', 0):g} CPUs, --cpus-per-trial {cpus_per_trial:g}"
+            more = "fewer --workers or more --cpus-per-trial give each more"
+            best = (
+                per_actor,
+                f" to each of the {actors} actors of a node ({cpus}: {more})" if actors > 1 else "",
+            )
+    return best
 
 
 def _size(n: float) -> str:
@@ -174,16 +224,19 @@ def check_run(
     )
 
 
-def check_search(settings: Any, device: str | None, threads: int | None, local: bool) -> None:
+def check_search(
+    settings: Any, device: str | None, threads: int | None, local: bool, ray: RayActors | None = None
+) -> None:
     """The checks of a search (``search``), before its study is opened: those of a run, the space,
     the objective, and counts it could not finish (``trials`` and ``wave`` beyond the points of
     its space). The memory of its largest evaluation (a final re-run, or the rung search's top
-    rung) is checked on this machine's device when its trials run here (``local``).
+    rung) is checked on this machine's device when its trials run here (``local``), and against
+    one actor's share of this machine when they run on a local Ray (``ray`` without an address;
+    on a cluster :func:`check_cluster_memory` checks it once Ray is joined).
 
     Raises:
         SettingError: the first check that fails (the CLI names its flag).
     """
-    from searchers.rungs import units
     from tasks import get_task
     from tfg_search.run.devices import resolve_device
     from tfg_search.run.settings import TFG_PARAMS
@@ -224,10 +277,70 @@ def check_search(settings: Any, device: str | None, threads: int | None, local: 
         raise SettingError(
             "wave", f"{resolved.wave} is more than the {points} points of the space; give at most {points}"
         )
-    if not local:
-        return
+    if local:
+        check_batch_memory(task, resolved.target, *_largest_batches(resolved), resolve_device(device))
+    elif ray is not None and ray.address is None:
+        on = ray.device(device)
+        free, share = ray_actor_memory(
+            [ray.this_machine(on)], ray.cpus_per_trial, ray.gpus_per_trial, ray.workers
+        )
+        check_batch_memory(task, resolved.target, *_largest_batches(resolved), on, free, share)
+
+
+def _largest_batches(resolved: Any) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """The configuration of a search's costliest point and its sizes: flag -> (value, the samples
+    of its largest batch: a final re-run's, or the rung search's top rung's)."""
+    from searchers.rungs import units
+
     schedule = resolved.rung_schedule()
     top = resolved.samples * (units(len(schedule.promote)) if schedule is not None else 1)
     point = {name: lattice.high for name, lattice in resolved.lattices().items()}
     sizes = {"samples": (resolved.samples, top), "final_samples": (resolved.final_samples,) * 2}
-    check_batch_memory(task, resolved.target, resolved.config(point), sizes, resolve_device(device))
+    return resolved.config(point), sizes
+
+
+@dataclass(frozen=True)
+class RayActors:
+    """Where a search's Ray actors run (the flags of ``--executor ray``)."""
+
+    address: str | None
+    workers: int | None
+    cpus_per_trial: float
+    gpus_per_trial: float
+
+    def device(self, device: str | None) -> Any:
+        """An actor's device: ``device``, else a GPU when it asks for one and torch has CUDA."""
+        import torch
+
+        if device is None and self.gpus_per_trial > 0 and torch.cuda.is_available():
+            device = "cuda"
+        return torch.device(device or "cpu")
+
+    def this_machine(self, on: Any) -> dict[str, float]:
+        """This machine as a node of a local Ray: its CPUs, GPUs and the memory its actors share
+        (on a GPU: the free memory of one GPU per ``1 / gpus_per_trial`` actors)."""
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        memory = available_memory(on)
+        if on.type == "cuda":
+            memory = int(memory * max(gpus, 1))
+        return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus), "memory": float(memory)}
+
+
+def check_cluster_memory(settings: Any, device: str | None, ray: RayActors) -> None:
+    """On a Ray cluster just joined: the largest batch against the memory one CPU actor gets on
+    the node where it gets the most (each node's ``memory`` resource shared by the actors it
+    runs). An actor on a GPU is not checked here: Ray does not report its GPU's memory."""
+    import ray as ray_module
+
+    from tasks import get_task
+
+    on = ray.device(device)
+    if on.type != "cpu":
+        return
+    nodes = [n["Resources"] for n in ray_module.nodes() if n.get("Alive")]
+    free, share = ray_actor_memory(nodes, ray.cpus_per_trial, ray.gpus_per_trial, ray.workers)
+    task = get_task(settings.task, settings.task_options)
+    resolved = settings.resolve(task)
+    check_batch_memory(task, resolved.target, *_largest_batches(resolved), on, free, share)
