@@ -33,27 +33,18 @@ def suggest(
     Exits 1 when the storage holds no finished search of another target of this model with the
     same steps, objective and lattices.
     """
-    from tasks import get_task
     from tfg_search.cli.task_commands import parse_options
-    from tfg_search.run.settings import SearchSettings
     from tfg_search.run.transfer import NoHistory
     from tfg_search.run.transfer import suggest as predict
-    from tfg_search.store.studies import open_storage
 
-    given = parse_options(option)
-    settings = SearchSettings(
-        task=task,
-        target=target,
+    options = dict(
         method=method,
         steps=steps,
         objective=tuple(o.strip() for o in objective.split(",")) if objective else None,
-        task_options=given,
+        task_options=parse_options(option),
     )
-    loaded = get_task(task, given)
-    resolved = settings.resolve(loaded)
-    rdb = open_storage(storage, create=False)
     try:
-        answer = predict(rdb, resolved, loaded.model_identity())
+        answer = predict(task, target, storage, **options)
     except NoHistory as err:  # not a bad input: an answer ("nothing known yet"), exit 1
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1) from None

@@ -57,7 +57,7 @@ MATCH = (
 )
 """Settings a source must share with the new search to be chosen automatically."""
 
-__all__ = ["MATCH", "NoHistory", "find_sources", "source_points", "suggest", "summary_of"]
+__all__ = ["MATCH", "NoHistory", "find_sources", "predict", "source_points", "suggest", "summary_of"]
 
 
 class NoHistory(TFGSearchError):
@@ -209,7 +209,7 @@ def summary_of(
     }
 
 
-def suggest(
+def predict(
     storage: optuna.storages.BaseStorage, resolved: Any, model_identity: str | None
 ) -> dict[str, Any]:
     """The configuration the study database predicts for ``resolved``'s target before any search:
@@ -248,3 +248,30 @@ def suggest(
         "sources": summary_of({"mode": "auto", "sources": sources}, sampler.transfer_report)["sources"],
         "passes": 0,
     }
+
+
+def suggest(task: str, target: str, storage: str | None = None, **settings: Any) -> dict[str, Any]:
+    """What ``tfg-search suggest`` answers, from Python: the configuration the storage's earlier
+    searches of other targets predict for ``target`` (:func:`predict`), zero model passes.
+
+    Args:
+        task, target: what to suggest for.
+        storage: the study database's URL (default: ``TFG_SEARCH_STORAGE``, else
+            ``./tfg-studies.db``); read only.
+        settings: other :class:`~tfg_search.run.settings.SearchSettings` fields the searches
+            must share (``steps``, ``objective``, ``method``, ``task_options``, ...).
+
+    Raises:
+        NoHistory: the storage holds no usable history.
+
+    Example:
+        >>> suggest("gmm2d", "3", "sqlite:///studies.db", steps=8)["params"]  # doctest: +SKIP
+        {'rho': 0.002, 'mu': 0.016, 'gamma': 1.0}
+    """
+    from tasks import get_task
+    from tfg_search.run.settings import SearchSettings
+    from tfg_search.store.studies import open_storage
+
+    wanted = SearchSettings(task=task, target=target, **settings)
+    loaded = get_task(task, wanted.task_options)
+    return predict(open_storage(storage, create=False), wanted.resolve(loaded), loaded.model_identity())
