@@ -26,6 +26,9 @@ from typing import Any
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import TFGConfig
 
+BATCH_SIZE = 6
+"""Most candidates of a round sampled in one batch by default (``--batch-size``; the local
+executor's, for the command line and the Python API alike)."""
 FAILURE_TRIAL = "trial"
 """The configuration itself failed (e.g. its samples went non-finite): final, never retried."""
 FAILURE_ENVIRONMENT = "environment"

@@ -25,6 +25,9 @@ from tfg_search.errors import TFGSearchError
 
 RESUME_HINT = "rerun the same command to resume"
 STORAGE_HELP = "SQLAlchemy URL [env TFG_SEARCH_STORAGE]"
+THREADS_DEFAULT = "this process's CPU share less the cores the load average shows busy, at least 1"
+"""The default of ``--threads`` in a few words (the rule: :func:`tfg_search.run.threads.default_threads`;
+here, so that the query commands' module does not import ``tfg_search.run``)."""
 STORAGE_FIX = "pass a URL such as sqlite:///tfg-studies.db, or leave --storage out for the default"
 
 

@@ -20,8 +20,7 @@ from tfg_search.cli import common
 from tfg_search.cli.task_commands import DTYPE_HELP, parse_options, with_dtype
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import METHODS
-from tfg_search.run.executors.local import BATCH_SIZE
-from tfg_search.run.threads import DEFAULT_HELP as THREADS_DEFAULT
+from tfg_search.trial import BATCH_SIZE
 
 
 def _parse_space(text: str | None) -> Any:
@@ -254,7 +253,7 @@ def search(
     threads: int | None = typer.Option(
         None,
         "--threads",
-        help=f"torch threads of local evaluations (default: {THREADS_DEFAULT})",
+        help=f"torch threads of local evaluations (default: {common.THREADS_DEFAULT})",
         rich_help_panel=WHERE,
     ),
     batch_size: int = typer.Option(

@@ -16,7 +16,6 @@ from rich.markup import escape
 
 from tfg_search.cli import common, output
 from tfg_search.errors import TFGSearchError
-from tfg_search.run.threads import DEFAULT_HELP as THREADS_DEFAULT
 
 out = output.console()
 
@@ -194,7 +193,9 @@ def sample(
     dtype: str | None = typer.Option(
         None, "--dtype", help="float32 | float16 | bfloat16: the models' dtype (default: the search's)"
     ),
-    threads: int | None = typer.Option(None, "--threads", help=f"torch threads (default: {THREADS_DEFAULT})"),
+    threads: int | None = typer.Option(
+        None, "--threads", help=f"torch threads (default: {common.THREADS_DEFAULT})"
+    ),
     storage: str | None = typer.Option(None, "--storage", help=common.STORAGE_HELP),
     force: bool = typer.Option(False, "--force", help="overwrite existing files"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as one JSON object"),

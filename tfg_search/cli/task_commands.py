@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
+from tfg_search.cli.common import THREADS_DEFAULT
 from tfg_search.errors import TFGSearchError
 from tfg_search.guidance.config import EVAL_METHODS
-from tfg_search.run.threads import DEFAULT_HELP as THREADS_DEFAULT
 
 TaskOption = Annotated[
     list[str] | None,

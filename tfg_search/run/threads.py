@@ -26,9 +26,6 @@ import math
 import os
 from pathlib import Path
 
-DEFAULT_HELP = "this process's CPU share less the cores the load average shows busy, at least 1"
-"""The default rule in a few words, for the ``--threads`` help of every command."""
-
 
 def _cgroup_quota() -> float | None:
     """CPUs allowed by the cgroup v2 quota (``cpu.max``), or None when unlimited or unknown."""

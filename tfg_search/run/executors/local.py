@@ -6,8 +6,9 @@ steps, device and structure: n_recur, n_iter, n_mc, eta) run as one sampling bat
 how many candidates share a batch (1 turns batching off).
 
 Its defaults are the command line's: ``tfg-search search`` builds this executor with the same
-:data:`BATCH_SIZE` and thread rule (:func:`tfg_search.run.threads.set_threads`), so a search run from
-Python with ``run_search(settings)`` batches and threads as the same search run from the CLI.
+:data:`tfg_search.trial.BATCH_SIZE` and thread rule (:func:`tfg_search.run.threads.set_threads`),
+so a search run from Python with ``run_search(settings)`` batches and threads as the same search
+run from the CLI.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from typing import Any
 from tfg_search.run.executors.base import Executor
 from tfg_search.run.threads import set_threads
 from tfg_search.run.worker import run_batch
-from tfg_search.trial import TrialOutcome, TrialSpec
-
-BATCH_SIZE = 6
-"""Most candidates of a round sampled in one batch by default (``--batch-size``)."""
+from tfg_search.trial import BATCH_SIZE, TrialOutcome, TrialSpec
 
 
 def group(specs: Sequence[TrialSpec], batch_size: int) -> list[list[TrialSpec]]:
