@@ -19,7 +19,7 @@ from typing import Any
 from tfg_search.errors import NonFiniteSampleError, TFGSearchError
 from tfg_search.guidance.config import METHODS, STRUCTURES, TFGConfig
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 """The one version (pyproject reads it); stored with each study and naming its layout
 (:data:`tfg_search.store.layout.LAYOUT` 2 is written since 0.2)."""
 
