@@ -18,7 +18,7 @@ from tfg_search.run.executors import LocalExecutor
 from tfg_search.run.settings import SearchSettings
 from tfg_search.store.layout import StudyInfo
 
-TINY = dict(task="gmm2d", samples=8, final_samples=8, steps=4, final_top=1, wave=4)
+TINY = dict(task="gmm2d", samples=4, final_samples=4, steps=2, final_top=1, wave=4)
 
 
 def settings(target: str, **kw) -> SearchSettings:
@@ -103,7 +103,7 @@ def test_bad_transfer_flags_are_one_line_and_write_nothing(history, tmp_path, ca
     db = Path(url.removeprefix("sqlite:///"))
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     monkeypatch.chdir(tmp_path)
-    base = ["search", "--task", "gmm2d", "--target", "1", "--storage", url, "--steps", "4", "--samples", "8"]
+    base = ["search", "--task", "gmm2d", "--target", "1", "--storage", url, "--steps", "2", "--samples", "4"]
     for extra, words in (
         (["--transfer-from", "nope"], "no tfg-search study 'nope'"),
         (["--transfer-from", history[1], "--no-transfer"], "contradict"),
@@ -117,7 +117,7 @@ def test_bad_transfer_flags_are_one_line_and_write_nothing(history, tmp_path, ca
 
 def test_suggest_answers_from_history_and_refuses_without(history, tmp_path, capsys):
     url = copy(history, tmp_path)
-    args = ["suggest", "--task", "gmm2d", "--target", "1", "--steps", "4", "--storage", url]
+    args = ["suggest", "--task", "gmm2d", "--target", "1", "--steps", "2", "--storage", url]
     result = run_cli([*args, "--json"], capsys)
     assert result.code == 0, result.err
     answer = json.loads(result.out)
@@ -129,7 +129,7 @@ def test_suggest_answers_from_history_and_refuses_without(history, tmp_path, cap
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert result.code == 1 and len(lines) == 1 and "nothing to suggest" in lines[0]
     result = run_cli(
-        ["suggest", "--task", "gmm2d", "--target", "0", "--steps", "4", "--storage", url], capsys
+        ["suggest", "--task", "gmm2d", "--target", "0", "--steps", "2", "--storage", url], capsys
     )
     assert result.code == 1  # its own target is no history
 
