@@ -38,7 +38,7 @@ import optuna
 from optuna.distributions import FloatDistribution  # noqa: F401 (the example)
 from optuna.trial import FrozenTrial, TrialState
 
-from searchers import Lattice
+from searchers import Lattice, optuna_internals
 from tfg_search.errors import TFGSearchError
 from tfg_search.store.layout import SEARCH_SUFFIX, StudyInfo
 
@@ -168,7 +168,7 @@ def find_sources(
     for name, info in sorted(chosen.values()):
         search = studies[name + SEARCH_SUFFIX]
         maximize = search.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-        trials = storage.get_all_trials(search._study_id, deepcopy=False)
+        trials = storage.get_all_trials(optuna_internals.study_id(search), deepcopy=False)
         _, kept = rows[name]
         best = kept["best"]
         differs = _differences(info.settings, want)
