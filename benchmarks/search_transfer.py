@@ -293,6 +293,9 @@ def main() -> None:
     parser.add_argument("--grid-top", type=int, default=16)
     parser.add_argument("--max-builds", type=int, default=8)
     parser.add_argument("--no-negative", action="store_true")
+    parser.add_argument(
+        "--negative-targets", default=None, help="pairs of the misleading run (default: --targets)"
+    )
     parser.add_argument("--out", default=str(RESULTS / "search_transfer.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "img" / "search-transfer.png"))
     args = parser.parse_args()
@@ -327,8 +330,13 @@ def main() -> None:
     }
     print_summary("shapes, leave one pair out", payload["summary"]["shapes"])
     if not args.no_negative:
+        negative_args = argparse.Namespace(
+            **{**vars(table_args), "targets": args.negative_targets or args.targets}
+        )
         negative = bench_table(
-            table_args, ["transfer", "cold"], runner(seeds, ("transfer", "cold"), History(inverted=True), 0)
+            negative_args,
+            ["transfer", "cold"],
+            runner(seeds, ("transfer", "cold"), History(inverted=True), 0),
         )
         payload["summary"]["negative"] = summary(negative, ("transfer", "cold"))
         payload["negative_targets"] = negative["targets"]
