@@ -122,7 +122,7 @@ class StudyInfo:
     Attributes:
         task, target, method: what is searched.
         settings: the resolved settings (``ResolvedSettings.to_dict()``).
-        layout: 2 (this version), 1 for a study of tfg-search 0.1.
+        layout: :data:`LAYOUT` (3 since tfg-search 0.3), 2 for 0.2, 1 for a study of tfg-search 0.1.
         role: ``None`` for the main study ``N``, :data:`SEARCH_STUDY` for ``N:search``.
         main_study: for ``N:search``, the name ``N``.
         versions, created: what made it, and when.
