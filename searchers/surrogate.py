@@ -105,19 +105,9 @@ class GaussianProcess:
             lows, highs: the lowest and highest value of each key coordinate.
             categorical: which coordinates are categorical (default: none).
         """
-        d = len(lows)
-        cat = np.array(categorical if categorical is not None else [False] * d, dtype=bool)
-        lo = np.array(lows, dtype=float)
-        spans = np.maximum(np.array(highs, dtype=float) - lo, 1.0)
-        x = cls._coordinates(keys, lo, spans, cat)
-        raw = np.array(scores, dtype=float)
-        finite = np.isfinite(raw)
-        y = np.zeros(len(raw))
-        if finite.any():
-            y[finite] = normal_scores(raw[finite])
-        worst = float(y[finite].min()) if finite.any() else 0.0
-        y[~finite] = worst - FAILED_MARGIN
-        return cls._fit(x, y, np.array(weights, dtype=float), cat, lo, spans)
+        return cls.fit_transformed(
+            keys, transformed(scores), weights, lows=lows, highs=highs, categorical=categorical
+        )
 
     @classmethod
     def fit_transformed(
@@ -207,6 +197,24 @@ class GaussianProcess:
             self.lows,
             self.spans,
         )
+
+
+def transformed(scores: Sequence[float]) -> np.ndarray:
+    """Scores in the units the model fits: the normal scores of the finite ones' ranks
+    (:func:`normal_scores`), a failure :data:`FAILED_MARGIN` below the worst of them.
+
+    Example:
+        >>> [round(float(v), 3) for v in transformed([0.2, float("nan"), 0.9])]
+        [-0.674, -1.674, 0.674]
+    """
+    raw = np.array(scores, dtype=float)
+    finite = np.isfinite(raw)
+    y = np.zeros(len(raw))
+    if finite.any():
+        y[finite] = normal_scores(raw[finite])
+    worst = float(y[finite].min()) if finite.any() else 0.0
+    y[~finite] = worst - FAILED_MARGIN
+    return y
 
 
 def normal_scores(values: np.ndarray) -> np.ndarray:

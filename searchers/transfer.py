@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .surrogate import GaussianProcess
+from .surrogate import GaussianProcess, transformed
 
 Key = tuple[int, ...]
 SourcePoints = Sequence[tuple[Key, float, float]]
@@ -178,13 +178,15 @@ class TransferPrior:
     ) -> GaussianProcess | PriorModel:
         """This search's surrogate: a GP of what the sources' prior leaves, or the cold GP (the
         same as :meth:`GaussianProcess.fit`) when the prior is None."""
-        cold = GaussianProcess.fit(keys, scores, weights, lows=lows, highs=highs, categorical=categorical)
-        prior = self.prior(keys, cold.y) if keys else None
+        y = transformed(scores)
+        prior = self.prior(keys, y) if keys else None
         if prior is None:
-            return cold
+            return GaussianProcess.fit_transformed(
+                keys, y, weights, lows=lows, highs=highs, categorical=categorical
+            )
         at = prior[[self._index[tuple(k)] for k in keys]]
         residual = GaussianProcess.fit_transformed(
-            keys, cold.y - at, weights, lows=lows, highs=highs, categorical=categorical
+            keys, y - at, weights, lows=lows, highs=highs, categorical=categorical
         )
         return PriorModel(residual, {p: float(prior[i]) for i, p in enumerate(self.points)})
 
