@@ -165,9 +165,10 @@ def runner(seeds: list[int], methods: tuple[str, ...], history: History, extra_w
                     transfer=sources,
                     **common,
                 )
-            for method in ("gp", "tpe"):
-                if method in methods:
-                    runs[(method, seed)] = search(
+            warm = answers(sources, setup.space)
+            for name, method, enqueued in (("gp", "gp", ()), ("tpe", "tpe", ()), ("gp-warm", "gp", warm)):
+                if name in methods:
+                    runs[(name, seed)] = search(
                         method,
                         make_oracle(seed),
                         setup.space,
@@ -176,21 +177,9 @@ def runner(seeds: list[int], methods: tuple[str, ...], history: History, extra_w
                         unit=setup.samples,
                         trials=trials,
                         extra_waves=extra_waves,
+                        warm=enqueued,
                         **common,
                     )
-            if "gp-warm" in methods:
-                runs[("gp-warm", seed)] = search(
-                    "gp",
-                    make_oracle(seed),
-                    setup.space,
-                    target=target,
-                    seed=seed,
-                    unit=setup.samples,
-                    trials=trials,
-                    extra_waves=extra_waves,
-                    warm=answers(sources, setup.space),
-                    **common,
-                )
             log(
                 f"{target} seed {seed}: "
                 + ", ".join(f"{m} {r.answer}" for (m, s), r in runs.items() if s == seed)
